@@ -1,0 +1,237 @@
+"""Backbones (preset, local directory, from scratch) and the classifier on top.
+
+A classifier is keras-hub's own task class with `preprocessor=None`, so the
+head is exactly keras-hub's: BERT's takes `pooled_output` (its pooler is a
+dense layer on the [CLS] vector), RoBERTa's takes the `<s>` vector through its
+own dense layer. Tokenization lives in `TextEncoder`, which is made of
+TensorFlow and TensorFlow Text ops only, so the same object feeds `tf.data`
+and the exported serving graph.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import keras_hub
+import tensorflow as tf
+
+FAMILIES = {
+    "bert": (keras_hub.models.BertBackbone, keras_hub.models.BertTextClassifier),
+    "roberta": (keras_hub.models.RobertaBackbone, keras_hub.models.RobertaTextClassifier),
+}
+
+BERT_RESERVED_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+ROBERTA_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def family_of(backbone) -> str:
+    """`"bert"` or `"roberta"` for a keras-hub backbone.
+
+    Raises:
+        ValueError: for any other architecture.
+    """
+    for family, (backbone_class, _) in FAMILIES.items():
+        if isinstance(backbone, backbone_class):
+            return family
+    raise ValueError(
+        "kerasbert fine-tunes BERT and RoBERTa backbones; received a "
+        f"{type(backbone).__name__}. Use a BERT or RoBERTa preset."
+    )
+
+
+# === Tokenizers ===
+
+
+def learn_tokenizer(family, texts, vocabulary_size, lowercase=True):
+    """Learns a vocabulary from `texts` and returns a keras-hub tokenizer.
+
+    BERT gets WordPiece (keras-hub's vocabulary tool); RoBERTa gets byte-level
+    BPE (the `tokenizers` library), as their pretrained tokenizers are.
+
+    Args:
+        family: `"bert"` or `"roberta"`.
+        texts: a list of training strings.
+        vocabulary_size: the largest vocabulary to learn.
+        lowercase: BERT only: fold case before splitting.
+
+    Returns:
+        A `keras_hub.models.BertTokenizer` or `RobertaTokenizer`.
+    """
+    texts = [str(t) for t in texts]
+    if family == "bert":
+        vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
+            tf.data.Dataset.from_tensor_slices(texts).batch(1024),
+            vocabulary_size,
+            lowercase=lowercase,
+            reserved_tokens=BERT_RESERVED_TOKENS,
+        )
+        return keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=lowercase)
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        texts,
+        vocab_size=vocabulary_size,
+        min_frequency=1,
+        special_tokens=ROBERTA_SPECIAL_TOKENS,
+        show_progress=False,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        bpe.save_model(tmp)
+        vocabulary = json.loads(Path(tmp, "vocab.json").read_text(encoding="utf-8"))
+        merges = [
+            line
+            for line in Path(tmp, "merges.txt").read_text(encoding="utf-8").splitlines()
+            if line and not line.startswith("#version")
+        ]
+    if not merges:
+        raise ValueError(
+            f"the training texts gave no BPE merges within vocabulary_size="
+            f"{vocabulary_size}; raise vocabulary_size or add training data"
+        )
+    return keras_hub.models.RobertaTokenizer(vocabulary=vocabulary, merges=merges)
+
+
+class TextEncoder:
+    """Raw strings to the backbone's inputs, in TensorFlow ops only.
+
+    Args:
+        tokenizer: a keras-hub BERT or RoBERTa tokenizer.
+        sequence_length: the longest packed sequence; longer texts are
+            truncated (for pairs, the longer segment first).
+
+    Example:
+    >>> encoder = TextEncoder(tokenizer, sequence_length=64)
+    >>> inputs = encoder(tf.constant(["a fine film"]))
+    """
+
+    def __init__(self, tokenizer, sequence_length):
+        self.tokenizer = tokenizer
+        self.sequence_length = sequence_length
+        self.family = "bert" if isinstance(tokenizer, keras_hub.models.BertTokenizer) else "roberta"
+        if self.family == "bert":
+            start, end, sep = tokenizer.cls_token_id, tokenizer.sep_token_id, None
+        else:
+            start, end = tokenizer.start_token_id, tokenizer.end_token_id
+            sep = [end, end]
+        self.pad_token_id = tokenizer.pad_token_id
+        self.packer = keras_hub.layers.MultiSegmentPacker(
+            sequence_length=sequence_length,
+            start_value=start,
+            end_value=end,
+            sep_value=sep,
+            pad_value=self.pad_token_id,
+            truncate="waterfall" if self.family == "bert" else "round_robin",
+        )
+
+    @property
+    def input_names(self) -> list[str]:
+        names = ["token_ids", "padding_mask"]
+        return names + ["segment_ids"] if self.family == "bert" else names
+
+    def __call__(self, text, text_pair=None):
+        """Encodes a `[batch]` string tensor (and its pair) to padded ids."""
+        segments = [self.tokenizer(text)]
+        if text_pair is not None:
+            segments.append(self.tokenizer(text_pair))
+        token_ids, segment_ids = self.packer(tuple(segments))
+        inputs = {
+            "token_ids": token_ids,
+            "padding_mask": token_ids != self.pad_token_id,
+        }
+        if self.family == "bert":
+            inputs["segment_ids"] = segment_ids
+        return inputs
+
+
+# === Classifier ===
+
+
+def build_classifier(model_config, num_classes, texts=None):
+    """Builds the backbone, its tokenizer and a classification head.
+
+    Args:
+        model_config: a `kerasbert.config.ModelConfig`.
+        num_classes: the number of labels.
+        texts: the training texts; needed to learn a from-scratch vocabulary.
+
+    Returns:
+        `(classifier, tokenizer)`: a keras-hub `BertTextClassifier` or
+        `RobertaTextClassifier` that outputs logits from token ids, and its
+        tokenizer.
+
+    Raises:
+        ValueError: when the preset is neither BERT nor RoBERTa, or a
+            from-scratch backbone is asked for without texts.
+    """
+    if model_config.preset is not None:
+        backbone = keras_hub.models.Backbone.from_preset(model_config.preset)
+        tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(model_config.preset)
+        family = family_of(backbone)
+    else:
+        spec = model_config.scratch
+        if texts is None:
+            raise ValueError("a from-scratch backbone needs the training texts")
+        family = spec.family
+        tokenizer = learn_tokenizer(family, texts, spec.vocabulary_size, spec.lowercase)
+        backbone_class = FAMILIES[family][0]
+        backbone = backbone_class(
+            vocabulary_size=tokenizer.vocabulary_size(),
+            num_layers=spec.num_layers,
+            num_heads=spec.num_heads,
+            hidden_dim=spec.hidden_dim,
+            intermediate_dim=spec.intermediate_dim,
+            max_sequence_length=spec.max_sequence_length,
+            dropout=0.1,
+        )
+    if model_config.sequence_length > backbone.max_sequence_length:
+        raise ValueError(
+            f"model.sequence_length ({model_config.sequence_length}) exceeds "
+            f"the backbone's max_sequence_length ({backbone.max_sequence_length})"
+        )
+    classifier_class = FAMILIES[family][1]
+    classifier = classifier_class(
+        backbone,
+        num_classes=num_classes,
+        preprocessor=None,
+        activation=None,
+        dropout=model_config.dropout,
+    )
+    return classifier, tokenizer
+
+
+@dataclass
+class LayerGroups:
+    """A classifier's layers by role, for freezing and per-layer learning rates.
+
+    Attributes:
+        embeddings: token/position/segment embeddings and their layer norm.
+        transformer: the transformer layers, bottom (index 0) to top.
+        head: everything above the last transformer layer (BERT's pooler,
+            RoBERTa's head dense, the output layer); always trainable.
+    """
+
+    embeddings: list
+    transformer: list
+    head: list
+
+
+def layer_groups(classifier) -> LayerGroups:
+    """Splits a classifier's weighted layers into embeddings, transformer, head."""
+    backbone = classifier.backbone
+    transformer = list(backbone.transformer_layers)
+    head_in_backbone = [backbone.get_layer("pooled_dense")] if family_of(backbone) == "bert" else []
+    skip = {id(layer) for layer in transformer + head_in_backbone}
+    embeddings = [
+        layer
+        for layer in backbone.layers
+        if layer.weights and id(layer) not in skip
+    ]
+    head = head_in_backbone + [
+        layer for layer in classifier.layers if layer is not backbone and layer.weights
+    ]
+    return LayerGroups(embeddings=embeddings, transformer=transformer, head=head)

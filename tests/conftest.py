@@ -1,0 +1,102 @@
+"""Shared fixtures: tiny labelled data, tiny configs, one trained and exported run.
+
+Everything is offline and small (2 layers, hidden 16, a vocabulary of a few
+hundred tokens) so the whole suite runs in minutes on two CPU cores.
+"""
+
+import os
+
+os.environ["KERAS_BACKEND"] = "tensorflow"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import copy
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART_CSV = REPO / "configs" / "data" / "quickstart_reviews.csv"
+
+
+def make_reviews(n=90, seed=0) -> pd.DataFrame:
+    """`n` short texts in three easily separable classes."""
+    rng = random.Random(seed)
+    words = {
+        "good": ["great", "lovely", "superb", "brilliant", "fun"],
+        "bad": ["awful", "boring", "dull", "terrible", "flat"],
+        "info": ["tickets", "runtime", "release", "credits", "cast"],
+    }
+    rows = []
+    for i in range(n):
+        label = list(words)[i % 3]
+        picks = rng.sample(words[label], 2)
+        rows.append({"text": f"the film was {picks[0]} and {picks[1]}", "label": label})
+    return pd.DataFrame(rows)
+
+
+def tiny_config_dict(data_path, tmp_path, family="bert", **sections) -> dict:
+    """A config for a tiny from-scratch model on `data_path`, writing under `tmp_path`."""
+    config = {
+        "name": "tiny",
+        "seed": 0,
+        "data": {"path": str(data_path), "split": {"validation": 0.2, "test": 0.2}},
+        "model": {
+            "scratch": {
+                "family": family,
+                "num_layers": 2,
+                "num_heads": 2,
+                "hidden_dim": 16,
+                "intermediate_dim": 32,
+                "max_sequence_length": 32,
+                "vocabulary_size": 300,
+            },
+            "sequence_length": 16,
+        },
+        "training": {
+            "epochs": 1,
+            "batch_size": 8,
+            "learning_rate": 1e-3,
+            "early_stopping": None,
+            "baseline": False,
+            "runs_dir": str(Path(tmp_path) / "runs"),
+        },
+        "export": {"base_path": str(Path(tmp_path) / "saved_models")},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict) and isinstance(config.get(section), dict):
+            config[section] = {**copy.deepcopy(config[section]), **values}
+        else:
+            config[section] = values
+    return config
+
+
+@pytest.fixture
+def reviews_csv(tmp_path):
+    path = tmp_path / "reviews.csv"
+    make_reviews().to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One tiny BERT trained on the quickstart data and exported; shared by many tests."""
+    from kerasbert.config import config_from_dict
+    from kerasbert.training import train
+
+    tmp = tmp_path_factory.mktemp("trained")
+    config = config_from_dict(
+        tiny_config_dict(
+            QUICKSTART_CSV,
+            tmp,
+            training={"epochs": 3, "learning_rate": 3e-3},
+        )
+    )
+    return train(config)
+
+
+@pytest.fixture(scope="session")
+def exported_model(trained_run):
+    """The version directory of `trained_run`'s export."""
+    return trained_run.export_dir

@@ -418,7 +418,7 @@ def _describe(error: ValidationError, raw: dict) -> str:
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     given = problem.get("input")
-    if kind.endswith("_type") or kind.startswith(("greater", "less", "literal", "string")):
+    if kind != "value_error" and not isinstance(given, (dict, list)):
         return f"{dotted}: {message}; received {given!r}{suffix}"
     return f"{dotted or '(top level)'}: {message}{suffix}"
 

@@ -227,18 +227,19 @@ def split_frame(frame, validation, test, seed, binning=None) -> dict:
     strata = frame["label"].astype(str)
     if binning is not None:
         values = _numeric(frame["label"], "the label column")
-        strata = pd.qcut(values, q=min(10, max(2, len(values) // 10)), duplicates="drop").astype(str)
+        bins = pd.qcut(values, q=min(10, max(2, len(values) // 10)), duplicates="drop")
+        strata = pd.Series(np.asarray(bins).astype(str), index=frame.index)
     parts = {"train": frame, "validation": None, "test": None}
     try:
         rest = frame
         if test:
             rest, parts["test"] = train_test_split(
-                frame, test_size=test, random_state=seed, stratify=strata
+                frame, test_size=round(test * len(frame)), random_state=seed, stratify=strata
             )
         if validation:
             parts["train"], parts["validation"] = train_test_split(
                 rest,
-                test_size=validation / (1 - test),
+                test_size=round(validation * len(frame)),
                 random_state=seed,
                 stratify=strata.loc[rest.index],
             )

@@ -140,6 +140,7 @@ def fit(prepared, config, run_dir, extra_callbacks=()):
         validation_data=prepared.dataset("validation", cfg.batch_size),
         epochs=cfg.epochs,
         class_weight=prepared.class_weight,
+        shuffle=False,  # the dataset reshuffles itself, from the seed
         callbacks=callbacks,
         verbose=2 if not _interactive() else "auto",
     )

@@ -1,0 +1,96 @@
+import pytest
+
+from kerasbert.config import ConfigError, config_from_dict, load_config
+from tests.conftest import REPO, tiny_config_dict
+
+
+def write_yaml(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_quickstart_config_is_valid():
+    config = load_config(REPO / "configs" / "quickstart.yaml")
+    assert config.name == "quickstart"
+    assert config.model.scratch.family == "bert"
+
+
+def test_overrides_parse_values_as_yaml(tmp_path):
+    config = load_config(
+        REPO / "configs" / "quickstart.yaml",
+        ["training.epochs=2", "model.dropout=0.25", "export.model_name=other"],
+    )
+    assert config.training.epochs == 2
+    assert config.model.dropout == 0.25
+    assert config.model_name == "other"
+
+
+def test_unknown_key_suggests_the_nearest(tmp_path):
+    raw = tiny_config_dict("x.csv", tmp_path)
+    raw["training"]["lerning_rate"] = 0.1
+    with pytest.raises(ConfigError, match=r"training\.lerning_rate: unknown key; did you mean `learning_rate`\?"):
+        config_from_dict(raw, source="run.yaml")
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    raw = tiny_config_dict("x.csv", tmp_path)
+    raw["training"]["epochs"] = "many"
+    with pytest.raises(ConfigError, match=r"^run\.yaml: training\.epochs: .*received 'many'"):
+        config_from_dict(raw, source="run.yaml")
+
+
+def test_out_of_range_value_is_refused(tmp_path):
+    raw = tiny_config_dict("x.csv", tmp_path)
+    raw["model"]["dropout"] = 1.5
+    with pytest.raises(ConfigError, match=r"model\.dropout: Input should be less than 1; received 1\.5"):
+        config_from_dict(raw)
+
+
+def test_missing_required_key(tmp_path):
+    raw = tiny_config_dict("x.csv", tmp_path)
+    del raw["name"]
+    with pytest.raises(ConfigError, match=r"name: required key is missing"):
+        config_from_dict(raw)
+
+
+def test_data_needs_exactly_one_source(tmp_path):
+    raw = tiny_config_dict("x.csv", tmp_path)
+    raw["data"]["train"] = "y.csv"
+    with pytest.raises(ConfigError, match=r"data: give either `path`"):
+        config_from_dict(raw)
+
+
+def test_sequence_length_beyond_backbone_is_refused(tmp_path):
+    raw = tiny_config_dict("x.csv", tmp_path)
+    raw["model"]["sequence_length"] = 64
+    with pytest.raises(ConfigError, match=r"exceeds scratch\.max_sequence_length"):
+        config_from_dict(raw)
+
+
+def test_bad_yaml_is_one_line(tmp_path):
+    path = write_yaml(tmp_path, "name: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line"):
+        load_config(path)
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    with pytest.raises(ConfigError, match=r"expected a mapping"):
+        load_config(write_yaml(tmp_path, "- a\n- b\n"))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"no such config file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_override_without_equals_is_refused():
+    with pytest.raises(ConfigError, match=r"--set expects key.path=value"):
+        load_config(REPO / "configs" / "quickstart.yaml", ["training.epochs"])
+
+
+def test_roberta_vocabulary_too_small_for_bpe(tmp_path):
+    raw = tiny_config_dict("x.csv", tmp_path, family="roberta")
+    raw["model"]["scratch"]["vocabulary_size"] = 100
+    with pytest.raises(ConfigError, match=r"vocabulary_size must be at least 300 for roberta"):
+        config_from_dict(raw)

@@ -1,0 +1,198 @@
+"""End to end: config -> data -> fit -> run directory -> SavedModel."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kerasbert.config import config_from_dict
+from kerasbert.training import train
+from tests.conftest import make_reviews, tiny_config_dict
+
+LOAD_ONLY_TF = r"""
+import json, sys
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
+loaded = tf.saved_model.load(sys.argv[1])
+fn = loaded.signatures["serving_default"]
+kwargs = {name: tf.constant(json.loads(value)) for name, value in zip(sys.argv[2::2], sys.argv[3::2])}
+out = fn(**kwargs)
+print(json.dumps({
+    "probabilities": out["probabilities"].numpy().tolist(),
+    "label": [x.decode() for x in out["label"].numpy()],
+    "modules": sorted(m for m in ("kerasbert", "keras_hub") if m in sys.modules),
+}))
+"""
+
+
+def serve_in_fresh_process(version_dir, **inputs):
+    args = [sys.executable, "-c", LOAD_ONLY_TF, str(version_dir)]
+    for name, values in inputs.items():
+        args += [name, json.dumps(values)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_run_directory_holds_config_labels_history_metrics_and_weights(trained_run):
+    run_dir = trained_run.run_dir
+    for name in ("config.yaml", "labels.json", "history.csv", "metrics.json", "best.weights.h5", "model.keras"):
+        assert (run_dir / name).is_file(), name
+    labels = json.loads((run_dir / "labels.json").read_text())
+    assert labels["labels"] == ["negative", "neutral", "positive"]
+    history = pd.read_csv(run_dir / "history.csv")
+    assert len(history) == 3 and {"loss", "val_loss", "accuracy"} <= set(history.columns)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics) >= {"validation", "test"}
+
+
+def test_export_serves_raw_text_in_a_process_without_kerasbert(trained_run):
+    texts = ["What a superb film.", "", "Dull and lifeless plot.", "naïve 😀 " * 40]
+    out = serve_in_fresh_process(trained_run.export_dir, text=texts)
+    assert out["modules"] == []
+    probabilities = np.array(out["probabilities"])
+    assert probabilities.shape == (4, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert set(out["label"]) <= {"negative", "neutral", "positive"}
+
+
+def test_a_second_export_is_the_next_version(trained_run):
+    from kerasbert.export import next_version
+
+    model_dir = trained_run.export_dir.parent
+    assert trained_run.export_dir.name == "1"
+    assert next_version(model_dir) == 2
+
+
+def test_roberta_from_scratch_trains_and_exports(tmp_path, reviews_csv):
+    config = config_from_dict(tiny_config_dict(reviews_csv, tmp_path, family="roberta"))
+    result = train(config)
+    out = serve_in_fresh_process(result.export_dir, text=["the film was great and fun", "tickets"])
+    assert len(out["label"]) == 2
+    assert (result.export_dir / "assets" / "merges.txt").is_file()
+
+
+def test_sentence_pairs_train_and_export(tmp_path):
+    frame = make_reviews(60)
+    frame["context"] = ["a question about the film"] * len(frame)
+    path = tmp_path / "pairs.parquet"
+    frame.to_parquet(path)
+    raw = tiny_config_dict(path, tmp_path)
+    raw["data"]["text_pair_column"] = "context"
+    result = train(config_from_dict(raw))
+    out = serve_in_fresh_process(
+        result.export_dir, text=["the film was dull"], text_pair=["a question about the film"]
+    )
+    assert len(out["label"]) == 1
+
+
+def test_binned_target_exports_its_edges(tmp_path):
+    frame = pd.DataFrame({
+        "text": [f"pitch raised {w}" for w in ["little", "some", "plenty", "a fortune"] * 20],
+        "amount": [10, 500, 5000, 90000] * 20,
+    })
+    path = tmp_path / "pitches.csv"
+    frame.to_csv(path, index=False)
+    raw = tiny_config_dict(path, tmp_path)
+    raw["data"].update({"label_column": "amount", "binning": {"edges": [100, 1000, 10000]}})
+    result = train(config_from_dict(raw))
+    assert json.loads((result.export_dir / "assets" / "bin_edges.json").read_text()) == [100, 1000, 10000]
+    labels = (result.export_dir / "assets" / "labels.txt").read_text().split("\n")[:-1]
+    assert labels == ["[-inf, 100)", "[100, 1000)", "[1000, 10000)", "[10000, inf)"]
+
+
+def write_transformers_bert(directory, vocabulary, num_layers=2, hidden=16, heads=2, intermediate=32, positions=32):
+    """A tiny random BERT in Hugging Face Transformers format, made by hand."""
+    from safetensors.numpy import save_file
+
+    directory.mkdir(parents=True)
+    (directory / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
+    (directory / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    (directory / "config.json").write_text(json.dumps({
+        "model_type": "bert", "architectures": ["BertModel"], "vocab_size": len(vocabulary),
+        "hidden_size": hidden, "num_hidden_layers": num_layers, "num_attention_heads": heads,
+        "intermediate_size": intermediate, "max_position_embeddings": positions, "type_vocab_size": 2,
+        "hidden_act": "gelu", "layer_norm_eps": 1e-12,
+    }))
+    rng = np.random.default_rng(0)
+
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.02).astype("float32")
+
+    tensors = {
+        "bert.embeddings.word_embeddings.weight": w(len(vocabulary), hidden),
+        "bert.embeddings.position_embeddings.weight": w(positions, hidden),
+        "bert.embeddings.token_type_embeddings.weight": w(2, hidden),
+        "bert.embeddings.LayerNorm.weight": np.ones(hidden, "float32"),
+        "bert.embeddings.LayerNorm.bias": np.zeros(hidden, "float32"),
+        "bert.pooler.dense.weight": w(hidden, hidden),
+        "bert.pooler.dense.bias": np.zeros(hidden, "float32"),
+    }
+    for i in range(num_layers):
+        p = f"bert.encoder.layer.{i}."
+        for name in ("query", "key", "value"):
+            tensors[p + f"attention.self.{name}.weight"] = w(hidden, hidden)
+            tensors[p + f"attention.self.{name}.bias"] = np.zeros(hidden, "float32")
+        tensors[p + "attention.output.dense.weight"] = w(hidden, hidden)
+        tensors[p + "attention.output.dense.bias"] = np.zeros(hidden, "float32")
+        tensors[p + "attention.output.LayerNorm.weight"] = np.ones(hidden, "float32")
+        tensors[p + "attention.output.LayerNorm.bias"] = np.zeros(hidden, "float32")
+        tensors[p + "intermediate.dense.weight"] = w(intermediate, hidden)
+        tensors[p + "intermediate.dense.bias"] = np.zeros(intermediate, "float32")
+        tensors[p + "output.dense.weight"] = w(hidden, intermediate)
+        tensors[p + "output.dense.bias"] = np.zeros(hidden, "float32")
+        tensors[p + "output.LayerNorm.weight"] = np.ones(hidden, "float32")
+        tensors[p + "output.LayerNorm.bias"] = np.zeros(hidden, "float32")
+    save_file(tensors, str(directory / "model.safetensors"))
+    return directory
+
+
+def test_local_transformers_bert_directory_trains_and_exports(tmp_path, reviews_csv):
+    words = sorted({w for text in pd.read_csv(reviews_csv)["text"] for w in text.split()})
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    model_dir = write_transformers_bert(tmp_path / "tiny-bert", vocabulary)
+    raw = tiny_config_dict(reviews_csv, tmp_path)
+    raw["model"] = {"preset": str(model_dir), "sequence_length": 16}
+    result = train(config_from_dict(raw))
+    assert (result.export_dir / "assets" / "vocabulary.txt").read_text().split("\n")[: len(vocabulary)] == vocabulary
+    out = serve_in_fresh_process(result.export_dir, text=["the film was lovely and fun"])
+    assert out["label"][0] in {"good", "bad", "info"}
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "kerasbert.train", *args],
+        capture_output=True, text=True, timeout=300, cwd=cwd,
+    )
+
+
+def test_bad_config_exits_2_with_one_line(tmp_path, reviews_csv):
+    import yaml
+
+    raw = tiny_config_dict(reviews_csv, tmp_path)
+    raw["training"]["lerning_rate"] = 0.1
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    done = run_cli("--config", str(path))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "training.lerning_rate" in lines[0] and "learning_rate" in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_data_exits_2_with_one_line_and_writes_no_run(tmp_path, reviews_csv):
+    import yaml
+
+    raw = tiny_config_dict(reviews_csv, tmp_path)
+    raw["data"]["label_column"] = "sentiment"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    done = run_cli("--config", str(path))
+    assert done.returncode == 2, done.stderr[-1000:]
+    error_lines = [l for l in done.stderr.strip().splitlines() if l.startswith("error:")]
+    assert len(error_lines) == 1 and "missing column(s) ['sentiment']" in error_lines[0]
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "runs").exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +16,16 @@ from pathlib import Path
 import keras
 
 from kerasbert import data as data_lib
+from kerasbert.callbacks import (
+    CyclicalLearningRate,
+    ProgressiveUnfreezing,
+    build_optimizer_variables,
+    set_trainable_layers,
+)
 from kerasbert import export as export_lib
 from kerasbert.config import dump_config
-from kerasbert.models import TextEncoder, build_classifier
+from kerasbert.models import TextEncoder, build_classifier, layer_groups
+from kerasbert.optimizers import build_optimizer
 from kerasbert.pipeline import encode_texts, make_dataset
 
 log = logging.getLogger(__name__)
@@ -75,11 +83,11 @@ def _texts_for_vocabulary(splits):
     return texts
 
 
-def make_run_dir(runs_dir, name) -> Path:
-    """A fresh `runs/<name>/<timestamp>` directory."""
+def make_run_dir(runs_dir, name, prefix="") -> Path:
+    """A fresh `runs/<name>/<prefix><timestamp>` directory."""
     parent = Path(runs_dir) / name
     parent.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = prefix + time.strftime("%Y%m%d-%H%M%S")
     for attempt in range(100):
         run_dir = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
         try:
@@ -90,10 +98,8 @@ def make_run_dir(runs_dir, name) -> Path:
     raise FileExistsError(f"cannot create a new run directory under {parent}")
 
 
-def compile_classifier(classifier, training_config, optimizer=None):
-    """Compiles with AdamW (or the configured optimizer) and accuracy."""
-    if optimizer is None:
-        optimizer = build_plain_optimizer(training_config)
+def compile_classifier(classifier, optimizer):
+    """Compiles for sparse labels, logits out, with accuracy."""
     classifier.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -102,21 +108,88 @@ def compile_classifier(classifier, training_config, optimizer=None):
     return classifier
 
 
-def build_plain_optimizer(training_config):
+def compile_for_stage(prepared, training_config, trainable_layers="all"):
+    """Compiles with the configured optimizer, built on every variable.
+
+    The optimizer is built while every layer is trainable, so that later
+    unfreezing stages can hand it layers that start frozen; then the top
+    `trainable_layers` (and the head) are left trainable.
+
+    Returns:
+        The classifier's `LayerGroups`.
+    """
     cfg = training_config
-    if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(cfg.learning_rate, momentum=cfg.momentum)
-    if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(cfg.learning_rate)
-    return keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay)
+    model = prepared.classifier
+    groups = layer_groups(model)
+    set_trainable_layers(groups, "all")
+    optimizer = build_optimizer(
+        cfg.optimizer,
+        cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        momentum=cfg.momentum,
+        layerwise_decay=cfg.layerwise_decay,
+        groups=groups,
+    )
+    compile_classifier(model, optimizer)
+    build_optimizer_variables(model, groups)
+    set_trainable_layers(groups, trainable_layers)
+    return groups
+
+
+def make_schedule(schedule_config, steps):
+    """The `CyclicalLearningRate` for a schedule config, or None if constant.
+
+    Args:
+        schedule_config: a `kerasbert.config.ScheduleConfig`.
+        steps: batches in one cycle of `one_cycle`.
+    """
+    cfg = schedule_config
+    if cfg.mode == "constant":
+        return None
+    if cfg.mode == "one_cycle":
+        return CyclicalLearningRate.one_cycle(
+            cfg.maximal_learning_rate,
+            total_steps=steps,
+            pct_start=cfg.pct_start,
+            div_factor=cfg.div_factor,
+            final_div_factor=cfg.final_div_factor,
+            base_momentum=cfg.base_momentum,
+            max_momentum=cfg.max_momentum,
+        )
+    return CyclicalLearningRate(
+        cfg.initial_learning_rate,
+        cfg.maximal_learning_rate,
+        cfg.step_size,
+        mode=cfg.mode,
+        gamma=cfg.gamma,
+    )
 
 
 def fit(prepared, config, run_dir, extra_callbacks=()):
-    """Runs `model.fit` with logging, checkpointing and early stopping."""
+    """Runs the whole schedule in one `model.fit`, with logs and checkpoints.
+
+    With `training.unfreezing`, `ProgressiveUnfreezing` walks the stages
+    (restarting the learning-rate cycle at each when
+    `schedule.restart_each_stage`); without it, every layer trains
+    throughout. The learning rate and momentum of every step go to
+    `lr_trace.csv`, the stages to `stages.json`.
+    """
     cfg = config.training
     model = prepared.classifier
-    compile_classifier(model, cfg)
-    callbacks = [
+    stages = [(s.epochs, s.trainable_layers) for s in cfg.unfreezing or []]
+    groups = compile_for_stage(prepared, cfg, stages[0][1] if stages else "all")
+    steps_per_epoch = math.ceil(len(prepared.splits.train) / cfg.batch_size)
+    restart = bool(stages) and cfg.schedule.restart_each_stage
+    cycle_epochs = stages[0][0] if restart else cfg.epochs
+    schedule = make_schedule(cfg.schedule, cycle_epochs * steps_per_epoch)
+    callbacks = []
+    unfreezing = None
+    if stages:
+        unfreezing = ProgressiveUnfreezing(stages, groups, schedule=schedule if restart else None)
+        callbacks.append(unfreezing)
+    if schedule is not None:
+        callbacks.append(schedule)
+    callbacks += [
         keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
         keras.callbacks.ModelCheckpoint(
@@ -144,8 +217,13 @@ def fit(prepared, config, run_dir, extra_callbacks=()):
         callbacks=callbacks,
         verbose=2 if not _interactive() else "auto",
     )
+    if schedule is not None:
+        schedule.write_trace(run_dir)
+    if unfreezing is not None:
+        (run_dir / "stages.json").write_text(export_lib.json_text(unfreezing.stage_log), encoding="utf-8")
     if (run_dir / BEST_WEIGHTS).exists():
         model.load_weights(str(run_dir / BEST_WEIGHTS))
+    set_trainable_layers(groups, "all")
     return history
 
 

@@ -1,0 +1,244 @@
+"""Progressive unfreezing: stages in one `fit`, frozen weights untouched."""
+
+import os
+
+os.environ["KERAS_BACKEND"] = "tensorflow"
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasbert.callbacks import (
+    CyclicalLearningRate,
+    ProgressiveUnfreezing,
+    build_optimizer_variables,
+    set_trainable_layers,
+)
+from kerasbert.config import ModelConfig
+from kerasbert.models import LayerGroups, TextEncoder, build_classifier, layer_groups
+from kerasbert.optimizers import build_optimizer
+
+TEXTS = [
+    f"the {noun} was {adjective}"
+    for noun in ("film", "plot", "cast", "music")
+    for adjective in ("good", "bad", "dull", "great")
+]
+NUM_LAYERS = 3
+
+
+def tiny_classifier(family):
+    model_config = ModelConfig(
+        scratch={
+            "family": family,
+            "vocabulary_size": 300,
+            "hidden_dim": 16,
+            "intermediate_dim": 32,
+            "num_layers": NUM_LAYERS,
+            "max_sequence_length": 32,
+        },
+        sequence_length=16,
+    )
+    keras.utils.set_random_seed(0)
+    classifier, tokenizer = build_classifier(model_config, 3, TEXTS)
+    encoded = TextEncoder(tokenizer, 16)(tf.constant(TEXTS))
+    inputs = {name: np.asarray(value) for name, value in encoded.items()}
+    labels = np.arange(len(TEXTS)) % 3
+    return classifier, inputs, labels
+
+
+@pytest.fixture(scope="module")
+def bert():
+    return tiny_classifier("bert")
+
+
+def weights_of(layers):
+    return [v for layer in layers for v in layer.weights]
+
+
+def size_of(layers):
+    return sum(int(np.prod(v.shape)) for v in weights_of(layers))
+
+
+def trainable_layers_of(groups, trainable_layers):
+    """The layers a stage trains, worked out here independently of the code."""
+    if trainable_layers == "all":
+        return groups.embeddings + groups.transformer + groups.head
+    top = groups.transformer[len(groups.transformer) - trainable_layers :]
+    return top + groups.head
+
+
+def compile_classifier(classifier, groups, **optimizer_args):
+    optimizer = build_optimizer(
+        optimizer_args.pop("name", "adamw"),
+        learning_rate=1e-3,
+        weight_decay=0.01,
+        groups=groups,
+        **optimizer_args,
+    )
+    classifier.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=False,
+    )
+
+
+# === Flags ===
+
+
+def test_set_trainable_layers_trains_the_top_layers_and_the_head(bert):
+    groups = layer_groups(bert[0])
+    set_trainable_layers(groups, 2)
+    assert [layer.trainable for layer in groups.transformer] == [False, True, True]
+    assert not any(layer.trainable for layer in groups.embeddings)
+    assert all(layer.trainable for layer in groups.head)
+
+    set_trainable_layers(groups, 0)
+    assert not any(layer.trainable for layer in groups.transformer + groups.embeddings)
+    assert all(layer.trainable for layer in groups.head)
+
+    set_trainable_layers(groups, NUM_LAYERS)
+    assert all(layer.trainable for layer in groups.transformer)
+    assert not any(layer.trainable for layer in groups.embeddings)
+
+    set_trainable_layers(groups, "all")
+    assert all(layer.trainable for layer in groups.embeddings + groups.transformer)
+
+
+@pytest.mark.parametrize("trainable_layers", [4, -1, "some", 1.5, True])
+def test_trainable_layers_outside_the_backbone_are_rejected(bert, trainable_layers):
+    groups = layer_groups(bert[0])
+    message = r"Invalid value for argument `trainable_layers`. Expected an integer from 0 to 3"
+    with pytest.raises(ValueError, match=message):
+        set_trainable_layers(groups, trainable_layers)
+    with pytest.raises(ValueError, match=message):
+        ProgressiveUnfreezing([(1, 0), (1, trainable_layers)], groups)
+
+
+@pytest.mark.parametrize(
+    "stages, message",
+    [
+        ([], "Expected a non-empty list"),
+        ([(0, 1)], r"epochs must be a positive integer. Received: epochs=0"),
+        ([(1, 0, 2)], r"Expected an \(epochs, trainable_layers\) pair"),
+        ([3], r"stages\[0\]"),
+    ],
+)
+def test_malformed_stages_are_rejected(bert, stages, message):
+    with pytest.raises(ValueError, match=message):
+        ProgressiveUnfreezing(stages, layer_groups(bert[0]))
+
+
+# === Optimizer ===
+
+
+def test_optimizer_is_built_on_every_variable_a_later_stage_trains(bert):
+    classifier = bert[0]
+    groups = layer_groups(classifier)
+    compile_classifier(classifier, groups)
+    set_trainable_layers(groups, 0)
+
+    build_optimizer_variables(classifier, groups)
+
+    every_weight = {id(v) for v in weights_of(groups.embeddings + groups.transformer + groups.head)}
+    assert {id(v) for v in classifier.optimizer._trainable_variables} == every_weight
+    # The flags are left as the stage set them.
+    assert not any(layer.trainable for layer in groups.transformer)
+    set_trainable_layers(groups, "all")
+
+
+def test_optimizer_built_on_fewer_variables_is_refused_clearly(bert):
+    classifier = bert[0]
+    groups = layer_groups(classifier)
+    compile_classifier(classifier, groups)
+    set_trainable_layers(groups, 0)
+    classifier.optimizer.build(classifier.trainable_variables)
+
+    with pytest.raises(ValueError, match=r"optimizer was built on \d+ variables, without \d+"):
+        build_optimizer_variables(classifier, groups)
+    set_trainable_layers(groups, "all")
+
+
+# === One fit, three stages ===
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_stages_train_only_their_layers_within_one_fit(family):
+    classifier, inputs, labels = tiny_classifier(family)
+    groups = layer_groups(classifier)
+    assert len(groups.transformer) == NUM_LAYERS
+    compile_classifier(classifier, groups, layerwise_decay=0.8)
+    stages = [(1, 0), (1, 2), (1, "all")]
+    everything = groups.embeddings + groups.transformer + groups.head
+
+    def snapshot():
+        return {v.path: v.numpy().copy() for v in weights_of(everything)}
+
+    snapshots = [snapshot()]
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: snapshots.append(snapshot()))
+    unfreezing = ProgressiveUnfreezing(stages, groups, verbose=0)
+
+    history = classifier.fit(
+        inputs, labels, batch_size=8, epochs=3, callbacks=[unfreezing, record], verbose=0
+    )
+
+    for stage, (_, trainable_layers) in enumerate(stages):
+        trained = {v.path for v in weights_of(trainable_layers_of(groups, trainable_layers))}
+        before, after = snapshots[stage], snapshots[stage + 1]
+        frozen_changed = [p for p in before if p not in trained and not np.array_equal(before[p], after[p])]
+        trained_unchanged = [p for p in trained if np.array_equal(before[p], after[p])]
+        assert frozen_changed == [], f"stage {stage}: frozen weights changed"
+        assert trained_unchanged == [], f"stage {stage}: trainable weights did not change"
+
+    expected_counts = [size_of(trainable_layers_of(groups, k)) for _, k in stages]
+    assert [r["trainable_params"] for r in unfreezing.stage_log] == expected_counts
+    assert history.history["trainable_params"] == expected_counts
+    assert history.history["stage"] == [0, 1, 2]
+    assert expected_counts[0] < expected_counts[1] < expected_counts[2]
+
+
+# === Schedule restarts and epochs, on a toy model ===
+
+
+def toy_model():
+    """Five dense layers in a chain, grouped as embeddings, 3 layers, head."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    layers = [keras.layers.Dense(4, name=f"dense_{i}") for i in range(5)]
+    outputs = inputs
+    for layer in layers:
+        outputs = layer(outputs)
+    model = keras.Model(inputs, outputs)
+    groups = LayerGroups(embeddings=layers[:1], transformer=layers[1:4], head=layers[4:])
+    model.compile(optimizer=build_optimizer("sgd", 0.01), loss="mse", jit_compile=False)
+    return model, groups
+
+
+def test_schedule_restarts_with_each_stage_length(capsys):
+    model, groups = toy_model()
+    x, y = np.ones((8, 4), "float32"), np.zeros((8, 4), "float32")
+    schedule = CyclicalLearningRate.one_cycle(0.01, total_steps=100)
+    started = []
+    unfreezing = ProgressiveUnfreezing(
+        [(1, 0), (2, 3)],
+        groups,
+        on_stage_begin=lambda stage, record: started.append((stage, record["epoch"])),
+        schedule=schedule,
+    )
+
+    model.fit(x, y, batch_size=4, epochs=3, callbacks=[schedule, unfreezing], verbose=0)
+
+    assert [row["step"] for row in schedule.trace] == [0, 1, 0, 1, 2, 3]
+    assert schedule.total_steps == 4  # 2 epochs of 2 batches
+    assert started == [(0, 0), (1, 1)]
+    printed = capsys.readouterr().out
+    assert "Stage 1/2: epochs 1-1, trainable_layers=0, 20 trainable parameters" in printed
+    assert "Stage 2/2: epochs 2-3, trainable_layers=3, 80 trainable parameters" in printed
+
+
+def test_fit_for_other_epochs_than_the_stages_is_refused():
+    model, groups = toy_model()
+    x, y = np.ones((8, 4), "float32"), np.zeros((8, 4), "float32")
+    unfreezing = ProgressiveUnfreezing([(1, 0), (1, "all")], groups, verbose=0)
+    with pytest.raises(ValueError, match="stages add up to 2 epochs but fit was called with epochs=3"):
+        model.fit(x, y, epochs=3, callbacks=[unfreezing], verbose=0)

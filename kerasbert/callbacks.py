@@ -270,6 +270,18 @@ class CyclicalLearningRate(keras.callbacks.Callback):
         if self.cycle_momentum:
             logs["momentum"] = self._momentum
 
+    # === Resuming ===
+
+    def get_state(self) -> dict:
+        """The position in the schedule, for resuming a killed run."""
+        return {"step": self._step, "total_steps": self.total_steps, "trace": list(self.trace)}
+
+    def set_state(self, state):
+        """Continues from a `get_state()` of an earlier process."""
+        self._step = int(state["step"])
+        self.total_steps = state["total_steps"]
+        self.trace = list(state["trace"])
+
     # === Output ===
 
     def write_trace(self, path) -> Path:
@@ -324,9 +336,12 @@ class ProgressiveUnfreezing(keras.callbacks.Callback):
         on_stage_begin: optional `fn(stage, record)`, called after a stage's
             flags are set; `record` is the stage's `stage_log` entry.
         schedule: optional `CyclicalLearningRate` (anything with
-            `restart(total_steps)`) to restart at every stage; `total_steps`
-            is the stage's epochs times the steps per epoch, when Keras knows
-            them.
+            `restart(total_steps)`) to restart at every stage, with
+            `total_steps` the stage's epochs times the steps per epoch.
+        steps_per_epoch: batches per epoch, for the restarts; None takes
+            them from `fit` (`params["steps"]`), which knows them unless the
+            dataset's length is unknown (then `total_steps` is None and a
+            one-cycle schedule keeps its length).
         verbose: 1 prints a line per stage; 0 is silent.
 
     Raises:
@@ -342,7 +357,15 @@ class ProgressiveUnfreezing(keras.callbacks.Callback):
         Howard & Ruder 2018, arXiv:1801.06146, section 3.3.
     """
 
-    def __init__(self, stages, groups, on_stage_begin=None, schedule=None, verbose=1):
+    def __init__(
+        self,
+        stages,
+        groups,
+        on_stage_begin=None,
+        schedule=None,
+        steps_per_epoch=None,
+        verbose=1,
+    ):
         super().__init__()
         stages = list(stages) if stages is not None else []
         if not stages:
@@ -371,10 +394,18 @@ class ProgressiveUnfreezing(keras.callbacks.Callback):
                 "Invalid value for argument `on_stage_begin`. Expected a callable "
                 f"fn(stage, record). Received: {on_stage_begin!r}"
             )
+        if steps_per_epoch is not None and (
+            not _is_integer(steps_per_epoch) or steps_per_epoch < 1
+        ):
+            raise ValueError(
+                "Invalid value for argument `steps_per_epoch`. Expected a positive "
+                f"integer or None. Received: steps_per_epoch={steps_per_epoch!r}"
+            )
         self.stages = checked
         self.groups = groups
         self.on_stage_begin = on_stage_begin
         self.schedule = schedule
+        self.steps_per_epoch = steps_per_epoch
         self.verbose = verbose
         self.stage_log = []
         self.stage = None
@@ -397,6 +428,26 @@ class ProgressiveUnfreezing(keras.callbacks.Callback):
                 f"was called with epochs={planned}; make them equal."
             )
         build_optimizer_variables(self.model, self.groups)
+        # Set the first stage's flags at the first epoch even when this
+        # callback ran in an earlier `fit`.
+        self.stage = None
+        resumed = getattr(self, "_resumed", None)
+        if resumed is not None:
+            # Continue inside the saved stage: its flags, no schedule restart.
+            self._resumed = None
+            self.stage, self.stage_log = resumed["stage"], resumed["stage_log"]
+            set_trainable_layers(self.groups, self.stages[self.stage][1])
+            # `fit` made its train function before this hook; one traced in
+            # an earlier `fit` would still hold the old trainable set.
+            self.model.make_train_function(force=True)
+
+    def get_state(self) -> dict:
+        """The current stage and the log so far, for resuming a killed run."""
+        return {"stage": self.stage, "stage_log": list(self.stage_log)}
+
+    def set_state(self, state):
+        """Continues from a `get_state()`; applied when training begins."""
+        self._resumed = state if state.get("stage") is not None else None
 
     def on_epoch_begin(self, epoch, logs=None):
         stage = self.stage_at(epoch)
@@ -422,7 +473,7 @@ class ProgressiveUnfreezing(keras.callbacks.Callback):
                 f"{record['trainable_params']:,} trainable parameters"
             )
         if self.schedule is not None:
-            steps = (self.params or {}).get("steps")
+            steps = self.steps_per_epoch or (self.params or {}).get("steps")
             self.schedule.restart(total_steps=epochs * steps if steps else None)
         if self.on_stage_begin is not None:
             self.on_stage_begin(stage, record)
@@ -541,10 +592,14 @@ def _read_momentum(optimizer):
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     for name in ("beta_1", "momentum"):
         value = getattr(optimizer, name, None)
-        if value is not None:
+        if isinstance(value, keras.Variable) or _is_real(value):
             return float(ops.convert_to_numpy(value))
     return None
 
 
 def _is_integer(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -281,6 +281,20 @@ class ExportConfig(_Section):
     model_name: Optional[str] = None
 
 
+# === Distribution ===
+
+
+class DistributionConfig(_Section):
+    """Which `tf.distribute` strategy runs the model; see `kerasbert.distribute`.
+
+    `auto` is one device, or every local GPU when there are several.
+    `multi_worker_mirrored` reads the cluster from `TF_CONFIG`. The
+    configured batch size is the global batch, split across replicas.
+    """
+
+    strategy: Literal["auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"] = "auto"
+
+
 class Config(_Section):
     """A whole run."""
 
@@ -290,6 +304,7 @@ class Config(_Section):
     model: ModelConfig
     training: TrainingConfig = TrainingConfig()
     export: ExportConfig = ExportConfig()
+    distribution: DistributionConfig = DistributionConfig()
 
     @model_validator(mode="after")
     def _stages_fit_backbone(self):

@@ -32,6 +32,9 @@ from kerasbert.predict import (
     SavedModelClassifier,
     check_columns,
     predict_in_batches,
+    read_model_bin_edges,
+    read_model_labels,
+    resolve_model_dir,
     text_values,
     write_table,
     write_text,
@@ -265,12 +268,15 @@ def _main(args):
     for name, value in (("--batch-size", args.batch_size), ("--num-bins", args.num_bins)):
         if value < 1:
             raise ValueError(f"{name} must be a positive int; received {value}")
-    model = SavedModelClassifier(args.model)
+    # Cheap checks first: a bad path, column or label fails before TensorFlow loads.
+    model_dir = resolve_model_dir(args.model)
+    frame, dropped = load_labelled(
+        args.data, args.text_column, args.label_column, args.text_pair_column, read_model_bin_edges(model_dir)
+    )
+    label_ids(frame["label"], read_model_labels(model_dir))
+    model = SavedModelClassifier(model_dir)
     if model.text_pair and not args.text_pair_column:
         raise ValueError(f"{model.model_dir} takes sentence pairs; give --text-pair-column")
-    frame, dropped = load_labelled(
-        args.data, args.text_column, args.label_column, args.text_pair_column, model.bin_edges
-    )
     if dropped:
         log.warning("dropped %d row(s) without a label", dropped)
     metrics = evaluate_saved_model(

@@ -42,7 +42,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,8 +127,10 @@ class ServingModule(tf.Module):
             "label_id": label_id,
         }
 
+    # The text signatures call `predict_tokens` rather than the classifier:
+    # the transformer is traced once, not once per signature.
     def _serve_text(self, text, text_pair=None):
-        return self._outputs(self.encoder(text, text_pair))
+        return self.predict_tokens(self.encoder(text, text_pair))
 
     def _predict_tokens(self, inputs):
         return self._outputs(inputs)
@@ -136,7 +140,7 @@ class ServingModule(tf.Module):
         if self.text_pair:
             features["text_pair"] = tf.io.FixedLenFeature([], tf.string, default_value="")
         parsed = tf.io.parse_example(inputs, features)
-        outputs = self._outputs(self.encoder(parsed["text"], parsed.get("text_pair")))
+        outputs = self.predict_tokens(self.encoder(parsed["text"], parsed.get("text_pair")))
         batch = tf.shape(inputs)[0]
         return {
             "classes": tf.tile(self.labels[tf.newaxis, :], [batch, 1]),
@@ -266,6 +270,8 @@ def export_model(
             "versions are never overwritten. Pass another version, or none to "
             f"export version {next_version(model_dir)}."
         )
+    # The op check's probe process runs while the model is traced and saved.
+    threading.Thread(target=_prefetch_op_sources, daemon=True).start()
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = model_dir / f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
     encoder = TextEncoder(tokenizer, sequence_length)
@@ -321,21 +327,32 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None) -> Pa
     >>> export_run_dir("runs/quickstart/20250101-120000", version=7)
     PosixPath('saved_models/quickstart/7')
     """
-    run_dir = _check_run_dir(run_dir)
-    if model_name is not None:
-        _check_model_name(model_name)
-    if version is not None:
-        _check_version(version)
-
-    import keras
-    import keras_hub
-
     from kerasbert.config import load_config
 
+    run_dir = _check_run_dir(run_dir)
     config_text = (run_dir / "config.yaml").read_text(encoding="utf-8")
     config = load_config(run_dir / "config.yaml")
+    base_path = base_path if base_path is not None else config.export.base_path
+    model_name = _check_model_name(model_name if model_name is not None else config.model_name)
+    if version is not None:
+        # Fail before the slow part: loading the model.
+        version = _check_version(version)
+        if (Path(base_path) / model_name / str(version)).exists():
+            raise FileExistsError(
+                f"Version {version} of model `{model_name}` already exists at "
+                f"{Path(base_path) / model_name / str(version)}; versions are never "
+                "overwritten. Pass another version, or none to export version "
+                f"{next_version(Path(base_path) / model_name)}."
+            )
     label_map = json.loads((run_dir / "labels.json").read_text(encoding="utf-8"))
-    classifier = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    import keras
+    import keras_hub  # noqa: F401  (registers keras-hub's classes for loading)
+
+    with warnings.catch_warnings():
+        # A model saved after `fit` carries optimizer variables that a model
+        # loaded with compile=False has no use for; Keras warns about that.
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        classifier = keras.saving.load_model(run_dir / "model.keras", compile=False)
     tokenizer = _load_tokenizer(run_dir / "tokenizer")
     assets = tokenizer_assets(tokenizer)
     assets["config.yaml"] = config_text
@@ -349,8 +366,8 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None) -> Pa
         tokenizer,
         config.model.sequence_length,
         label_map["labels"],
-        base_path if base_path is not None else config.export.base_path,
-        model_name if model_name is not None else config.model_name,
+        base_path,
+        model_name,
         version=version,
         text_pair=bool(label_map.get("text_pair")),
         assets=assets,
@@ -664,7 +681,9 @@ class OpSources:
     other_libraries: dict
 
 
-@functools.lru_cache(maxsize=1)
+_op_sources_lock = threading.Lock()
+
+
 def op_sources() -> OpSources:
     """Core TensorFlow and TensorFlow Text op names, from a clean process.
 
@@ -678,6 +697,20 @@ def op_sources() -> OpSources:
     Raises:
         RuntimeError: the probe process failed, or found no TF Text ops.
     """
+    # One probe at a time: `export_model` starts one in the background.
+    with _op_sources_lock:
+        return _probe_op_sources()
+
+
+def _prefetch_op_sources():
+    try:
+        op_sources()
+    except Exception:  # noqa: BLE001  (check_ops calls again and raises it)
+        pass
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_op_sources() -> OpSources:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
         [sys.executable, "-c", _OP_REGISTRY_PROBE],

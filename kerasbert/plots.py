@@ -19,8 +19,9 @@ from matplotlib.ticker import MaxNLocator
 from kerasbert.predict import atomic_output
 
 DPI = 100
-# Columns of history.csv that are not per-epoch metrics.
-NOT_METRICS = {"epoch", "learning_rate", "lr", "momentum"}
+# Columns of history.csv that are not per-epoch metrics (the schedule and
+# unfreezing callbacks log these too).
+NOT_METRICS = {"epoch", "learning_rate", "lr", "momentum", "stage", "trainable_params"}
 
 
 def png_bytes(figure, path=None) -> bytes:
@@ -58,11 +59,11 @@ def plot_training_curves(history: pd.DataFrame, stages=None) -> Figure:
     Args:
         history: Keras `CSVLogger` output: `epoch` (0-based) and
             `<metric>` / `val_<metric>` columns.
-        stages: optional unfreezing stages, `[{"stage", "first_epoch",
-            "trainable_layers", ...}]` with `first_epoch` 0-based like
-            `fit(initial_epoch=...)`; a dotted line marks where each stage
-            after the first begins, between its first epoch and the one
-            before.
+        stages: optional unfreezing stages in order, `[{"first_epoch",
+            "trainable_layers", ...}]` (`epoch` is read when `first_epoch`
+            is absent), the first epoch 0-based as Keras passes it to
+            callbacks; a dotted line marks where each stage after the first
+            begins.
     """
     names = metric_names(history)[:4] or ["loss"]
     figure = _figure(5 * len(names), 3.6)
@@ -81,10 +82,16 @@ def plot_training_curves(history: pd.DataFrame, stages=None) -> Figure:
     return figure
 
 
+def first_epoch(stage):
+    """A stage's 0-based first epoch (`first_epoch`, or `epoch` as the callback logs it)."""
+    value = stage.get("first_epoch", stage.get("epoch"))
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _mark_stages(ax, stages, x_of=None):
-    for stage in (stages or [])[1:]:
-        first = stage.get("first_epoch")
-        if first is None:
+    for number, stage in enumerate(stages or [], start=1):
+        first = first_epoch(stage)
+        if number == 1 or first is None:
             continue
         # Plotted epochs are 1-based: the stage starting at 0-based epoch
         # `first` begins between plotted epochs `first` and `first + 1`.
@@ -93,7 +100,7 @@ def _mark_stages(ax, stages, x_of=None):
             continue
         ax.axvline(x, color="grey", linestyle=":", linewidth=1)
         ax.annotate(
-            _stage_name(stage),
+            _stage_name(number, stage),
             xy=(x, 1.0),
             xycoords=("data", "axes fraction"),
             xytext=(2, -2),
@@ -104,10 +111,9 @@ def _mark_stages(ax, stages, x_of=None):
         )
 
 
-def _stage_name(stage) -> str:
+def _stage_name(number, stage) -> str:
     layers = stage.get("trainable_layers")
-    name = f"stage {stage.get('stage', '')}".strip()
-    return f"{name}: {layers} layers" if layers is not None else name
+    return f"stage {number}: {layers} layers" if layers is not None else f"stage {number}"
 
 
 def plot_learning_rate(trace: pd.DataFrame, stages=None) -> Figure:

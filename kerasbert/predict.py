@@ -277,6 +277,36 @@ def check_columns(frame, columns, source):
         raise ValueError(f"{source}: missing column(s) {missing}; found {list(frame.columns)[:20]}")
 
 
+def read_input(path, text_column="text", text_pair_column=None) -> pd.DataFrame:
+    """Reads a file to predict and checks that it has the text column(s).
+
+    Raises:
+        kerasbert.data.DataError: the file is missing or unreadable.
+        ValueError: a missing column.
+    """
+    frame = read_table(path)
+    check_columns(frame, [text_column, text_pair_column], path)
+    return frame
+
+
+def predict_frame(frame, predict_fn, labels, text_column="text", text_pair_column=None, batch_size=64, progress=True) -> pd.DataFrame:
+    """Predicts every row of a frame; see `predictions_frame` for the columns added.
+
+    Args:
+        frame: rows with a `text_column` (missing values are predicted as "").
+        predict_fn: `predict_fn(texts[, text_pairs]) -> (labels, probabilities)`.
+        labels: class names by class id, for the probability columns.
+        text_column: the column with the texts.
+        text_pair_column: the second segment's column for pair models.
+        batch_size: texts per call.
+        progress: show a progress bar.
+    """
+    texts = text_values(frame[text_column])
+    pairs = text_values(frame[text_pair_column]) if text_pair_column else None
+    predicted, probabilities = predict_in_batches(predict_fn, texts, pairs, batch_size, progress)
+    return predictions_frame(frame, labels, predicted, probabilities)
+
+
 def predict_file(input_path, output_path, predict_fn, labels, text_column="text", text_pair_column=None, batch_size=64, progress=True) -> pd.DataFrame:
     """Predicts every row of a file and writes the rows with predictions.
 
@@ -288,12 +318,8 @@ def predict_file(input_path, output_path, predict_fn, labels, text_column="text"
         input_path: a CSV, TSV, JSON Lines or Parquet file.
         output_path: where to write; the format follows the extension
             (CSV when unknown).
-        predict_fn: `predict_fn(texts[, text_pairs]) -> (labels, probabilities)`.
-        labels: class names by class id, for the probability columns.
-        text_column: the column with the texts.
-        text_pair_column: the second segment's column for pair models.
-        batch_size: texts per call.
-        progress: show a progress bar.
+        predict_fn, labels, text_column, text_pair_column, batch_size,
+            progress: as for `predict_frame`.
 
     Returns:
         The written frame.
@@ -302,18 +328,23 @@ def predict_file(input_path, output_path, predict_fn, labels, text_column="text"
         kerasbert.data.DataError: the input is missing or unreadable.
         ValueError: a missing column.
         IsADirectoryError: `output_path` is a directory.
+
+    Example:
+
+    >>> model = SavedModelClassifier("saved_models/quickstart/1")
+    >>> predict_file("reviews.csv", "preds.csv", model, model.labels)
     """
-    output_path = Path(output_path)
-    if output_path.is_dir():
-        raise IsADirectoryError(f"{output_path}: is a directory; give a file name for the predictions")
-    frame = read_table(input_path)
-    check_columns(frame, [text_column, text_pair_column], input_path)
-    texts = text_values(frame[text_column])
-    pairs = text_values(frame[text_pair_column]) if text_pair_column else None
-    predicted, probabilities = predict_in_batches(predict_fn, texts, pairs, batch_size, progress)
-    out = predictions_frame(frame, labels, predicted, probabilities)
+    check_output_file(output_path)
+    frame = read_input(input_path, text_column, text_pair_column)
+    out = predict_frame(frame, predict_fn, labels, text_column, text_pair_column, batch_size, progress)
     write_table(out, output_path)
     return out
+
+
+def check_output_file(path):
+    """Raises IsADirectoryError when `path` is a directory."""
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"{path}: is a directory; give a file name for the predictions")
 
 
 # === Files ===
@@ -391,23 +422,24 @@ def _main(args):
     cli.setup(args.debug)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive int; received {args.batch_size}")
+    if args.server and not args.model_name:
+        raise ValueError("--server needs --model-name, the served model's name")
+    if args.server and not args.labels:
+        raise ValueError("--server needs --labels (comma-separated, or the model's assets/labels.txt)")
+    check_output_file(args.output)
+    # Cheap checks first: a bad input fails before TensorFlow loads.
+    model_dir = resolve_model_dir(args.model) if args.model else None
+    frame = read_input(args.input, args.text_column, args.text_pair_column)
     if args.server:
-        if not args.model_name:
-            raise ValueError("--server needs --model-name, the served model's name")
-        if not args.labels:
-            raise ValueError("--server needs --labels (comma-separated, or the model's assets/labels.txt)")
-        labels = parse_labels(args.labels)
-        predict_fn = server_predict_fn(args.server, args.model_name)
+        labels, predict_fn = parse_labels(args.labels), server_predict_fn(args.server, args.model_name)
     else:
-        model = SavedModelClassifier(args.model)
+        model = SavedModelClassifier(model_dir)
         if model.text_pair and not args.text_pair_column:
             raise ValueError(f"{model.model_dir} takes sentence pairs; give --text-pair-column")
         labels, predict_fn = model.labels, model
-    frame = predict_file(
-        args.input, args.output, predict_fn, labels, args.text_column, args.text_pair_column,
-        args.batch_size, progress=not args.no_progress,
-    )
-    print(f"wrote {len(frame)} predictions to {args.output}")
+    out = predict_frame(frame, predict_fn, labels, args.text_column, args.text_pair_column, args.batch_size, not args.no_progress)
+    write_table(out, args.output)
+    print(f"wrote {len(out)} predictions to {args.output}")
     return 0
 
 

@@ -130,6 +130,7 @@ class Run:
     lr_trace: pd.DataFrame | None = None
     lr_find: pd.DataFrame | None = None
     lr_find_png: bytes | None = None
+    lr_find_summary: dict | None = None
     test_predictions: pd.DataFrame | None = None
     missing: list = field(default_factory=list)
     problems: list = field(default_factory=list)
@@ -183,6 +184,7 @@ def load_run(path) -> Run:
         "lr_trace.csv": ("lr_trace", pd.read_csv),
         "lr_find.csv": ("lr_find", pd.read_csv),
         "lr_find.png": ("lr_find_png", lambda p: p.read_bytes()),
+        "lr_find.json": ("lr_find_summary", _read_json),
         TEST_PREDICTIONS_FILE: ("test_predictions", _read_predictions),
     }
     for filename, (attribute, reader) in readers.items():
@@ -195,7 +197,27 @@ def load_run(path) -> Run:
         except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
             run.problems.append(f"{filename}: {' '.join(str(e).split()) or type(e).__name__}")
             log.warning("%s: cannot read %s: %s", path, filename, e)
+    if run.stages is None and run.history is not None:
+        run.stages = stages_from_history(run.history)
     return run
+
+
+def stages_from_history(history) -> list | None:
+    """Unfreezing stages from history.csv's `stage` column, when there is one.
+
+    `ProgressiveUnfreezing` logs the stage of every epoch; a stage begins
+    where that value changes. Used when a run has no `stages.json`.
+    """
+    if "stage" not in history or history["stage"].isna().all() or "epoch" not in history:
+        return None
+    changes = history["stage"].ne(history["stage"].shift())
+    stages = []
+    for _, row in history[changes].iterrows():
+        stage = {"stage": row["stage"], "first_epoch": int(row["epoch"])}
+        if "trainable_params" in row:
+            stage["trainable_params"] = row["trainable_params"]
+        stages.append(stage)
+    return stages
 
 
 def _read_json(path):
@@ -376,7 +398,12 @@ def render_report(run, pngs, num_mistakes=NUM_MISTAKES) -> str:
     if "learning_rate" in pngs:
         sections.append(_section("Learning rate and momentum per step", _images(pngs, "learning_rate")))
     if "lr_find" in pngs:
-        sections.append(_section("LR range test", _images(pngs, "lr_find")))
+        body = _images(pngs, "lr_find")
+        suggestion = (run.lr_find_summary or {}).get("suggested_maximal_learning_rate")
+        if metrics_lib.is_number(suggestion):
+            rule = run.lr_find_summary.get("rule", "")
+            body = f"<p>Suggested maximal learning rate: {suggestion:.3g} ({_e(rule)})</p>" + body
+        sections.append(_section("LR range test", body))
 
     test = run.metrics.get("test", {})
     test_body = _images(pngs, "confusion_matrix", "reliability")

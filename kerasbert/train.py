@@ -23,6 +23,12 @@ def parse_args(argv=None):
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set training.epochs=2 (repeatable)",
     )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue a killed run (runs/<name>/<timestamp>) from its last epoch",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
 
@@ -34,7 +40,7 @@ def _main(args):
     cli.setup(args.debug)
     from kerasbert.training import summarize, train
 
-    result = train(config)
+    result = train(config, resume_dir=args.resume)
     log = logging.getLogger("kerasbert.train")
     log.info("metrics: %s", summarize(result.metrics))
     print(f"run: {result.run_dir}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +25,20 @@ from kerasbert.callbacks import (
 )
 from kerasbert import export as export_lib
 from kerasbert.config import dump_config
+from kerasbert.distribute import is_chief, make_strategy
 from kerasbert.models import TextEncoder, build_classifier, layer_groups
 from kerasbert.optimizers import build_optimizer
-from kerasbert.pipeline import encode_texts, make_dataset
+from kerasbert.pipeline import encode_texts, make_dataset, make_training_dataset, steps_per_epoch
+from kerasbert.resume import (
+    STATE_DIR,
+    ResumableEarlyStopping,
+    ResumableModelCheckpoint,
+    TrainingState,
+    load_state,
+    read_status,
+    restore_state,
+    write_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +55,7 @@ class Prepared:
     encoder: TextEncoder
     features: dict  # split name -> encoded features
     class_weight: dict | None
+    strategy: object  # the tf.distribute.Strategy the model lives in
 
     def labels(self, split):
         return self.splits.label_ids(split)
@@ -55,14 +68,18 @@ class Prepared:
 
 def prepare(config) -> Prepared:
     """Reads the data and builds the model and tokenized splits of a config."""
+    # First: a multi-worker strategy must configure collective ops before
+    # TensorFlow runs anything.
+    strategy = make_strategy(config.distribution.strategy)
     keras.utils.set_random_seed(config.seed)
     splits = data_lib.load_splits(config.data)
     for name, frame in splits.items():
         counts = frame["label"].value_counts().to_dict()
         log.info("%s: %d rows, classes %s", name, len(frame), counts)
-    classifier, tokenizer = build_classifier(
-        config.model, len(splits.labels), texts=_texts_for_vocabulary(splits)
-    )
+    with strategy.scope():
+        classifier, tokenizer = build_classifier(
+            config.model, len(splits.labels), texts=_texts_for_vocabulary(splits)
+        )
     encoder = TextEncoder(tokenizer, config.model.sequence_length)
     features = {
         name: encode_texts(
@@ -73,7 +90,7 @@ def prepare(config) -> Prepared:
         for name, frame in splits.items()
     }
     class_weight = data_lib.class_weights(config.data.class_weight, splits.labels, splits.train["label"])
-    return Prepared(splits, classifier, tokenizer, encoder, features, class_weight)
+    return Prepared(splits, classifier, tokenizer, encoder, features, class_weight, strategy)
 
 
 def _texts_for_vocabulary(splits):
@@ -122,16 +139,17 @@ def compile_for_stage(prepared, training_config, trainable_layers="all"):
     model = prepared.classifier
     groups = layer_groups(model)
     set_trainable_layers(groups, "all")
-    optimizer = build_optimizer(
-        cfg.optimizer,
-        cfg.learning_rate,
-        weight_decay=cfg.weight_decay,
-        momentum=cfg.momentum,
-        layerwise_decay=cfg.layerwise_decay,
-        groups=groups,
-    )
-    compile_classifier(model, optimizer)
-    build_optimizer_variables(model, groups)
+    with prepared.strategy.scope():
+        optimizer = build_optimizer(
+            cfg.optimizer,
+            cfg.learning_rate,
+            weight_decay=cfg.weight_decay,
+            momentum=cfg.momentum,
+            layerwise_decay=cfg.layerwise_decay,
+            groups=groups,
+        )
+        compile_classifier(model, optimizer)
+        build_optimizer_variables(model, groups)
     set_trainable_layers(groups, trainable_layers)
     return groups
 
@@ -165,55 +183,77 @@ def make_schedule(schedule_config, steps):
     )
 
 
-def fit(prepared, config, run_dir, extra_callbacks=()):
+def fit(prepared, config, run_dir, resume=False):
     """Runs the whole schedule in one `model.fit`, with logs and checkpoints.
 
     With `training.unfreezing`, `ProgressiveUnfreezing` walks the stages
     (restarting the learning-rate cycle at each when
     `schedule.restart_each_stage`); without it, every layer trains
     throughout. The learning rate and momentum of every step go to
-    `lr_trace.csv`, the stages to `stages.json`.
+    `lr_trace.csv`, the stages to `stages.json`, and the state needed to
+    resume to `resume/` at every epoch end.
+
+    Args:
+        prepared: what `prepare` built.
+        config: the run's `Config`.
+        run_dir: the run directory.
+        resume: continue from the state saved in `run_dir/resume`.
     """
     cfg = config.training
     model = prepared.classifier
     stages = [(s.epochs, s.trainable_layers) for s in cfg.unfreezing or []]
     groups = compile_for_stage(prepared, cfg, stages[0][1] if stages else "all")
-    steps_per_epoch = math.ceil(len(prepared.splits.train) / cfg.batch_size)
+    steps = steps_per_epoch(len(prepared.splits.train), cfg.batch_size)
     restart = bool(stages) and cfg.schedule.restart_each_stage
-    cycle_epochs = stages[0][0] if restart else cfg.epochs
-    schedule = make_schedule(cfg.schedule, cycle_epochs * steps_per_epoch)
+    schedule = make_schedule(cfg.schedule, (stages[0][0] if restart else cfg.epochs) * steps)
+    stateful = {}
     callbacks = []
     unfreezing = None
     if stages:
-        unfreezing = ProgressiveUnfreezing(stages, groups, schedule=schedule if restart else None)
-        callbacks.append(unfreezing)
-    if schedule is not None:
-        callbacks.append(schedule)
-    callbacks += [
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
-        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / BEST_WEIGHTS),
-            monitor=cfg.checkpoint_monitor,
-            save_best_only=True,
-            save_weights_only=True,
-        ),
-        *extra_callbacks,
-    ]
-    if cfg.early_stopping is not None:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=cfg.early_stopping.monitor,
-                patience=cfg.early_stopping.patience,
-                mode=cfg.early_stopping.mode,
-            )
+        unfreezing = stateful["unfreezing"] = ProgressiveUnfreezing(
+            stages, groups, schedule=schedule if restart else None
         )
+    if schedule is not None:
+        stateful["schedule"] = schedule
+    stateful["checkpoint"] = ResumableModelCheckpoint(
+        str(run_dir / BEST_WEIGHTS),
+        monitor=cfg.checkpoint_monitor,
+        save_best_only=True,
+        save_weights_only=True,
+    )
+    if cfg.early_stopping is not None:
+        stateful["early_stopping"] = ResumableEarlyStopping(
+            monitor=cfg.early_stopping.monitor,
+            patience=cfg.early_stopping.patience,
+            mode=cfg.early_stopping.mode,
+        )
+    initial_epoch = 0
+    if resume:
+        saved = load_state(run_dir / STATE_DIR)
+        if saved is not None:
+            initial_epoch = restore_state(model, *saved, stateful)
+            log.info("resuming at epoch %d of %d", initial_epoch + 1, cfg.epochs)
+    callbacks = [
+        *stateful.values(),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
+        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
+        TrainingState(run_dir / STATE_DIR, stateful),
+    ]
+    train_data = make_training_dataset(
+        prepared.features["train"],
+        prepared.labels("train"),
+        cfg.batch_size,
+        seed=config.seed,
+        epochs=cfg.epochs,
+        initial_epoch=initial_epoch,
+    )
     history = model.fit(
-        prepared.dataset("train", cfg.batch_size, shuffle=True, seed=config.seed),
+        train_data,
         validation_data=prepared.dataset("validation", cfg.batch_size),
         epochs=cfg.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps,
         class_weight=prepared.class_weight,
-        shuffle=False,  # the dataset reshuffles itself, from the seed
         callbacks=callbacks,
         verbose=2 if not _interactive() else "auto",
     )
@@ -293,27 +333,62 @@ class RunResult:
     export_dir: Path | None
 
 
-def train(config) -> RunResult:
+def train(config, resume_dir=None) -> RunResult:
     """Fine-tunes, evaluates, saves and exports the run a config describes.
 
     Args:
         config: a validated `kerasbert.config.Config`.
+        resume_dir: a run directory to continue from its last epoch; its
+            saved config must equal `config`.
 
     Returns:
         The run directory, the final metrics and the export directory.
+
+    Raises:
+        ValueError: the run to resume finished already, or was made with
+            another config.
     """
+    if resume_dir is not None:
+        check_resumable(resume_dir, config)
     prepared = prepare(config)
-    run_dir = make_run_dir(config.training.runs_dir, config.name)
+    # In a cluster only the chief writes the run and the export; the other
+    # workers take part in every step but keep their files in a scratch dir.
+    chief = is_chief()
+    if resume_dir is not None:
+        run_dir = Path(resume_dir)
+    elif chief:
+        run_dir = make_run_dir(config.training.runs_dir, config.name)
+        write_run_header(prepared, config, run_dir)
+    else:
+        run_dir = Path(tempfile.mkdtemp(prefix="kerasbert-worker-"))
     log.info("run directory: %s", run_dir)
-    write_run_header(prepared, config, run_dir)
-    fit(prepared, config, run_dir)
+    write_status(run_dir, "running")
+    fit(prepared, config, run_dir, resume=resume_dir is not None)
     metrics = evaluate_splits(prepared, config.training.batch_size)
-    save_run(prepared, config, run_dir, metrics)
     export_dir = None
-    if config.export.enabled:
-        export_dir = export_run(prepared, config, run_dir)
-        log.info("exported %s", export_dir)
+    if chief:
+        save_run(prepared, config, run_dir, metrics)
+        if config.export.enabled:
+            export_dir = export_run(prepared, config, run_dir)
+            log.info("exported %s", export_dir)
+    write_status(run_dir, "finished", export=str(export_dir) if export_dir else None)
     return RunResult(run_dir, metrics, export_dir)
+
+
+def check_resumable(run_dir, config):
+    """Refuses a missing, finished or differently configured run."""
+    run_dir = Path(run_dir)
+    saved_config = run_dir / "config.yaml"
+    if not saved_config.is_file():
+        raise ValueError(f"--resume {run_dir}: not a run directory (no config.yaml)")
+    status = read_status(run_dir)
+    if status == "finished":
+        raise ValueError(f"--resume {run_dir}: the run finished already; start a new run instead")
+    if saved_config.read_text(encoding="utf-8") != dump_config(config):
+        raise ValueError(
+            f"--resume {run_dir}: the config differs from the one the run was started "
+            f"with ({saved_config}); resume with that config"
+        )
 
 
 def summarize(metrics) -> str:

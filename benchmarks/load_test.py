@@ -1,0 +1,219 @@
+"""A bounded load test of `python -m kerasbert.serve` on loopback.
+
+Starts the server on a free loopback port, once without and once with
+`--enable_batching`, sends `--requests` predict requests (one text each by
+default) from `--concurrency` concurrent clients, and prints requests/s and
+p50/p99 latency for each run as a Markdown table. It stops by itself: every
+request has a timeout and the whole run a deadline.
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/load_test.py --model_name quickstart --model_base_path saved_models/quickstart
+
+or against a server that is already running (TF Serving included):
+
+    .venv/bin/python benchmarks/load_test.py --url http://localhost:8501 --model_name quickstart
+
+Exit status 0 when every request succeeded, 1 when some failed, 2 for bad
+arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import platform
+import sys
+import time
+
+import httpx
+
+TEXTS = [
+    "What a superb film, the cast is brilliant.",
+    "The plot was dull and the ending fell flat.",
+    "Tickets go on sale on Friday.",
+    "A lovely, funny and moving story.",
+    "Boring from start to finish.",
+    "The runtime is two hours and ten minutes.",
+    "Terrible acting and an awful script.",
+    "The credits list the whole cast.",
+]
+
+
+@dataclasses.dataclass
+class LoadResult:
+    """What one load run measured.
+
+    Attributes:
+        requests: requests sent (warm-up excluded).
+        errors: requests that failed (a non-200 answer or no answer).
+        seconds: wall time of the run.
+        latencies: seconds per successful request.
+        first_error: the first failure's text, if any.
+    """
+
+    requests: int
+    errors: int
+    seconds: float
+    latencies: list
+    first_error: str | None = None
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        """The `q`-th percentile latency in seconds (nearest rank)."""
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+        return ordered[rank - 1]
+
+
+async def _load(url, model_name, requests, concurrency, texts_per_request, timeout, deadline_seconds, warmup):
+    endpoint = f"{url.rstrip('/')}/v1/models/{model_name}:predict"
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    latencies, errors, first_error = [], 0, None
+    next_index = 0
+
+    def body(index):
+        start = index * texts_per_request
+        return {"instances": [TEXTS[(start + i) % len(TEXTS)] for i in range(texts_per_request)]}
+
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+
+        async def worker(count_for_stats):
+            nonlocal next_index, errors, first_error
+            while True:
+                if next_index >= (requests if count_for_stats else warmup):
+                    return
+                index = next_index
+                next_index += 1
+                started = time.perf_counter()
+                try:
+                    response = await client.post(endpoint, json=body(index))
+                    ok = response.status_code == 200 and "predictions" in response.json()
+                    problem = None if ok else f"HTTP {response.status_code}: {response.text[:200]}"
+                except (httpx.HTTPError, ValueError) as error:
+                    problem = f"{type(error).__name__}: {error}"
+                if not count_for_stats:
+                    continue
+                if problem is None:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+                    first_error = first_error or problem
+
+        # Warm-up: connections opened, first-call costs paid; not measured.
+        await asyncio.wait_for(asyncio.gather(*(worker(False) for _ in range(concurrency))), deadline_seconds)
+        next_index = 0
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(worker(True) for _ in range(concurrency))), deadline_seconds)
+        except asyncio.TimeoutError:
+            errors += requests - len(latencies) - errors
+            first_error = first_error or f"the run passed its {deadline_seconds:.0f} s deadline"
+        seconds = time.perf_counter() - started
+    return LoadResult(requests, errors, seconds, latencies, first_error)
+
+
+def run_load(
+    url,
+    model_name,
+    requests=2000,
+    concurrency=16,
+    texts_per_request=1,
+    timeout=30.0,
+    deadline_seconds=600.0,
+    warmup=None,
+) -> LoadResult:
+    """Sends `requests` predict requests from `concurrency` concurrent clients.
+
+    Args:
+        url: the server, e.g. `http://127.0.0.1:8501`.
+        model_name: the model to call.
+        requests: how many requests to measure.
+        concurrency: clients sending at the same time.
+        texts_per_request: texts in each request's `instances`.
+        timeout: seconds before one request counts as failed.
+        deadline_seconds: the longest the measured run may take.
+        warmup: unmeasured requests first (2 per client by default).
+
+    Returns:
+        A `LoadResult`.
+    """
+    warmup = 2 * concurrency if warmup is None else warmup
+    return asyncio.run(
+        _load(url, model_name, requests, concurrency, texts_per_request, timeout, deadline_seconds, warmup)
+    )
+
+
+def _row(name, result: LoadResult) -> str:
+    return (
+        f"| {name} | {result.requests} | {result.errors} | {result.requests_per_second:.0f} "
+        f"| {1000 * result.percentile(50):.1f} | {1000 * result.percentile(99):.1f} |"
+    )
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="benchmarks/load_test.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_name", default="quickstart")
+    parser.add_argument("--model_base_path", help="serve this model directory (started here, twice)")
+    parser.add_argument("--url", help="instead, load a server that is already running")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--texts_per_request", type=int, default=1)
+    parser.add_argument("--max_batch_size", type=int, default=32)
+    parser.add_argument("--batch_timeout_micros", type=int, default=1000)
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if bool(args.url) == bool(args.model_base_path):
+        print("error: give --model_base_path (to start the server here) or --url (a running server)", file=sys.stderr)
+        return 2
+    for flag in ("requests", "concurrency", "texts_per_request"):
+        if getattr(args, flag) < 1:
+            print(f"error: --{flag} must be >= 1, received {getattr(args, flag)}", file=sys.stderr)
+            return 2
+
+    def load(url):
+        return run_load(url, args.model_name, args.requests, args.concurrency, args.texts_per_request, args.timeout)
+
+    results = []
+    if args.url:
+        results.append((args.url, load(args.url)))
+    else:
+        from kerasbert.serve import ServerProcess
+
+        base = ["--model_name", args.model_name, "--model_base_path", args.model_base_path]
+        batching = [
+            "--enable_batching",
+            "--max_batch_size", str(args.max_batch_size),
+            "--batch_timeout_micros", str(args.batch_timeout_micros),
+        ]
+        for name, flags in (("no batching", []), (f"batching ({args.max_batch_size}, {args.batch_timeout_micros} µs)", batching)):
+            with ServerProcess(base + flags) as server:
+                results.append((name, load(server.url)))
+
+    print(
+        f"{args.requests} requests of {args.texts_per_request} text(s) from {args.concurrency} concurrent clients, "
+        f"loopback, {platform.machine()} with {os.cpu_count()} CPUs:\n"
+    )
+    print("| server | requests | errors | requests/s | p50 ms | p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, result in results:
+        print(_row(name, result))
+    failed = [(name, r) for name, r in results if r.errors]
+    for name, result in failed:
+        print(f"\n{name}: {result.errors} failed; first: {result.first_error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

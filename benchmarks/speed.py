@@ -1,0 +1,482 @@
+"""Training and inference throughput: kerasbert against plain keras-hub and HF PyTorch.
+
+Every contender fine-tunes the same MiniLM-L6-H384 weights (every layer
+trainable, AdamW or keras-hub's default Adam, dropout on) on the same
+Rotten Tomatoes training texts, batch 32, for the same number of steps, on
+this machine; the first `--warmup` steps (tracing, graph building, allocator
+warm-up) are excluded from the timing. Inference is timed on the test split,
+tokenization included, at batch 32 and batch 1.
+
+Contenders (each runs in a fresh process, one after another):
+
+    kerasbert/random      `prepare` + `compile_for_stage` + random batches, each
+                          trimmed to its longest text (dynamic padding only)
+    kerasbert/bucketed    as `kerasbert.train` runs now: length-bucketed batches
+                          (`pipeline.sortish_order`), then trimmed
+    kerasbert/bucketed+xla   the same with `jit_compile=True` (Keras turns XLA
+                          off on CPU by default)
+    kerasbert/bucketed+inter1  the same with one inter-op thread
+    keras-hub/512         `TextClassifier.from_preset(dir, num_classes=2).fit` on
+                          raw strings, default preprocessing (sequence length 512)
+    keras-hub/128         the same with a preprocessor at `sequence_length=128`
+    hf-torch/random       transformers + PyTorch (CPU), the same random batches,
+                          padded to the longest in the batch (DataCollatorWithPadding)
+    hf-torch/bucketed     the same with the bucketed batches (as `group_by_length`)
+    savedmodel            `serving_default` of kerasbert's export (text in, in-graph
+                          tokenization, padded to `sequence_length`)
+    savedmodel/trimmed    the same module with the batch trimmed to its longest text
+    hf-torch (inference)  fast tokenizer + `model(**batch)` under `inference_mode`
+
+Run from the repository root after `python benchmarks/fetch_assets.py` and
+with the torch venv in place (see benchmarks/README.md):
+
+    nice -n 19 .venv/bin/python benchmarks/speed.py
+
+Writes `benchmarks/cache/speed/results.json` and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+OUT_DIR = HERE / "cache" / "speed"
+TORCH_PYTHON = HERE / "cache" / "torch-venv" / "bin" / "python"
+CONFIG = HERE / "configs" / "full_constant.yaml"
+SEED = 0
+
+TRAIN_CONTENDERS = {
+    "kerasbert/random": dict(kind="kerasbert", bucket_window=0),
+    "kerasbert/bucketed": dict(kind="kerasbert", bucket_window=50),
+    "kerasbert/bucketed+xla": dict(kind="kerasbert", bucket_window=50, jit_compile=True),
+    "kerasbert/bucketed+inter1": dict(kind="kerasbert", bucket_window=50, inter_op=1),
+    "keras-hub/512": dict(kind="keras_hub", sequence_length=None),
+    "keras-hub/128": dict(kind="keras_hub", sequence_length=128),
+    "hf-torch/random": dict(kind="hf", order="random"),
+    "hf-torch/bucketed": dict(kind="hf", order="bucketed"),
+}
+
+
+# === Setup: the shared inputs and the SavedModels ===
+
+
+def setup(args):
+    """Writes the texts, labels and batch orders every contender uses, and the exports."""
+    import numpy as np
+
+    from kerasbert import export as export_lib
+    from kerasbert.config import load_config
+    from kerasbert.models import TextEncoder, build_classifier
+    from kerasbert import data as data_lib
+    from kerasbert.pipeline import BUCKET_WINDOW, encode_texts, sortish_order
+
+    config = load_config(args.config)
+    splits = data_lib.load_splits(config.data)
+    classifier, tokenizer = build_classifier(config.model, len(splits.labels))
+    encoder = TextEncoder(tokenizer, config.model.sequence_length)
+    texts = splits.train["text"].tolist()
+    started = time.perf_counter()
+    features = encode_texts(encoder, texts)
+    tokenize_seconds = time.perf_counter() - started
+    lengths = features["padding_mask"].sum(axis=1)
+    # The orders `make_training_dataset` draws for epoch 0 of seed SEED.
+    rng = np.random.default_rng([SEED, 0])
+    random_order = rng.permutation(len(texts))
+    bucketed_order = sortish_order(random_order, lengths, args.batch_size, BUCKET_WINDOW, rng)
+    inputs = {
+        "model_dir": str(Path(config.model.preset).resolve()),
+        "sequence_length": config.model.sequence_length,
+        "labels": splits.labels,
+        "train_texts": texts,
+        "train_label_ids": splits.label_ids("train").tolist(),
+        "test_texts": splits.test["text"].tolist(),
+        "orders": {"random": random_order.tolist(), "bucketed": bucketed_order.tolist()},
+        "tokenize_seconds": tokenize_seconds,
+        "tokenize_count": len(texts),
+    }
+    (args.out / "inputs.json").write_text(json.dumps(inputs), encoding="utf-8")
+    exports = args.out / "saved_models"
+    for name in ("kerasbert", "kerasbert_trimmed"):
+        target = exports / name / "1"
+        if target.exists():
+            import shutil
+
+            shutil.rmtree(target)
+    export_lib.export_model(
+        classifier, tokenizer, config.model.sequence_length, splits.labels, exports, "kerasbert", version=1
+    )
+    _export_trimmed(classifier, encoder, splits.labels, exports / "kerasbert_trimmed" / "1")
+    return {"train_rows": len(texts), "tokenize_texts_per_s": len(texts) / tokenize_seconds}
+
+
+def _export_trimmed(classifier, encoder, labels, path):
+    """kerasbert's serving module with each request cut to its longest text.
+
+    This is the change proposed for `kerasbert/export.py` (RESULTS.md): the
+    same `_trim_batch` as training, applied after in-graph tokenization.
+    """
+    import tensorflow as tf
+
+    from kerasbert.export import ServingModule
+    from kerasbert.pipeline import _trim_batch
+
+    class TrimmedServingModule(ServingModule):
+        def _serve_text(self, text, text_pair=None):
+            return self.predict_tokens(_trim_batch(self.encoder(text, text_pair)))
+
+    module = TrimmedServingModule(classifier, encoder, labels)
+    tf.saved_model.save(module, str(path), signatures=module.signatures())
+
+
+# === Training contenders (TensorFlow) ===
+
+
+class _StepClock:
+    """A Keras callback that stamps the end of every training batch."""
+
+    def __new__(cls):
+        import keras
+
+        class StepClock(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.ends = []
+
+            def on_train_begin(self, logs=None):
+                self.begin = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.ends.append(time.perf_counter())
+
+        return StepClock()
+
+
+def _timed(ends, begin, warmup, steps):
+    """Seconds for the `steps` batches after the first `warmup`."""
+    if len(ends) != warmup + steps:
+        raise RuntimeError(f"expected {warmup + steps} batches, timed {len(ends)}")
+    return ends[-1] - ends[warmup - 1], ends[warmup - 1] - begin
+
+
+def train_kerasbert(args, bucket_window=0, jit_compile=False, inter_op=None):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    if inter_op is not None:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    from kerasbert.config import load_config
+    from kerasbert import training
+    from kerasbert.pipeline import make_training_dataset
+
+    config = load_config(args.config)
+    started = time.perf_counter()
+    prepared = training.prepare(config)
+    prepare_seconds = time.perf_counter() - started
+    training.compile_for_stage(prepared, config.training, "all")
+    model = prepared.classifier
+    if jit_compile:
+        model.jit_compile = True
+    total = args.warmup + args.steps
+    data = make_training_dataset(
+        prepared.features["train"],
+        prepared.labels("train"),
+        args.batch_size,
+        seed=SEED,
+        epochs=1,
+        bucket_window=bucket_window,
+    ).take(total)
+    widths = [int(batch[0]["token_ids"].shape[1]) for batch in data]
+    real = [int(np.sum(batch[0]["padding_mask"])) for batch in data]
+    clock = _StepClock()
+    model.fit(data, epochs=1, verbose=0, callbacks=[clock])
+    seconds, warmup_seconds = _timed(clock.ends, clock.begin, args.warmup, args.steps)
+    return {
+        "seconds": seconds,
+        "warmup_seconds": warmup_seconds,
+        "widths": widths[args.warmup :],
+        "real_tokens": sum(real[args.warmup :]),
+        "params": model.count_params(),
+        "nonembedding_params": _nonembedding_params(model.backbone, model.count_params()),
+        "prepare_seconds": prepare_seconds,
+        "threads": _tf_threads(),
+        "jit_compile": bool(model.jit_compile),
+    }
+
+
+def train_keras_hub(args, sequence_length=None):
+    import keras_hub
+    import numpy as np
+    import tensorflow as tf
+
+    inputs = _inputs(args)
+    order = inputs["orders"]["random"][: (args.warmup + args.steps) * args.batch_size]
+    texts = [inputs["train_texts"][i] for i in order]
+    labels = np.asarray([inputs["train_label_ids"][i] for i in order], "int64")
+    kwargs = {}
+    if sequence_length is not None:
+        kwargs["preprocessor"] = keras_hub.models.TextClassifierPreprocessor.from_preset(
+            inputs["model_dir"], sequence_length=sequence_length
+        )
+    classifier = keras_hub.models.TextClassifier.from_preset(inputs["model_dir"], num_classes=2, **kwargs)
+    width = classifier.preprocessor.sequence_length
+    data = tf.data.Dataset.from_tensor_slices((texts, labels)).batch(args.batch_size)
+    clock = _StepClock()
+    classifier.fit(data, epochs=1, verbose=0, callbacks=[clock])
+    seconds, warmup_seconds = _timed(clock.ends, clock.begin, args.warmup, args.steps)
+    # keras-hub pads every text to `sequence_length`; count the real tokens with its preprocessor.
+    measured = texts[args.warmup * args.batch_size :]
+    mask = classifier.preprocessor(tf.constant(measured))["padding_mask"]
+    return {
+        "seconds": seconds,
+        "warmup_seconds": warmup_seconds,
+        "widths": [width] * args.steps,
+        "real_tokens": int(np.sum(mask)),
+        "params": classifier.count_params(),
+        "nonembedding_params": _nonembedding_params(classifier.backbone, classifier.count_params()),
+        "optimizer": type(classifier.optimizer).__name__,
+        "threads": _tf_threads(),
+        "jit_compile": bool(classifier.jit_compile),
+    }
+
+
+def _nonembedding_params(backbone, total):
+    """Parameters that multiply activations: all but the embedding tables."""
+    tables = ("token_embedding", "position_embedding", "segment_embedding")
+    return total - sum(backbone.get_layer(name).count_params() for name in tables)
+
+
+def _tf_threads():
+    import tensorflow as tf
+
+    return {
+        "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+    }
+
+
+# === Inference (SavedModel) ===
+
+
+def infer_savedmodel(args, name="kerasbert"):
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  registers the tokenizer's ops
+
+    inputs = _inputs(args)
+    model = tf.saved_model.load(str(args.out / "saved_models" / name / "1"))
+    serve = model.signatures["serving_default"]
+
+    def run(batch):
+        return serve(text=tf.constant(batch))["probabilities"].numpy()
+
+    return _time_inference(run, inputs["test_texts"], args)
+
+
+def _time_inference(run, texts, args):
+    """Texts/s at batch 32 over the test split and at batch 1 over its first texts."""
+    results = {}
+    for batch_size, count in ((32, len(texts)), (1, args.single_requests)):
+        batches = [texts[i : i + batch_size] for i in range(0, count, batch_size)]
+        for batch in batches[: args.warmup]:
+            run(batch)
+        started = time.perf_counter()
+        for batch in batches:
+            run(batch)
+        seconds = time.perf_counter() - started
+        results[f"batch_{batch_size}"] = {"texts": count, "seconds": seconds, "texts_per_s": count / seconds}
+    return results
+
+
+def _inputs(args):
+    return json.loads((args.out / "inputs.json").read_text(encoding="utf-8"))
+
+
+# === Orchestration ===
+
+
+def run_worker(args, name):
+    """Runs one contender in a fresh process; returns its JSON result."""
+    if name.startswith("hf-torch") or name == "infer:hf-torch":
+        command = [str(TORCH_PYTHON), str(HERE / "hf_torch.py")]
+        if name == "infer:hf-torch":
+            command += ["--infer"]
+        else:
+            command += ["--order", TRAIN_CONTENDERS[name]["order"]]
+    else:
+        command = [sys.executable, str(Path(__file__).resolve()), "--worker", name]
+    command += [
+        "--out", str(args.out),
+        "--steps", str(args.steps),
+        "--warmup", str(args.warmup),
+        "--batch-size", str(args.batch_size),
+        "--single-requests", str(args.single_requests),
+    ]
+    if not name.startswith("hf") and name != "infer:hf-torch":
+        command += ["--config", str(args.config)]
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    log = args.out / "logs" / (name.replace("/", "_").replace(":", "_") + ".log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(done.stdout + done.stderr, encoding="utf-8")
+    result_lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not result_lines:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+        raise RuntimeError(f"{name} failed (exit {done.returncode}); see {log}:\n{tail}")
+    result = json.loads(result_lines[-1][len("RESULT "):])
+    result["wall_seconds"] = time.perf_counter() - started
+    result["load_before"] = load_before
+    result["load_after"] = os.getloadavg()
+    return result
+
+
+def worker(args):
+    name = args.worker
+    if name == "setup":
+        result = setup(args)
+    elif name.startswith("infer:"):
+        result = infer_savedmodel(args, name.split(":", 1)[1])
+    else:
+        spec = dict(TRAIN_CONTENDERS[name])
+        kind = spec.pop("kind")
+        result = (train_kerasbert if kind == "kerasbert" else train_keras_hub)(args, **spec)
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=CONFIG, help="the benchmark config (data, model)")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="where inputs, exports and results go")
+    parser.add_argument("--steps", type=int, default=12, help="timed training steps per contender")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps (or inference batches) first")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--single-requests", type=int, default=200, help="batch-1 requests timed")
+    parser.add_argument("--only", default=None, help="comma-separated contenders (default: all)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.worker:
+        return worker(args)
+
+    names = ["setup", *TRAIN_CONTENDERS, "infer:kerasbert", "infer:kerasbert_trimmed", "infer:hf-torch"]
+    if args.only:
+        wanted = args.only.split(",")
+        names = [n for n in names if n in wanted]
+    results_path = args.out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() and args.only else {}
+    results["machine"] = machine_info()
+    results["started"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    results["settings"] = {"steps": args.steps, "warmup": args.warmup, "batch_size": args.batch_size,
+                           "single_requests": args.single_requests}
+    contenders = results.setdefault("contenders", {})
+    for name in names:
+        print(f"[{time.strftime('%H:%M:%S')}] {name} (load {os.getloadavg()[0]:.2f})", flush=True)
+        contenders[name] = run_worker(args, name)
+        results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    print(report(results))
+    return 0
+
+
+# === Report ===
+
+
+def machine_info():
+    """The CPU, cores, memory and load, from lscpu and /proc."""
+    info = {}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in lscpu.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("Model name", "CPU(s)", "CPU family", "Model", "Thread(s) per core"):
+                info[key.strip()] = value.strip()
+        flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0]
+        info["avx512f"] = " avx512f " in flags + " "
+        mhz = [float(l.split(":")[1]) for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("cpu MHz")]
+        info["cpu_mhz"] = mhz[0] if mhz else None
+        meminfo = Path("/proc/meminfo").read_text().splitlines()[0]
+        info["mem_total_gib"] = round(int(meminfo.split()[1]) / 2**20, 1)
+    except (OSError, IndexError, ValueError):
+        pass
+    info["loadavg"] = os.getloadavg()
+    return info
+
+
+def peak_flops(machine, flops_per_cycle=32):
+    """FP32 peak: cores x clock x FLOPs/cycle.
+
+    32 FP32 FLOPs per cycle per core: two 256-bit FMA pipes (Zen 4 runs
+    AVX-512 instructions as two 256-bit halves), 8 lanes x 2 FLOPs each.
+    """
+    cores = int(machine.get("CPU(s)", os.cpu_count() or 1))
+    return cores * (machine.get("cpu_mhz") or 0) * 1e6 * flops_per_cycle
+
+
+def train_flops(result, batch_size, layers=6, hidden=384):
+    """FLOPs of the timed steps: 6 x non-embedding params x tokens + attention.
+
+    Attention scores and their weighted sum add 4 x T^2 x hidden per layer
+    and sequence going forward; training is three times forward.
+    """
+    params = result["nonembedding_params"]
+    tokens = sum(batch_size * w for w in result["widths"])
+    attention = sum(12 * layers * batch_size * w * w * hidden for w in result["widths"])
+    return 6 * params * tokens + attention, tokens
+
+
+def report(results) -> str:
+    settings = results["settings"]
+    batch = settings["batch_size"]
+    steps = settings["steps"]
+    peak = peak_flops(results["machine"])
+    contenders = results["contenders"]
+    lines = [
+        f"Training, batch {batch}, {steps} timed steps after {settings['warmup']} warm-up steps "
+        f"(peak FP32 assumed {peak / 1e9:.0f} GFLOP/s):",
+        "",
+        "| contender | samples/s | s/step | mean width | padded tokens | real tokens | GFLOP/s | % of peak | vs keras-hub/512 | vs hf-torch/random |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rate = {}
+    for name in TRAIN_CONTENDERS:
+        if name in contenders:
+            rate[name] = steps * batch / contenders[name]["seconds"]
+    for name in TRAIN_CONTENDERS:
+        if name not in contenders:
+            continue
+        r = contenders[name]
+        flops, tokens = train_flops(r, batch)
+        gflops = flops / r["seconds"] / 1e9
+        vs_hub = f"{rate[name] / rate['keras-hub/512']:.2f}x" if "keras-hub/512" in rate else "-"
+        vs_hf = f"{rate[name] / rate['hf-torch/random']:.2f}x" if "hf-torch/random" in rate else "-"
+        lines.append(
+            f"| {name} | {rate[name]:.1f} | {r['seconds'] / steps:.2f} | {sum(r['widths']) / len(r['widths']):.1f} "
+            f"| {tokens} | {r['real_tokens']} | {gflops:.1f} | {100 * gflops * 1e9 / peak:.1f}% | {vs_hub} | {vs_hf} |"
+            if peak else f"| {name} | {rate[name]:.1f} | ... |"
+        )
+    lines += ["", "Inference, texts/s (tokenization included):", "",
+              "| contender | batch 32 | batch 1 | batch 32 vs HF | batch 1 vs HF |", "|---|---:|---:|---:|---:|"]
+    hf = contenders.get("infer:hf-torch")
+    for name in ("infer:kerasbert", "infer:kerasbert_trimmed", "infer:hf-torch"):
+        if name not in contenders:
+            continue
+        r = contenders[name]
+        b32, b1 = r["batch_32"]["texts_per_s"], r["batch_1"]["texts_per_s"]
+        vs32 = f"{b32 / hf['batch_32']['texts_per_s']:.2f}x" if hf else "-"
+        vs1 = f"{b1 / hf['batch_1']['texts_per_s']:.2f}x" if hf else "-"
+        lines.append(f"| {name.split(':', 1)[1]} | {b32:.1f} | {b1:.1f} | {vs32} | {vs1} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""A client for kerasbert's text classifiers behind TF Serving's REST API.
+
+`ServingClient` speaks only the public REST API (`/v1/models/...`), so it
+works the same against TF Serving and against `python -m kerasbert.serve`.
+It needs httpx and nothing of TensorFlow.
+
+Example:
+
+>>> client = ServingClient("http://localhost:8501", "quickstart")
+>>> client.predict(["What a superb film."])  # [(label, probabilities)]
+[('positive', [0.0093272673, 0.00267813564, 0.987994552])]
+"""
+
+from __future__ import annotations
+
+import base64
+import urllib.parse
+from typing import Iterable
+
+import httpx
+
+__all__ = ["ServingClient", "ServingError"]
+
+
+class ServingError(ValueError):
+    """The server answered an error, answered nonsense, or could not be reached.
+
+    Attributes:
+        status_code: the HTTP status, or None when there was no answer.
+        server_message: the server's `error` text, when it sent one.
+    """
+
+    def __init__(self, message, status_code=None, server_message=None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.server_message = server_message
+
+
+class ServingClient:
+    """Predictions from a model that TF Serving (or `kerasbert.serve`) serves.
+
+    Args:
+        url: the server's REST address, e.g. `http://localhost:8501`.
+        model_name: the model's name on the server.
+        version: a version number; the server's latest by default.
+        timeout: seconds to wait for each answer.
+
+    Example:
+
+    >>> with ServingClient("http://localhost:8501", "quickstart") as client:
+    ...     for label, probabilities in client.predict(["What a superb film.", "Dull."]):
+    ...         print(label, max(probabilities))
+    """
+
+    def __init__(self, url: str, model_name: str, version: int | None = None, timeout: float = 30.0):
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(
+                "Invalid value for argument `url`. Expected the server's http:// or https:// address, "
+                f"e.g. http://localhost:8501. Received: url={url!r}"
+            )
+        if not isinstance(model_name, str) or not model_name:
+            raise ValueError(
+                f"Invalid value for argument `model_name`. Expected a non-empty string. Received: model_name={model_name!r}"
+            )
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 0):
+            raise ValueError(
+                f"Invalid value for argument `version`. Expected None or an integer >= 0. Received: version={version!r}"
+            )
+        if not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ValueError(f"Invalid value for argument `timeout`. Expected a number > 0. Received: timeout={timeout!r}")
+        self.url = url.rstrip("/")
+        self.model_name = model_name
+        self.version = version
+        self.timeout = timeout
+        model_path = f"/v1/models/{urllib.parse.quote(model_name, safe='')}"
+        if version is not None:
+            model_path += f"/versions/{version}"
+        self._model_url = self.url + model_path
+        self._http = httpx.Client(timeout=timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
+        """Closes the connections."""
+        self._http.close()
+
+    # === Requests ===
+
+    def _request(self, method: str, url: str, body=None) -> dict:
+        try:
+            response = self._http.request(method, url, json=body)
+        except httpx.TimeoutException:
+            raise ServingError(f"{method} {url}: no answer within {self.timeout} s") from None
+        except httpx.HTTPError as error:
+            raise ServingError(f"{method} {url}: could not reach the server: {error}") from None
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.status_code != 200 or not isinstance(data, dict) or "error" in data:
+            server_message = data.get("error") if isinstance(data, dict) else None
+            detail = server_message if server_message is not None else response.text[:500]
+            raise ServingError(
+                f"{method} {url}: HTTP {response.status_code}: {detail}",
+                status_code=response.status_code,
+                server_message=server_message,
+            )
+        return data
+
+    def status(self) -> dict:
+        """The model's versions and their states (`GET /v1/models/<name>`)."""
+        return self._request("GET", self._model_url)
+
+    def metadata(self) -> dict:
+        """The model's signatures (`GET /v1/models/<name>/metadata`)."""
+        return self._request("GET", f"{self._model_url}/metadata")
+
+    def predict(
+        self, texts: Iterable[str], text_pairs: Iterable[str] | None = None, batch_size: int = 64
+    ) -> list[tuple[str, list[float]]]:
+        """The label and class probabilities of each text, in order.
+
+        Calls the `serving_default` signature, `batch_size` texts per request.
+
+        Args:
+            texts: the texts to classify.
+            text_pairs: for sentence-pair models, the second text of each pair.
+            batch_size: texts per request.
+
+        Returns:
+            A list of `(label, probabilities)`, one per text.
+
+        Raises:
+            ServingError: the server refused a request, or is unreachable.
+        """
+        texts, text_pairs = _check_texts(texts, text_pairs)
+        batch_size = _check_batch_size(batch_size)
+        results = []
+        for start in range(0, len(texts), batch_size):
+            batch = texts[start : start + batch_size]
+            if text_pairs is None:
+                instances = batch
+            else:
+                pairs = text_pairs[start : start + batch_size]
+                instances = [{"text": t, "text_pair": p} for t, p in zip(batch, pairs)]
+            data = self._request("POST", f"{self._model_url}:predict", {"instances": instances})
+            predictions = data.get("predictions")
+            if not isinstance(predictions, list) or len(predictions) != len(batch):
+                raise ServingError(f"Expected {len(batch)} predictions from {self._model_url}, received: {str(data)[:300]}")
+            for prediction in predictions:
+                if not isinstance(prediction, dict) or "label" not in prediction or "probabilities" not in prediction:
+                    raise ServingError(
+                        f"{self._model_url} answered without `label` and `probabilities`; "
+                        f"is it a kerasbert export? Received: {str(prediction)[:300]}"
+                    )
+                results.append((_text(prediction["label"]), [float(p) for p in prediction["probabilities"]]))
+        return results
+
+    def classify(
+        self, texts: Iterable[str], text_pairs: Iterable[str] | None = None, batch_size: int = 64
+    ) -> list[list[tuple[str, float]]]:
+        """Every class and its score for each text, with TF Serving's Classify API.
+
+        Calls the export's `classify` signature with one `tf.Example` per text.
+
+        Returns:
+            A list, one per text, of `(label, score)` for every class.
+
+        Raises:
+            ServingError: the server refused a request, or is unreachable.
+        """
+        texts, text_pairs = _check_texts(texts, text_pairs)
+        batch_size = _check_batch_size(batch_size)
+        results = []
+        for start in range(0, len(texts), batch_size):
+            batch = texts[start : start + batch_size]
+            examples = [{"text": t} for t in batch]
+            if text_pairs is not None:
+                for example, pair in zip(examples, text_pairs[start : start + batch_size]):
+                    example["text_pair"] = pair
+            data = self._request(
+                "POST", f"{self._model_url}:classify", {"signature_name": "classify", "examples": examples}
+            )
+            # TF Serving answers `results`; its REST guide says `result`.
+            classes = data.get("results", data.get("result"))
+            if not isinstance(classes, list) or len(classes) != len(batch):
+                raise ServingError(f"Expected {len(batch)} results from {self._model_url}, received: {str(data)[:300]}")
+            results.extend([[(_text(label), float(score)) for label, score in row] for row in classes])
+        return results
+
+
+def _check_texts(texts, text_pairs) -> tuple[list[str], list[str] | None]:
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"Invalid value for argument `texts`. Expected a list of strings. Received: texts={texts!r:.80}")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(
+                f"Invalid value for argument `texts`. Expected a list of strings. Received: texts[{i}]={text!r:.80} "
+                f"({type(text).__name__})"
+            )
+    if text_pairs is None:
+        return texts, None
+    pairs, _ = _check_texts(text_pairs, None)
+    if len(pairs) != len(texts):
+        raise ValueError(
+            "Invalid value for argument `text_pairs`. Expected one pair per text "
+            f"({len(texts)}). Received: {len(pairs)} text_pairs"
+        )
+    return texts, pairs
+
+
+def _check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"Invalid value for argument `batch_size`. Expected an integer >= 1. Received: batch_size={batch_size!r}")
+    return batch_size
+
+
+def _text(value) -> str:
+    """A string output, decoding TF Serving's `{"b64": ...}` form."""
+    if isinstance(value, dict) and "b64" in value:
+        return base64.b64decode(value["b64"]).decode("utf-8", "replace")
+    return str(value)

@@ -1,0 +1,1 @@
+"""The REST API conformance suite: the same cases against kerasbert.serve or TF Serving."""

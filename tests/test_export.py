@@ -1,0 +1,417 @@
+"""Export of a BERT run for TF Serving: layout, signatures, parity, op check, CLI.
+
+Shares the session's `trained_run` (a tiny BERT, exported by training to
+`<tmp>/saved_models/tiny/1`). Each test that exports again writes under its
+own `tmp_path`.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import QUICKSTART_CSV
+
+from kerasbert import export
+
+LABELS = ["negative", "neutral", "positive"]
+
+# 50 texts in the quickstart's style that are not among its rows.
+HELD_OUT_TEXTS = [
+    f"My {who} found the {what} {how}."
+    for who in ("sister", "neighbour", "whole class", "grandfather", "dentist")
+    for what, how in (
+        ("soundtrack", "oddly soothing"),
+        ("villain", "far too cheap"),
+        ("pacing", "perfectly judged"),
+        ("screenplay", "a total mess"),
+        ("opening scene", "gorgeous"),
+        ("runtime", "listed at two hours"),
+        ("sequel", "not out yet"),
+        ("lead actor", "wooden and dull"),
+        ("ending", "moving and warm"),
+        ("credits", "surprisingly long"),
+    )
+]
+
+ODD_TEXTS = [
+    "",
+    "   ",
+    "naïve café, ünïcödé façade",
+    "日本語のレビュー：とても良い映画でした",
+    "🎬🍿🔥",
+    "a superb 🎬 with emoji inside",
+    " ".join(["superb"] * 300) + " awful",
+    " ".join(["superb"] * 300) + " tedious and boring to the end",
+]
+
+
+@pytest.fixture(scope="module")
+def run_model(trained_run):
+    """The run's Keras classifier and tokenizer, reloaded from its files."""
+    import keras
+
+    classifier = keras.saving.load_model(trained_run.run_dir / "model.keras", compile=False)
+    tokenizer = export._load_tokenizer(trained_run.run_dir / "tokenizer")
+    return classifier, tokenizer
+
+
+@pytest.fixture(scope="module")
+def loaded(exported_model):
+    return tf.saved_model.load(str(exported_model))
+
+
+def keras_outputs(run_model, texts, sequence_length=16):
+    """Logits and probabilities of the Keras classifier on `TextEncoder` inputs."""
+    from kerasbert.models import TextEncoder
+
+    classifier, tokenizer = run_model
+    inputs = TextEncoder(tokenizer, sequence_length)(tf.constant(texts))
+    logits = classifier.predict(inputs, verbose=0)
+    return logits, tf.nn.softmax(logits).numpy(), {k: v.numpy() for k, v in inputs.items()}
+
+
+def error_line(capsys):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+# === Layout and signatures ===
+
+
+def test_version_directory_has_model_assets_and_warmup(trained_run, exported_model):
+    assert exported_model.name == "1"
+    assert sorted(p.name for p in exported_model.parent.iterdir()) == ["1"]
+    for name in ("saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra"):
+        assert (exported_model / name).exists(), name
+    assets = exported_model / "assets"
+    assert (assets / "labels.txt").read_text(encoding="utf-8").splitlines() == LABELS
+    assert json.loads((assets / "metrics.json").read_text()) == trained_run.metrics
+    assert (assets / "config.yaml").read_text() == (trained_run.run_dir / "config.yaml").read_text()
+    vocabulary = (assets / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
+    assert vocabulary[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert not (assets / "bin_edges.json").exists()
+    assert (exported_model / "assets.extra" / export.WARMUP_FILE).stat().st_size > 0
+
+
+def test_signature_defs_have_exact_names_dtypes_and_methods(exported_model):
+    outputs = {
+        "probabilities": ("float32", (-1, 3)),
+        "logits": ("float32", (-1, 3)),
+        "label": ("string", (-1,)),
+        "label_id": ("int64", (-1,)),
+    }
+    assert export.signature_summary(exported_model) == {
+        "serving_default": {
+            "method": "tensorflow/serving/predict",
+            "inputs": {"text": ("string", (-1,))},
+            "outputs": outputs,
+        },
+        "predict_tokens": {
+            "method": "tensorflow/serving/predict",
+            "inputs": {
+                "token_ids": ("int32", (-1, -1)),
+                "padding_mask": ("bool", (-1, -1)),
+                "segment_ids": ("int32", (-1, -1)),
+            },
+            "outputs": outputs,
+        },
+        "classify": {
+            "method": "tensorflow/serving/classify",
+            "inputs": {"inputs": ("string", (-1,))},
+            "outputs": {"classes": ("string", (-1, 3)), "scores": ("float32", (-1, 3))},
+        },
+    }
+
+
+# === Serving without kerasbert ===
+
+TF_ONLY_CLIENT = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
+
+    model = tf.saved_model.load(sys.argv[1])
+    given = np.load(sys.argv[2])
+    texts = tf.constant([t.encode("utf-8") for t in given["texts"]])
+    out = {}
+    for name, value in model.signatures["serving_default"](text=texts).items():
+        out["serving_default/" + name] = value.numpy()
+    tokens = {k.split("/")[1]: tf.constant(given[k]) for k in given.files if k.startswith("tokens/")}
+    for name, value in model.signatures["predict_tokens"](**tokens).items():
+        out["predict_tokens/" + name] = value.numpy()
+    examples = [
+        tf.train.Example(features=tf.train.Features(feature={
+            "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[t.numpy()]))
+        })).SerializeToString()
+        for t in texts
+    ]
+    for name, value in model.signatures["classify"](inputs=tf.constant(examples)).items():
+        out["classify/" + name] = value.numpy()
+    out = {k: v.astype(str) if v.dtype == object else v for k, v in out.items()}
+    out["modules"] = np.array(sorted(
+        m for m in sys.modules if m.split(".")[0] in ("kerasbert", "keras_hub")
+    ), dtype=str)
+    np.savez(sys.argv[3], **out)
+    """
+)
+
+
+def test_tensorflow_only_process_runs_every_signature_like_keras(run_model, exported_model, tmp_path):
+    texts = HELD_OUT_TEXTS
+    assert len(texts) == 50
+    assert not set(texts) & set(QUICKSTART_CSV.read_text(encoding="utf-8").splitlines())
+    logits, probabilities, tokens = keras_outputs(run_model, texts)
+    np.savez(tmp_path / "in.npz", texts=np.array(texts), **{f"tokens/{k}": v for k, v in tokens.items()})
+
+    subprocess.run(
+        [sys.executable, "-c", TF_ONLY_CLIENT, str(exported_model), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+        check=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    out = np.load(tmp_path / "out.npz")
+
+    assert list(out["modules"]) == []
+    np.testing.assert_allclose(out["serving_default/probabilities"], probabilities, atol=1e-5)
+    np.testing.assert_allclose(out["serving_default/logits"], logits, atol=1e-5)
+    np.testing.assert_array_equal(out["serving_default/label_id"], logits.argmax(-1))
+    np.testing.assert_array_equal(out["serving_default/label"], np.array(LABELS)[logits.argmax(-1)])
+    for name in ("probabilities", "logits", "label", "label_id"):
+        np.testing.assert_array_equal(out[f"predict_tokens/{name}"], out[f"serving_default/{name}"])
+    np.testing.assert_array_equal(out["classify/scores"], out["serving_default/probabilities"])
+    np.testing.assert_array_equal(out["classify/classes"], np.array([LABELS] * 50))
+
+
+def test_keras_model_around_tfsm_layer_predicts_the_same(run_model, exported_model):
+    import keras
+
+    text = keras.Input(shape=(), dtype="string", name="text")
+    served = keras.layers.TFSMLayer(str(exported_model), call_endpoint="serving_default")(text)
+    model = keras.Model(text, served)
+    texts = HELD_OUT_TEXTS[:20]
+    predicted = model.predict(tf.constant(texts), batch_size=8, verbose=0)
+    _, probabilities, _ = keras_outputs(run_model, texts)
+    np.testing.assert_allclose(predicted["probabilities"], probabilities, atol=1e-5)
+    assert [label.decode() for label in predicted["label"]] == [
+        LABELS[i] for i in probabilities.argmax(-1)
+    ]
+
+
+def test_warmup_requests_parse_and_run_against_their_signatures(exported_model, loaded):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = exported_model / "assets.extra" / export.WARMUP_FILE
+    records = [
+        prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        for record in tf.data.TFRecordDataset(str(path))
+    ]
+    kinds = [record.WhichOneof("log_type") for record in records]
+    assert kinds.count("predict_log") >= 2 and kinds.count("classify_log") == 1
+    methods = {k: v["method"] for k, v in export.signature_summary(exported_model).items()}
+    sent_texts = []
+    for record in records:
+        if record.HasField("predict_log"):
+            request = record.predict_log.request
+            signature = request.model_spec.signature_name
+            assert methods[signature] == "tensorflow/serving/predict"
+            inputs = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
+            if signature == "serving_default":
+                sent_texts += [t.decode("utf-8") for t in inputs["text"].numpy()]
+        else:
+            request = record.classify_log.request
+            signature = request.model_spec.signature_name
+            assert methods[signature] == "tensorflow/serving/classify"
+            examples = [e.SerializeToString() for e in request.input.example_list.examples]
+            inputs = {"inputs": tf.constant(examples)}
+        assert request.model_spec.name == "tiny"
+        batch = len(next(iter(inputs.values())).numpy())
+        outputs = loaded.signatures[signature](**inputs)
+        assert batch > 0
+        assert {name: value.shape[0] for name, value in outputs.items()} == {
+            name: batch for name in outputs
+        }
+    assert "" in sent_texts
+    assert any(not text.isascii() for text in sent_texts)
+
+
+def test_empty_long_non_ascii_and_emoji_texts_return_one_row_each(loaded):
+    out = loaded.signatures["serving_default"](text=tf.constant(ODD_TEXTS))
+    for name, value in out.items():
+        assert value.shape[0] == len(ODD_TEXTS), name
+    probabilities = out["probabilities"].numpy()
+    assert np.isfinite(probabilities).all()
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+    # The two long texts differ only after 300 words: past the 16-token
+    # sequence length, so truncation makes them the same input.
+    np.testing.assert_array_equal(probabilities[-1], probabilities[-2])
+    single = loaded.signatures["serving_default"](text=tf.constant([""]))
+    assert single["label"].shape == (1,)
+
+
+# === Op check ===
+
+
+def test_op_sources_leave_out_op_libraries_that_tensorflow_loads():
+    from tensorflow.python.framework import op_def_registry
+
+    sources = export.op_sources()
+    assert {"MatMul", "Softmax", "ParseExampleV2"} <= sources.core
+    assert {"RegexSplitWithOffsets", "FastWordpieceTokenizeWithOffsets"} <= sources.text
+    assert not sources.core & sources.text
+    # TF Lite's audio op library is loaded by `import tensorflow`, so the op is
+    # registered in this very process, yet it is no core op and TF Serving
+    # doesn't have it.
+    assert op_def_registry.get("AudioMicrofrontend") is not None
+    assert "AudioMicrofrontend" not in sources.core | sources.text
+    assert any("AudioMicrofrontend" in ops for ops in sources.other_libraries.values())
+
+
+def test_op_check_passes_bert_export_and_lists_its_ops(exported_model):
+    ops = export.check_ops(exported_model)
+    assert {"FastWordpieceTokenizeWithOffsets", "RegexSplitWithOffsets"} <= set(ops["text"])
+    assert {"Softmax", "ParseExampleV2", "StatefulPartitionedCall"} <= set(ops["core"])
+    assert set(ops["core"]) | set(ops["text"]) == export.graph_ops(exported_model)
+
+
+class ClassifierWithForeignOp(tf.Module):
+    """Constant logits, plus an op from TF Lite's audio op library.
+
+    Small on purpose: the tokenizer's ops are traced and saved as in any
+    export, without the cost of a transformer.
+    """
+
+    def __call__(self, inputs, training=False):
+        from tensorflow.lite.experimental.microfrontend.python.ops import (
+            audio_microfrontend_op,
+        )
+
+        frames = audio_microfrontend_op.audio_microfrontend(
+            tf.zeros([480], tf.int16), sample_rate=16000, num_channels=4
+        )
+        batch = tf.shape(inputs["token_ids"])[0]
+        return tf.zeros([batch, 3]) + tf.cast(tf.reduce_sum(frames), tf.float32)
+
+
+def test_export_with_an_op_outside_core_and_text_fails_and_leaves_nothing(run_model, tmp_path):
+    _, tokenizer = run_model
+    with pytest.raises(
+        export.UnsupportedOpsError,
+        match=r"neither core TensorFlow nor TensorFlow Text ops: AudioMicrofrontend \(from _audio_microfrontend_op.so\)\.",
+    ):
+        export.export_model(ClassifierWithForeignOp(), tokenizer, 16, LABELS, tmp_path, "foreign")
+    # Everything had been written when the check failed; none of it is left.
+    assert list((tmp_path / "foreign").iterdir()) == []
+
+
+# === Atomicity ===
+
+
+KILLED_BEFORE_RENAME = textwrap.dedent(
+    """
+    import os, signal, sys
+    from kerasbert import export
+
+    def killed(src, dst):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    os.rename = killed
+    export.export_run_dir(sys.argv[1], base_path=sys.argv[2])
+    """
+)
+
+
+def test_export_killed_before_rename_leaves_no_loadable_version(trained_run, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", KILLED_BEFORE_RENAME, str(trained_run.run_dir), str(tmp_path)],
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr.decode()[-2000:]
+    (leftover,) = (tmp_path / "tiny").iterdir()
+    # Everything was written; only the rename was missing. TF Serving loads
+    # integer-named directories only, and this one is hidden and isn't.
+    assert (leftover / "saved_model.pb").exists()
+    assert (leftover / "assets.extra" / export.WARMUP_FILE).exists()
+    assert leftover.name.startswith(".") and not leftover.name.isdigit()
+    assert export.next_version(tmp_path / "tiny") == 1
+
+
+# === Command line ===
+
+
+def test_inspect_prints_signatures_labels_and_metrics(exported_model, trained_run, capsys):
+    assert export.main(["--inspect", str(exported_model)]) == 0
+    out = capsys.readouterr().out
+    assert "signature 'serving_default' (tensorflow/serving/predict)" in out
+    assert "signature 'classify' (tensorflow/serving/classify)" in out
+    assert "    text  string   [None]" in out
+    assert "    scores   float32  [None, 3]" in out
+    assert "labels (3): negative, neutral, positive" in out
+    accuracy = trained_run.metrics["test"]["accuracy"]
+    assert f"  test: accuracy={accuracy:.4f}" in out
+    assert "warm-up requests: 4" in out
+
+
+def test_inspect_as_a_module_loads_neither_keras_hub_nor_training_code(exported_model):
+    script = textwrap.dedent(
+        """
+        import runpy, sys
+        sys.argv = ["kerasbert.export", "--inspect", sys.argv[1]]
+        try:
+            runpy.run_module("kerasbert.export", run_name="__main__", alter_sys=True)
+        except SystemExit as e:
+            code = e.code
+        loaded = sorted(m for m in sys.modules if m.startswith(("keras_hub", "kerasbert.")))
+        print("exit", code, "loaded", loaded)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(exported_model)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        check=True,
+    )
+    assert "labels (3): negative, neutral, positive" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "exit 0 loaded ['kerasbert.cli']"
+
+
+def test_cli_rejects_a_missing_run_directory(tmp_path, capsys):
+    assert export.main(["--run", str(tmp_path / "nope")]) == 2
+    assert error_line(capsys).startswith(f"error: No run directory at {tmp_path / 'nope'}.")
+
+
+def test_cli_rejects_a_directory_that_is_not_a_run(tmp_path, capsys):
+    (tmp_path / "config.yaml").write_text("name: x\n")
+    assert export.main(["--run", str(tmp_path)]) == 2
+    assert "it lacks labels.json, model.keras, tokenizer" in error_line(capsys)
+
+
+def test_cli_refuses_to_overwrite_an_existing_version(trained_run, exported_model, capsys):
+    before = (exported_model / "saved_model.pb").stat().st_mtime_ns
+    assert export.main(["--run", str(trained_run.run_dir), "--version", "1"]) == 2
+    err = error_line(capsys)
+    assert f"Version 1 of model `tiny` already exists at {exported_model}" in err
+    assert "export version 2" in err
+    assert (exported_model / "saved_model.pb").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("version", ["0", "two", "-3"])
+def test_cli_rejects_a_version_that_is_not_a_positive_integer(trained_run, version, capsys):
+    assert export.main(["--run", str(trained_run.run_dir), "--version", version]) == 2
+    assert f"Invalid value for argument `version`. Expected a positive integer" in error_line(capsys)
+
+
+def test_cli_inspect_of_a_model_directory_names_its_versions(exported_model, capsys):
+    assert export.main(["--inspect", str(exported_model.parent)]) == 2
+    err = error_line(capsys)
+    assert f"No SavedModel at {exported_model.parent}" in err
+    assert f"pass one, e.g. {exported_model}" in err

@@ -1,0 +1,232 @@
+"""kerasbert.serve over HTTP, in this process: versions changing under load,
+batching, concurrency, time and size limits.
+
+The server runs in a background thread (`background_server`) over a copy of
+the session's exported tiny BERT; the REST API itself is checked from a
+separate process by tests/conformance.
+"""
+
+import shutil
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.framework import tensor_shape_pb2, types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from kerasbert.serve import ModelConfig, ModelManager, Servable, background_server, create_app
+
+TIMEOUT = httpx.Timeout(60.0)
+TEXTS = [
+    "the film was great and lovely",
+    "the film was dull and boring",
+    "the film was tickets and runtime",
+    "the film was superb and fun",
+    "the film was awful and flat",
+    "the film was cast and credits",
+    "the film was brilliant and great",
+    "the film was terrible and dull",
+]
+
+
+@pytest.fixture
+def model_base(exported_model, tmp_path):
+    """A base path holding version 1 of the exported tiny model."""
+    base = tmp_path / "tiny"
+    shutil.copytree(exported_model, base / "1")
+    return base
+
+
+def predict(client, url, texts, version=None):
+    path = f"{url}/v1/models/tiny" + (f"/versions/{version}" if version else "") + ":predict"
+    response = client.post(path, json={"instances": texts})
+    assert response.status_code == 200, response.text
+    return response.json()["predictions"]
+
+
+def served_version(client, url) -> int:
+    return int(client.get(f"{url}/v1/models/tiny/metadata").json()["model_spec"]["version"])
+
+
+def wait_for(condition, seconds, step=0.05):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
+def test_new_version_is_served_within_two_polls_and_removal_falls_back(model_base):
+    manager = ModelManager([ModelConfig("tiny", model_base)], poll_wait_seconds=0)
+    started = time.monotonic()
+    manager.poll()
+    load_seconds = time.monotonic() - started
+    # No server can serve a version before it has loaded it: the poll
+    # interval is set above this machine's load time, so "within two polls"
+    # holds the server to at most one poll of delay plus the load.
+    manager.poll_wait_seconds = poll = max(3.0, 2 * load_seconds)
+    manager.start()
+    failures, answered = [], []
+    stop = threading.Event()
+
+    def request_loop(url):
+        with httpx.Client(timeout=TIMEOUT) as client:
+            while not stop.is_set():
+                try:
+                    response = client.post(f"{url}/v1/models/tiny:predict", json={"instances": TEXTS[:2]})
+                    (answered if response.status_code == 200 else failures).append(response.status_code)
+                except httpx.HTTPError as error:
+                    failures.append(repr(error))
+
+    try:
+        with background_server(create_app(manager)) as url, httpx.Client(timeout=TIMEOUT) as client:
+            loop = threading.Thread(target=request_loop, args=(url,))
+            loop.start()
+            try:
+                assert served_version(client, url) == 1
+                shutil.copytree(model_base / "1", model_base / "2")  # like `cp -r`: not atomic
+                copied = time.monotonic()
+                assert wait_for(lambda: served_version(client, url) == 2, 2 * poll), "version 2 not served"
+                assert time.monotonic() - copied <= 2 * poll
+                assert len(predict(client, url, TEXTS[:1], version=2)) == 1
+
+                shutil.rmtree(model_base / "2")
+                removed = time.monotonic()
+                assert wait_for(lambda: served_version(client, url) == 1, 2 * poll), "no fallback to version 1"
+                assert time.monotonic() - removed <= 2 * poll
+                during = len(answered)
+            finally:
+                stop.set()
+                loop.join(120)
+            status = client.get(f"{url}/v1/models/tiny").json()["model_version_status"]
+    finally:
+        manager.stop(60)
+    assert failures == []
+    assert during >= 5, f"only {during} requests ran during the changes"
+    assert [(s["version"], s["state"]) for s in status] == [("2", "END"), ("1", "AVAILABLE")]
+
+
+@pytest.fixture(scope="module")
+def manager(exported_model, tmp_path_factory):
+    base = tmp_path_factory.mktemp("http") / "tiny"
+    shutil.copytree(exported_model, base / "1")
+    manager = ModelManager([ModelConfig("tiny", base)], poll_wait_seconds=0)
+    manager.poll()
+    return manager
+
+
+def test_batching_merges_concurrent_requests_and_keeps_each_answer(manager):
+    with background_server(create_app(manager)) as url, httpx.Client(timeout=TIMEOUT) as client:
+        expected = [predict(client, url, [text])[0] for text in TEXTS]
+
+    app = create_app(manager, enable_batching=True, max_batch_size=len(TEXTS), batch_timeout_micros=2_000_000)
+    answers = [None] * len(TEXTS)
+    barrier = threading.Barrier(len(TEXTS))
+
+    def send(index, url):
+        with httpx.Client(timeout=TIMEOUT) as client:
+            barrier.wait(30)
+            answers[index] = predict(client, url, [TEXTS[index]])[0]
+
+    with background_server(app) as url:
+        threads = [threading.Thread(target=send, args=(i, url)) for i in range(len(TEXTS))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    # All eight arrive well within the 2 s window and fill the batch: one call.
+    assert app.state.batcher.calls == 1
+    for answer, single in zip(answers, expected):
+        assert answer["label"] == single["label"]
+        np.testing.assert_allclose(answer["probabilities"], single["probabilities"], atol=1e-5)
+
+
+def tensor_info(dtype, *dims):
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims])
+    return meta_graph_pb2.TensorInfo(dtype=dtype, tensor_shape=shape)
+
+
+def slow_manager(seconds, tmp_path):
+    """A model whose `serving_default` sleeps `seconds` for the text "slow"."""
+
+    def function(text):
+        if b"slow" in text.numpy().tolist():
+            time.sleep(seconds)
+        return {"length": tf.strings.length(text)}
+
+    signature = meta_graph_pb2.SignatureDef(
+        inputs={"text": tensor_info(types_pb2.DT_STRING, -1)},
+        outputs={"length": tensor_info(types_pb2.DT_INT32, -1)},
+        method_name="tensorflow/serving/predict",
+    )
+
+    def load(name, version, path):
+        return Servable(name, version, path, {"serving_default": signature}, {"serving_default": function})
+
+    (tmp_path / "slow" / "1").mkdir(parents=True)
+    manager = ModelManager([ModelConfig("slow", tmp_path / "slow")], poll_wait_seconds=0, load=load)
+    manager.poll()
+    return manager
+
+
+def test_model_calls_run_concurrently_in_a_thread_pool(tmp_path):
+    app = create_app(slow_manager(1.0, tmp_path), num_threads=4)
+    with background_server(app) as url:
+        results = []
+
+        def send():
+            with httpx.Client(timeout=TIMEOUT) as client:
+                results.append(client.post(f"{url}/v1/models/slow:predict", json={"instances": ["slow"]}).json())
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=send) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        elapsed = time.monotonic() - started
+    assert results == [{"predictions": [4]}] * 4
+    assert elapsed < 3.0, f"4 one-second calls took {elapsed:.1f} s: not concurrent"
+
+
+def test_a_call_over_the_timeout_gets_504_and_the_server_goes_on(tmp_path):
+    app = create_app(slow_manager(2.0, tmp_path), rest_api_timeout_in_ms=200)
+    with background_server(app) as url, httpx.Client(timeout=TIMEOUT) as client:
+        slow = client.post(f"{url}/v1/models/slow:predict", json={"instances": ["slow"]})
+        fast = client.post(f"{url}/v1/models/slow:predict", json={"instances": ["fast"]})
+    assert slow.status_code == 504
+    assert slow.json() == {"error": "Deadline exceeded: the model took longer than 200 ms (--rest_api_timeout_in_ms)"}
+    assert fast.json() == {"predictions": [4]}
+
+
+def test_bodies_over_the_limit_get_413_chunked_or_not(manager):
+    app = create_app(manager, max_body_bytes=1000)
+    body = b'{"instances": ["' + b"a" * 2000 + b'"]}'
+
+    def chunks():
+        yield body[:500]
+        yield body[500:]
+
+    with background_server(app) as url, httpx.Client(timeout=TIMEOUT) as client:
+        sized = client.post(f"{url}/v1/models/tiny:predict", content=body)
+        chunked = client.post(f"{url}/v1/models/tiny:predict", content=chunks())
+        fine = client.post(f"{url}/v1/models/tiny:predict", json={"instances": ["a"]})
+    assert sized.status_code == chunked.status_code == 413
+    assert sized.json()["error"].startswith("Request body of 2019 bytes is larger than this server's limit of 1000 bytes")
+    assert "--max_body_bytes" in chunked.json()["error"]
+    assert fine.status_code == 200
+
+
+def test_cors_headers_and_preflight_when_enabled(manager):
+    with background_server(create_app(manager, enable_cors=True)) as url, httpx.Client(timeout=TIMEOUT) as client:
+        answer = client.get(f"{url}/v1/models/tiny")
+        preflight = client.options(f"{url}/v1/models/tiny:predict", headers={"Origin": "http://localhost:3000"})
+        no_origin = client.options(f"{url}/v1/models/tiny:predict")
+    assert answer.headers["access-control-allow-origin"] == "*"
+    assert preflight.status_code == 200 and preflight.headers["access-control-allow-methods"] == "POST, GET"
+    assert no_origin.status_code == 400
+    assert no_origin.json() == {"error": "Origin header is missing in CORS preflight"}

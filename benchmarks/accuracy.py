@@ -11,7 +11,7 @@ Run from the repository root after `python benchmarks/fetch_assets.py`:
     nice -n 19 .venv/bin/python benchmarks/accuracy.py
 
 Writes `benchmarks/cache/accuracy/results.json` (updated after every row)
-and prints a Markdown table. `--only head_only,last2` runs some rows;
+and prints a Markdown table. `--only progressive,head_only` runs some rows, in that order;
 `--set training.epochs=2` is passed to every kerasbert run.
 """
 
@@ -134,7 +134,10 @@ def main(argv=None) -> int:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     names = ["tfidf", *RECIPES]
     if args.only:
-        names = [n for n in names if n in args.only.split(",")]
+        unknown = set(args.only.split(",")) - set(names)
+        if unknown:
+            parser.error(f"--only: unknown rows {sorted(unknown)}; choose from {', '.join(names)}")
+        names = args.only.split(",")  # in the order given
     results_path = OUT_DIR / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() and args.only else {}
     results.setdefault("rows", {})

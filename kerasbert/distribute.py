@@ -25,7 +25,9 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         ValueError: `multi_worker_mirrored` without `TF_CONFIG`, or `tpu`
             where no TPU can be reached.
     """
-    gpus = tf.config.list_logical_devices("GPU")
+    # Physical, not logical: listing logical devices starts TensorFlow's
+    # runtime, after which collective ops can no longer be configured.
+    gpus = tf.config.list_physical_devices("GPU")
     if name == "auto":
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     if name == "one_device":

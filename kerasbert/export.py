@@ -264,12 +264,7 @@ def export_model(
     model_dir = Path(base_path) / model_name
     version = next_version(model_dir) if version is None else _check_version(version)
     final = model_dir / str(version)
-    if final.exists():
-        raise FileExistsError(
-            f"Version {version} of model `{model_name}` already exists at {final}; "
-            "versions are never overwritten. Pass another version, or none to "
-            f"export version {next_version(model_dir)}."
-        )
+    _refuse_existing_version(model_dir, version)
     # The op check's probe process runs while the model is traced and saved.
     threading.Thread(target=_prefetch_op_sources, daemon=True).start()
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -294,6 +289,9 @@ def export_model(
             text_pair=text_pair,
             texts=warmup_texts,
         )
+        # Again: another export may have taken the version meanwhile, and
+        # rename() would replace an empty directory.
+        _refuse_existing_version(model_dir, version)
         os.rename(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -337,13 +335,7 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None) -> Pa
     if version is not None:
         # Fail before the slow part: loading the model.
         version = _check_version(version)
-        if (Path(base_path) / model_name / str(version)).exists():
-            raise FileExistsError(
-                f"Version {version} of model `{model_name}` already exists at "
-                f"{Path(base_path) / model_name / str(version)}; versions are never "
-                "overwritten. Pass another version, or none to export version "
-                f"{next_version(Path(base_path) / model_name)}."
-            )
+        _refuse_existing_version(Path(base_path) / model_name, version)
     label_map = json.loads((run_dir / "labels.json").read_text(encoding="utf-8"))
     import keras
     import keras_hub  # noqa: F401  (registers keras-hub's classes for loading)
@@ -404,6 +396,16 @@ def _check_run_dir(run_dir) -> Path:
             f"{', '.join(RUN_FILES)}, as `python -m kerasbert.train` writes them."
         )
     return run_dir
+
+
+def _refuse_existing_version(model_dir, version):
+    final = Path(model_dir) / str(version)
+    if final.exists():
+        raise FileExistsError(
+            f"Version {version} of model `{final.parent.name}` already exists at "
+            f"{final}; versions are never overwritten. Pass another version, or "
+            f"none to export version {next_version(model_dir)}."
+        )
 
 
 def _check_model_name(model_name) -> str:

@@ -147,34 +147,44 @@ class SavedModelClassifier:
         return labels, outputs["probabilities"].numpy()
 
 
-def server_predict_fn(url, model_name, client=None):
+def server_predict_fn(client):
     """A `predict_fn` that sends texts to a TF Serving-compatible server.
 
     Args:
-        url: the server's REST address, e.g. `http://localhost:8501`.
-        model_name: the served model's name.
-        client: a ready client with `predict(texts) -> [(label,
-            probabilities)]`; by default `kerasbert.client.ServingClient(url,
-            model_name)`.
+        client: a `kerasbert.client.ServingClient` (or any object with
+            `predict(texts, text_pairs=None, batch_size=...) -> [(label,
+            probabilities)]`).
 
     Returns:
-        `predict_fn(texts) -> (labels, probabilities [N, C])`.
-    """
-    if client is None:
-        # Imported here: the client is optional for SavedModel prediction.
-        from kerasbert.client import ServingClient
+        `predict_fn(texts, text_pairs=None) -> (labels, probabilities [N, C])`,
+        one request per call.
 
-        client = ServingClient(url, model_name)
+    Example:
+
+    >>> from kerasbert.client import ServingClient
+    >>> predict_fn = server_predict_fn(ServingClient("http://localhost:8501", "quickstart"))
+    """
 
     def predict_fn(texts, text_pairs=None):
-        if text_pairs is not None:
-            raise ValueError("predicting sentence pairs through a server is not supported; use --model")
-        results = client.predict(list(texts))
+        texts = list(texts)
+        results = client.predict(texts, text_pairs, batch_size=max(1, len(texts)))
         labels = [str(label) for label, _ in results]
         probabilities = np.asarray([list(p) for _, p in results], dtype=np.float32)
         return labels, probabilities.reshape(len(results), -1)
 
     return predict_fn
+
+
+def server_labels(client) -> list[str]:
+    """The class names of a served kerasbert model, in probability order.
+
+    Asks the export's `classify` signature, which answers every class with
+    its score, about one empty text.
+
+    Args:
+        client: a `kerasbert.client.ServingClient`.
+    """
+    return [label for label, _ in client.classify([""])[0]]
 
 
 # === Prediction ===
@@ -411,7 +421,7 @@ def parse_args(argv=None):
     parser.add_argument("--output", required=True, help="where to write the rows with predictions")
     parser.add_argument("--text-column", default="text", help="the column to classify (default: text)")
     parser.add_argument("--text-pair-column", help="the second text's column, for sentence-pair models")
-    parser.add_argument("--labels", help="with --server: the class names, comma-separated or a labels.txt file")
+    parser.add_argument("--labels", help="with --server: the class names, comma-separated or a labels.txt file (default: asked from the server)")
     parser.add_argument("--batch-size", type=int, default=64, help="texts per call (default: 64)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -424,14 +434,17 @@ def _main(args):
         raise ValueError(f"--batch-size must be a positive int; received {args.batch_size}")
     if args.server and not args.model_name:
         raise ValueError("--server needs --model-name, the served model's name")
-    if args.server and not args.labels:
-        raise ValueError("--server needs --labels (comma-separated, or the model's assets/labels.txt)")
     check_output_file(args.output)
     # Cheap checks first: a bad input fails before TensorFlow loads.
     model_dir = resolve_model_dir(args.model) if args.model else None
     frame = read_input(args.input, args.text_column, args.text_pair_column)
     if args.server:
-        labels, predict_fn = parse_labels(args.labels), server_predict_fn(args.server, args.model_name)
+        # Imported here: prediction from a SavedModel does not need httpx.
+        from kerasbert.client import ServingClient
+
+        client = ServingClient(args.server, args.model_name)
+        labels = parse_labels(args.labels) if args.labels else server_labels(client)
+        predict_fn = server_predict_fn(client)
     else:
         model = SavedModelClassifier(model_dir)
         if model.text_pair and not args.text_pair_column:

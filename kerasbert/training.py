@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -16,7 +17,10 @@ from pathlib import Path
 
 import keras
 
+from kerasbert import baseline as baseline_lib
 from kerasbert import data as data_lib
+from kerasbert import evaluate as evaluate_lib
+from kerasbert import report as report_lib
 from kerasbert.callbacks import (
     CyclicalLearningRate,
     ProgressiveUnfreezing,
@@ -363,6 +367,10 @@ def train(config, resume_dir=None) -> RunResult:
         run_dir = Path(tempfile.mkdtemp(prefix="kerasbert-worker-"))
     log.info("run directory: %s", run_dir)
     write_status(run_dir, "running")
+    if chief:
+        report_lib.write_data_summary(prepared.splits, run_dir)
+        if config.training.baseline:
+            baseline_lib.write_baseline(prepared.splits, run_dir, seed=config.seed)
     fit(prepared, config, run_dir, resume=resume_dir is not None)
     metrics = evaluate_splits(prepared, config.training.batch_size)
     export_dir = None
@@ -371,8 +379,55 @@ def train(config, resume_dir=None) -> RunResult:
         if config.export.enabled:
             export_dir = export_run(prepared, config, run_dir)
             log.info("exported %s", export_dir)
+            metrics = evaluate_export(prepared.splits, export_dir, run_dir, metrics, config.training.batch_size)
+        write_report_safely(run_dir)
     write_status(run_dir, "finished", export=str(export_dir) if export_dir else None)
+    # A finished run is never resumed; its saved state would only double
+    # the run's size on disk.
+    shutil.rmtree(run_dir / STATE_DIR, ignore_errors=True)
     return RunResult(run_dir, metrics, export_dir)
+
+
+def evaluate_export(splits, export_dir, run_dir, metrics, batch_size) -> dict:
+    """Scores the exported SavedModel on validation and test, into metrics.json.
+
+    The export is what ships, so its metrics (through the serving signature,
+    tokenizer in the graph) are the run's final ones; the test split's
+    per-example predictions go to `test_predictions.csv` for the report.
+
+    Returns:
+        `metrics` with each split's entry updated by
+        `kerasbert.evaluate.evaluate_saved_model`.
+    """
+    model = evaluate_lib.SavedModelClassifier(export_dir)
+    for split, frame in splits.items():
+        if split == "train":
+            continue
+        predictions = run_dir / report_lib.TEST_PREDICTIONS_FILE if split == "test" else None
+        metrics.setdefault(split, {}).update(
+            evaluate_lib.evaluate_saved_model(
+                model,
+                frame["text"].tolist(),
+                frame["label"].tolist(),
+                frame["text_pair"].tolist() if "text_pair" in frame else None,
+                batch_size=batch_size,
+                predictions_path=predictions,
+            )
+        )
+    evaluate_lib.write_metrics(metrics, run_dir / "metrics.json")
+    return metrics
+
+
+def write_report_safely(run_dir):
+    """Writes report.html; a failure is logged, not raised.
+
+    The run itself has succeeded by now and the report can be rebuilt from
+    the run directory with `python -m kerasbert.report <run_dir>`.
+    """
+    try:
+        report_lib.write_report(run_dir)
+    except Exception:
+        log.exception("could not write %s/report.html; rebuild it with python -m kerasbert.report %s", run_dir, run_dir)
 
 
 def check_resumable(run_dir, config):
@@ -394,6 +449,6 @@ def check_resumable(run_dir, config):
 def summarize(metrics) -> str:
     parts = []
     for split, values in metrics.items():
-        parts.append(f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
+        parts.append(f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items() if isinstance(v, float)))
     return "; ".join(parts)
 

@@ -241,7 +241,8 @@ def test_bad_constructor_values_are_rejected(args, kwargs, message):
 
 
 def test_one_cycle_rejects_a_zero_length_cycle():
-    with pytest.raises(ValueError, match=r"`total_steps`. Expected a positive integer. Received: total_steps=0"):
+    message = r"`total_steps`. Expected a positive integer. Received: total_steps=0"
+    with pytest.raises(ValueError, match=message):
         CyclicalLearningRate.one_cycle(1e-3, total_steps=0)
 
 

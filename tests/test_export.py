@@ -132,15 +132,19 @@ def test_signature_defs_have_exact_names_dtypes_and_methods(exported_model):
 
 # === Serving without kerasbert ===
 
-TF_ONLY_CLIENT = textwrap.dedent(
+# One fresh interpreter (TensorFlow's start-up is the slow part) plays two
+# clients: first a TF-only program that runs every signature, then
+# `python -m kerasbert.export --inspect`.
+FRESH_CLIENT = textwrap.dedent(
     """
-    import sys
+    import contextlib, io, json, runpy, sys
     import numpy as np
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
 
-    model = tf.saved_model.load(sys.argv[1])
-    given = np.load(sys.argv[2])
+    version_dir, given_path, out_path = sys.argv[1:]
+    model = tf.saved_model.load(version_dir)
+    given = np.load(given_path)
     texts = tf.constant([t.encode("utf-8") for t in given["texts"]])
     out = {}
     for name, value in model.signatures["serving_default"](text=texts).items():
@@ -157,29 +161,46 @@ TF_ONLY_CLIENT = textwrap.dedent(
     for name, value in model.signatures["classify"](inputs=tf.constant(examples)).items():
         out["classify/" + name] = value.numpy()
     out = {k: v.astype(str) if v.dtype == object else v for k, v in out.items()}
-    out["modules"] = np.array(sorted(
-        m for m in sys.modules if m.split(".")[0] in ("kerasbert", "keras_hub")
-    ), dtype=str)
-    np.savez(sys.argv[3], **out)
+
+    def loaded_modules():
+        return sorted(m for m in sys.modules if m.split(".")[0] in ("kerasbert", "keras_hub"))
+
+    out["serving_modules"] = np.array(loaded_modules(), dtype=str)
+
+    sys.argv = ["kerasbert.export", "--inspect", version_dir]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        try:
+            runpy.run_module("kerasbert.export", run_name="__main__", alter_sys=True)
+        except SystemExit as e:
+            out["inspect_exit"] = np.array(e.code)
+    out["inspect_stdout"] = np.array(printed.getvalue())
+    out["inspect_modules"] = np.array(loaded_modules(), dtype=str)
+    np.savez(out_path, **out)
     """
 )
 
 
-def test_tensorflow_only_process_runs_every_signature_like_keras(run_model, exported_model, tmp_path):
+@pytest.fixture(scope="module")
+def fresh_client(run_model, exported_model, tmp_path_factory):
+    """What `FRESH_CLIENT` saw, and the Keras model's outputs on the same texts."""
     texts = HELD_OUT_TEXTS
-    assert len(texts) == 50
-    assert not set(texts) & set(QUICKSTART_CSV.read_text(encoding="utf-8").splitlines())
+    tmp = tmp_path_factory.mktemp("fresh_client")
     logits, probabilities, tokens = keras_outputs(run_model, texts)
-    np.savez(tmp_path / "in.npz", texts=np.array(texts), **{f"tokens/{k}": v for k, v in tokens.items()})
-
+    np.savez(tmp / "in.npz", texts=np.array(texts), **{f"tokens/{k}": v for k, v in tokens.items()})
     subprocess.run(
-        [sys.executable, "-c", TF_ONLY_CLIENT, str(exported_model), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+        [sys.executable, "-c", FRESH_CLIENT, str(exported_model), str(tmp / "in.npz"), str(tmp / "out.npz")],
         check=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
-    out = np.load(tmp_path / "out.npz")
+    return dict(np.load(tmp / "out.npz")), logits, probabilities
 
-    assert list(out["modules"]) == []
+
+def test_tensorflow_only_process_runs_every_signature_like_keras(fresh_client):
+    out, logits, probabilities = fresh_client
+    assert len(HELD_OUT_TEXTS) == 50
+    assert not set(HELD_OUT_TEXTS) & set(QUICKSTART_CSV.read_text(encoding="utf-8").splitlines())
+    assert list(out["serving_modules"]) == []
     np.testing.assert_allclose(out["serving_default/probabilities"], probabilities, atol=1e-5)
     np.testing.assert_allclose(out["serving_default/logits"], logits, atol=1e-5)
     np.testing.assert_array_equal(out["serving_default/label_id"], logits.argmax(-1))
@@ -188,6 +209,13 @@ def test_tensorflow_only_process_runs_every_signature_like_keras(run_model, expo
         np.testing.assert_array_equal(out[f"predict_tokens/{name}"], out[f"serving_default/{name}"])
     np.testing.assert_array_equal(out["classify/scores"], out["serving_default/probabilities"])
     np.testing.assert_array_equal(out["classify/classes"], np.array([LABELS] * 50))
+
+
+def test_inspect_as_a_module_loads_neither_keras_hub_nor_training_code(fresh_client):
+    out, _, _ = fresh_client
+    assert int(out["inspect_exit"]) == 0
+    assert "labels (3): negative, neutral, positive" in str(out["inspect_stdout"])
+    assert list(out["inspect_modules"]) == ["kerasbert", "kerasbert.cli"]
 
 
 def test_keras_model_around_tfsm_layer_predicts_the_same(run_model, exported_model):
@@ -358,30 +386,6 @@ def test_inspect_prints_signatures_labels_and_metrics(exported_model, trained_ru
     accuracy = trained_run.metrics["test"]["accuracy"]
     assert f"  test: accuracy={accuracy:.4f}" in out
     assert "warm-up requests: 4" in out
-
-
-def test_inspect_as_a_module_loads_neither_keras_hub_nor_training_code(exported_model):
-    script = textwrap.dedent(
-        """
-        import runpy, sys
-        sys.argv = ["kerasbert.export", "--inspect", sys.argv[1]]
-        try:
-            runpy.run_module("kerasbert.export", run_name="__main__", alter_sys=True)
-        except SystemExit as e:
-            code = e.code
-        loaded = sorted(m for m in sys.modules if m.startswith(("keras_hub", "kerasbert.")))
-        print("exit", code, "loaded", loaded)
-        """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(exported_model)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-        check=True,
-    )
-    assert "labels (3): negative, neutral, positive" in result.stdout
-    assert result.stdout.strip().splitlines()[-1] == "exit 0 loaded ['kerasbert.cli']"
 
 
 def test_cli_rejects_a_missing_run_directory(tmp_path, capsys):

@@ -1,5 +1,7 @@
 """Batch prediction: every row, in order, with the SavedModel's own probabilities."""
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,7 +9,7 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  the exported tokenizer's ops
 
 from kerasbert import predict
-from kerasbert.predict import SavedModelClassifier, predict_file, server_predict_fn
+from kerasbert.predict import SavedModelClassifier, predict_file, server_labels, server_predict_fn
 from tests.conftest import QUICKSTART_CSV
 
 ODD_TEXTS = ["", "Ünïcödé: ce film était superbe ! 映画はつまらなかった 😀", "   ", "NA", "a,\"quoted\"\nline"]
@@ -134,23 +136,48 @@ class FakeClient:
     def __init__(self):
         self.batches = []
 
-    def predict(self, texts):
+    def predict(self, texts, text_pairs=None, batch_size=64):
         self.batches.append(list(texts))
         return [("long", [0.2, 0.8]) if len(t) > 5 else ("short", [0.9, 0.1]) for t in texts]
 
+    def classify(self, texts, text_pairs=None, batch_size=64):
+        return [[("short", 0.9), ("long", 0.1)] for _ in texts]
 
-def test_server_mode_writes_the_client_predictions_in_order(tmp_path):
+
+def test_server_predict_fn_writes_the_client_predictions_in_order(tmp_path):
     source = tmp_path / "in.csv"
     pd.DataFrame({"text": ["tiny", "a longer text", "", "über-long text"]}).to_csv(source, index=False)
     client = FakeClient()
 
-    out = predict_file(source, tmp_path / "out.csv", server_predict_fn("http://unused", "m", client=client), ["short", "long"], batch_size=3, progress=False)
+    out = predict_file(source, tmp_path / "out.csv", server_predict_fn(client), server_labels(client), batch_size=3, progress=False)
 
     assert client.batches == [["tiny", "a longer text", ""], ["über-long text"]]
     assert out["predicted_label"].tolist() == ["short", "long", "short", "long"]
     np.testing.assert_allclose(out["probability_long"], [0.1, 0.8, 0.1, 0.8], rtol=1e-6)
     written = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
     assert written["text"].tolist() == ["tiny", "a longer text", "", "über-long text"]
+
+
+def test_server_mode_matches_the_saved_model(exported_model, loaded, tmp_path, capsys):
+    from kerasbert.serve import ServerProcess
+
+    base = tmp_path / "models" / "tiny"
+    shutil.copytree(exported_model, base / "1")
+    source = tmp_path / "in.csv"
+    texts = ["What a superb film.", "", ODD_TEXTS[1], "Dull and flat."] * 10
+    pd.DataFrame({"text": texts}).to_csv(source, index=False)
+    output = tmp_path / "out.csv"
+
+    with ServerProcess(["--model_name", "tiny", "--model_base_path", base], log_path=tmp_path / "serve.log") as server:
+        status = predict.main(["--server", server.url, "--model-name", "tiny", "--input", str(source), "--output", str(output), "--batch-size", "16", "--no-progress"])
+
+    assert status == 0, capsys.readouterr().err
+    out = pd.read_csv(output, keep_default_na=False)
+    assert out["text"].tolist() == texts
+    expected = signature_outputs(loaded, texts)
+    probabilities = out[["probability_negative", "probability_neutral", "probability_positive"]].to_numpy()
+    np.testing.assert_allclose(probabilities, expected["probabilities"].numpy(), atol=1e-5)
+    assert out["predicted_label"].tolist() == [b.decode() for b in expected["label"].numpy()]
 
 
 def test_server_mode_needs_a_model_name(tmp_path, capsys):

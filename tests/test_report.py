@@ -79,9 +79,9 @@ def test_report_and_every_plot_are_written(full_run):
 
 
 def test_report_images_all_load_in_headless_chromium(full_run, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed")
+    from playwright import sync_api
+
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)"
     screenshot = tmp_path / "report.png"
 
     with sync_api.sync_playwright() as playwright:

@@ -121,7 +121,7 @@ def test_b64_values_are_decoded_before_the_model_sees_them(http, model):
     plain = post(http, f"{model}:predict", {"instances": TEXTS[:1]}).json()
     assert post(http, f"{model}:predict", {"instances": [encoded]}).json() == plain
     assert post(http, f"{model}:predict", {"instances": [{"text": encoded}]}).json() == plain
-    assert post(http, f"{model}:predict", {"inputs": encoded}).json()["outputs"]["label"] == plain["predictions"][0]["label"]
+    assert post(http, f"{model}:predict", {"inputs": [encoded]}).json()["outputs"]["label"] == [plain["predictions"][0]["label"]]
 
 
 def test_several_typed_inputs_in_rows(http, model, labels):

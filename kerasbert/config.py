@@ -142,6 +142,7 @@ class ModelConfig(_Section):
     """Which backbone, and the classification head on top of it."""
 
     preset: Optional[str] = None
+    preset_sha256: Optional[dict[str, Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]]] = None
     scratch: Optional[ScratchConfig] = None
     sequence_length: PositiveInt = 128
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
@@ -153,6 +154,8 @@ class ModelConfig(_Section):
                 "give exactly one of `preset` (a keras-hub preset name or a "
                 "local directory) or `scratch` (a from-scratch spec)"
             )
+        if self.preset_sha256 and self.preset is None:
+            raise ValueError("`preset_sha256` checks files of a local `preset` directory")
         if self.scratch and self.sequence_length > self.scratch.max_sequence_length:
             raise ValueError(
                 f"sequence_length ({self.sequence_length}) exceeds "

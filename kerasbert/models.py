@@ -19,6 +19,8 @@ import keras
 import keras_hub
 import tensorflow as tf
 
+from kerasbert.checksums import verify_checksums
+
 FAMILIES = {
     "bert": (keras_hub.models.BertBackbone, keras_hub.models.BertTextClassifier),
     "roberta": (keras_hub.models.RobertaBackbone, keras_hub.models.RobertaTextClassifier),
@@ -165,10 +167,13 @@ def build_classifier(model_config, num_classes, texts=None):
         tokenizer.
 
     Raises:
-        ValueError: when the preset is neither BERT nor RoBERTa, or a
-            from-scratch backbone is asked for without texts.
+        ValueError: when the preset is neither BERT nor RoBERTa, a file of a
+            local preset fails its `preset_sha256` check, or a from-scratch
+            backbone is asked for without texts.
     """
     if model_config.preset is not None:
+        if model_config.preset_sha256:
+            verify_checksums(model_config.preset, model_config.preset_sha256)
         backbone = keras_hub.models.Backbone.from_preset(model_config.preset)
         tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(model_config.preset)
         family = family_of(backbone)

@@ -196,3 +196,18 @@ def test_bad_data_exits_2_with_one_line_and_writes_no_run(tmp_path, reviews_csv)
     assert len(error_lines) == 1 and "missing column(s) ['sentiment']" in error_lines[0]
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_local_preset_with_a_wrong_sha256_stops_before_loading(tmp_path, reviews_csv):
+    import hashlib
+
+    from kerasbert.checksums import sha256_of
+
+    model_dir = write_transformers_bert(tmp_path / "tiny-bert", ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "film"])
+    good = sha256_of(model_dir / "model.safetensors")
+    assert good == hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
+    raw = tiny_config_dict(reviews_csv, tmp_path)
+    raw["model"] = {"preset": str(model_dir), "sequence_length": 16, "preset_sha256": {"model.safetensors": "0" * 64}}
+    with pytest.raises(ValueError, match=r"model\.safetensors: sha256 mismatch \(expected 0{64}, found " + good):
+        train(config_from_dict(raw))
+    assert not (tmp_path / "runs").exists()

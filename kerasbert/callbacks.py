@@ -65,6 +65,9 @@ class CyclicalLearningRate(keras.callbacks.Callback):
     Raises:
         ValueError: for an unknown mode, arguments the mode does not use,
             or values `kerasbert.schedules` rejects.
+        TypeError: when training begins, if the optimizer's learning rate is
+            a `LearningRateSchedule`, or `"one_cycle"` should move a momentum
+            that the optimizer keeps as a Python float.
 
     Example:
     >>> schedule = CyclicalLearningRate(1e-5, 1e-4, step_size=200)

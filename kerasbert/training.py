@@ -215,7 +215,7 @@ def fit(prepared, config, run_dir, resume=False):
     unfreezing = None
     if stages:
         unfreezing = stateful["unfreezing"] = ProgressiveUnfreezing(
-            stages, groups, schedule=schedule if restart else None
+            stages, groups, schedule=schedule if restart else None, steps_per_epoch=steps
         )
     if schedule is not None:
         stateful["schedule"] = schedule
@@ -230,6 +230,9 @@ def fit(prepared, config, run_dir, resume=False):
             monitor=cfg.early_stopping.monitor,
             patience=cfg.early_stopping.patience,
             mode=cfg.early_stopping.mode,
+            # Earlier stages train a frozen network by design; only the last
+            # stage may stop the run.
+            start_from_epoch=cfg.epochs - stages[-1][0] if stages else 0,
         )
     initial_epoch = 0
     if resume:

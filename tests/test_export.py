@@ -15,6 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the ops of loaded exports)
 from conftest import QUICKSTART_CSV
 
 from kerasbert import export

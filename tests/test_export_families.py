@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_text  # noqa: F401  (registers the ops of loaded exports)
 from conftest import make_reviews, tiny_config_dict
 
 from kerasbert import export

@@ -11,6 +11,7 @@ This module imports no TensorFlow, so validating a config is instant.
 from __future__ import annotations
 
 import difflib
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -24,10 +25,21 @@ from pydantic import (
     model_validator,
 )
 
-PositiveInt = Annotated[int, Field(gt=0)]
+# Counts and sizes end up in TensorFlow as int32; a larger one is a typo that
+# would otherwise surface as an overflow deep inside training.
+MAX_INT = 2**31 - 1
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_INT)]
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+# NumPy, scikit-learn and Keras all take seeds in [0, 2**32).
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 ROBERTA_MIN_VOCABULARY = 300
+# Longest rendering of a received value in an error message.
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxdict = _SHORT.maxset = 6
+_SHORT.maxlevel = 2
 
 
 class ConfigError(ValueError):
@@ -35,7 +47,9 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # No inf or nan: every float here is a rate, a fraction or an edge, and a
+    # non-finite one would only fail (or silently diverge) once training runs.
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 # === Data ===
@@ -60,7 +74,7 @@ class SplitConfig(_Section):
 class BinningConfig(_Section):
     """Turns a numeric target into classes, by quantiles or by edges."""
 
-    num_bins: Optional[Annotated[int, Field(ge=2)]] = None
+    num_bins: Optional[Annotated[int, Field(ge=2, le=MAX_INT)]] = None
     edges: Optional[list[float]] = None
 
     @model_validator(mode="after")
@@ -72,7 +86,7 @@ class BinningConfig(_Section):
                 raise ValueError("`edges` needs at least one value")
             if any(b <= a for a, b in zip(self.edges, self.edges[1:])):
                 raise ValueError(
-                    f"`edges` must increase strictly; received {self.edges}"
+                    f"`edges` must increase strictly; received {_SHORT.repr(self.edges)}"
                 )
         return self
 
@@ -85,7 +99,7 @@ class DataConfig(_Section):
     test: Optional[str] = None
     path: Optional[str] = None
     split: SplitConfig = SplitConfig()
-    seed: int = 0
+    seed: Seed = 0
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
     text_column: str = "text"
     text_pair_column: Optional[str] = None
@@ -104,6 +118,19 @@ class DataConfig(_Section):
             raise ValueError(
                 "`validation`/`test` files go with `train`, not with `path`"
             )
+        columns = {
+            "text_column": self.text_column,
+            "text_pair_column": self.text_pair_column,
+            "label_column": self.label_column,
+        }
+        given = [(key, column) for key, column in columns.items() if column is not None]
+        for i, (key, column) in enumerate(given):
+            for other, other_column in given[i + 1 :]:
+                if column == other_column:
+                    raise ValueError(
+                        f"`{key}` and `{other}` both name the column "
+                        f"{_SHORT.repr(column)}; each must name a different column"
+                    )
         return self
 
 
@@ -119,7 +146,7 @@ class ScratchConfig(_Section):
     hidden_dim: PositiveInt = 32
     intermediate_dim: PositiveInt = 64
     max_sequence_length: PositiveInt = 128
-    vocabulary_size: Annotated[int, Field(ge=16)] = 1000
+    vocabulary_size: Annotated[int, Field(ge=16, le=MAX_INT)] = 1000
     lowercase: bool = True
 
     @model_validator(mode="after")
@@ -228,12 +255,12 @@ class StageConfig(_Section):
     """One unfreezing stage: train for `epochs` with the top layers trainable."""
 
     epochs: PositiveInt
-    trainable_layers: Union[Annotated[int, Field(ge=0)], Literal["all"]]
+    trainable_layers: Union[Count, Literal["all"]]
 
 
 class EarlyStoppingConfig(_Section):
     monitor: str = "val_loss"
-    patience: Annotated[int, Field(ge=0)] = 2
+    patience: Count = 2
     mode: Literal["auto", "min", "max"] = "auto"
 
 
@@ -302,7 +329,7 @@ class Config(_Section):
     """A whole run."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-    seed: int = 0
+    seed: Seed = 0
     data: DataConfig
     model: ModelConfig
     training: TrainingConfig = TrainingConfig()
@@ -416,12 +443,15 @@ def _apply_override(raw: dict, override: str, path: Path) -> None:
 
 def _describe(error: ValidationError, raw: dict) -> str:
     """One line for the first problem pydantic found."""
-    problem = error.errors()[0]
-    loc = [p for p in problem["loc"] if not _is_union_tag(p)]
-    dotted = _dotted(loc)
-    more = len(error.errors()) - 1
+    problems = error.errors()
+    first = problems[0]
+    loc = _clean_loc(first["loc"])
+    # A union (e.g. an int or "all") fails once per member: say them together.
+    same = [p for p in problems if _clean_loc(p["loc"]) == loc]
+    more = len(problems) - len(same)
     suffix = f" ({more} more problem{'s' if more > 1 else ''})" if more else ""
-    kind = problem["type"]
+    dotted = _dotted(loc)
+    kind = first["type"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
         hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
@@ -432,19 +462,30 @@ def _describe(error: ValidationError, raw: dict) -> str:
         )
     if kind == "missing":
         return f"{dotted}: required key is missing{suffix}"
-    message = problem["msg"]
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    given = problem.get("input")
+    message = " or ".join(dict.fromkeys(_message(p) for p in same))
+    given = first.get("input")
     if kind != "value_error" and not isinstance(given, (dict, list)):
         return f"{dotted}: {message}; received {given!r}{suffix}"
     return f"{dotted or '(top level)'}: {message}{suffix}"
 
 
+def _message(problem) -> str:
+    message = problem["msg"]
+    return message[len("Value error, ") :] if message.startswith("Value error, ") else message
+
+
+def _clean_loc(loc) -> list:
+    return [p for p in loc if not _is_union_tag(p)]
+
+
 def _is_union_tag(part) -> bool:
-    # pydantic names the union member it tried ("int", "literal['all']",
-    # "function-after[...]"); those are not keys the user wrote.
-    return isinstance(part, str) and ("[" in part or part in ("int", "str", "float", "dict"))
+    # pydantic names the union member it tried ("int", "constrained-int",
+    # "literal['all']", "function-after[...]"); those are not keys the user wrote.
+    return isinstance(part, str) and (
+        "[" in part
+        or part.startswith(("constrained-", "function-", "json-or-python", "lax-"))
+        or part in ("int", "str", "float", "bool", "dict", "list")
+    )
 
 
 def _dotted(loc) -> str:

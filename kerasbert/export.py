@@ -437,7 +437,10 @@ def _check_version(version) -> int:
 def _check_labels(labels) -> list[str]:
     labels = list(labels)
     if not labels:
-        raise ValueError("Invalid value for argument `labels`. Expected at least one label. Received: labels=[]")
+        raise ValueError(
+            "Invalid value for argument `labels`. Expected at least one label. "
+            "Received: labels=[]"
+        )
     for label in labels:
         if not isinstance(label, str) or not label or "\n" in label:
             raise ValueError(
@@ -661,7 +664,8 @@ import tensorflow_text
 libraries = {}
 for when, filename in loaded:
     libraries.setdefault(when, {})[filename] = library_ops(filename)
-json.dump({"registered": after_tensorflow, "libraries": libraries}, sys.stdout)
+# The last line of stdout, whatever else may have been printed before it.
+print("\n" + json.dumps({"registered": after_tensorflow, "libraries": libraries}))
 """
 
 
@@ -724,7 +728,7 @@ def _probe_op_sources() -> OpSources:
     if result.returncode != 0:
         tail = " ".join(result.stderr.strip().splitlines()[-3:])
         raise RuntimeError(f"could not list TensorFlow's registered ops: {tail}")
-    probe = json.loads(result.stdout)
+    probe = json.loads(result.stdout.strip().splitlines()[-1])
     libraries = probe["libraries"]
     other = libraries.get("tensorflow", {})
     from_other = {op for ops in other.values() for op in ops}
@@ -865,7 +869,8 @@ def describe_saved_model(version_dir) -> str:
             (p.name for p in version_dir.iterdir() if p.name.isdigit()), key=int
         ) if version_dir.is_dir() else []
         hint = (
-            f" It holds versions {', '.join(versions)}: pass one, e.g. {version_dir / versions[-1]}."
+            f" It holds versions {', '.join(versions)}: pass one, "
+            f"e.g. {version_dir / versions[-1]}."
             if versions
             else " Expected a version directory such as saved_models/<name>/1."
         )
@@ -944,7 +949,12 @@ def parse_args(argv=None):
 
 def _main(args):
     if args.inspect is not None:
-        given = [flag for flag, value in (("--model-name", args.model_name), ("--version", args.version), ("--base-path", args.base_path)) if value is not None]
+        run_flags = {
+            "--model-name": args.model_name,
+            "--version": args.version,
+            "--base-path": args.base_path,
+        }
+        given = [flag for flag, value in run_flags.items() if value is not None]
         if given:
             raise ValueError(f"{', '.join(given)} go with --run, not --inspect")
         print(describe_saved_model(args.inspect))

@@ -1488,29 +1488,36 @@ class ModelManager:
 
 
 class _Batch:
-    def __init__(self, run):
+    def __init__(self, run, opened):
         self.run = run
+        self.opened = opened
         self.items = []  # (inputs, rows, future)
         self.rows = 0
+        self.timed_out = False
         self.timer = None
 
 
 class BatchScheduler:
     """Merges concurrent calls of one signature into one model call.
 
-    A batch opens with the first request for a (servable, signature, input
-    shapes) key and closes when it holds `max_batch_size` rows or
-    `batch_timeout_micros` after it opened; its inputs are concatenated
-    along the first axis, run once, and the outputs split back. A request
-    larger than `max_batch_size` runs alone. If a merged call fails, each
-    request is run on its own so one bad input can't fail its neighbours.
+    Requests with the same key (servable, signature and input shapes) join
+    an open batch. A batch is run when it holds `max_batch_size` rows, or
+    once `batch_timeout_micros` have passed since it opened, as soon as one
+    of `num_batch_threads` is free: while all are busy the open batch keeps
+    filling, so batches grow with the load, as in TF Serving's shared batch
+    scheduler. Inputs are concatenated along the first axis, run once, and
+    the outputs split back. A request of `max_batch_size` rows or more runs
+    alone. If a merged call fails, each request is run on its own so one bad
+    input can't fail its neighbours.
 
     Args:
         max_batch_size: the most rows in one model call.
-        batch_timeout_micros: the longest a request waits for others.
+        batch_timeout_micros: how long an open batch waits for more requests.
+        num_batch_threads: batches run at the same time; the CPU count by
+            default.
     """
 
-    def __init__(self, max_batch_size=32, batch_timeout_micros=1000):
+    def __init__(self, max_batch_size=32, batch_timeout_micros=1000, num_batch_threads=None):
         if max_batch_size < 1:
             raise ValueError(
                 "Invalid value for argument `max_batch_size`. Expected an integer >= 1. "
@@ -1521,10 +1528,19 @@ class BatchScheduler:
                 "Invalid value for argument `batch_timeout_micros`. Expected an integer >= 0. "
                 f"Received: batch_timeout_micros={batch_timeout_micros}"
             )
+        num_batch_threads = num_batch_threads or os.cpu_count() or 1
+        if num_batch_threads < 1:
+            raise ValueError(
+                "Invalid value for argument `num_batch_threads`. Expected an integer >= 1. "
+                f"Received: num_batch_threads={num_batch_threads}"
+            )
         self.max_batch_size = max_batch_size
         self.batch_timeout_micros = batch_timeout_micros
+        self.num_batch_threads = num_batch_threads
         self._open: dict[tuple, _Batch] = {}
-        self._running: set[asyncio.Task] = set()
+        self._full: list[_Batch] = []  # closed, waiting for a free thread
+        self._active = 0
+        self._tasks: set[asyncio.Task] = set()
         self.calls = 0  # model calls made, for tests and curiosity
 
     async def submit(self, key, inputs: Mapping[str, np.ndarray], run) -> dict:
@@ -1536,38 +1552,64 @@ class BatchScheduler:
             inputs: `{name: array}` with the batch on the first axis.
             run: `async run(inputs) -> {name: array}`.
         """
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         rows = _batch_rows(inputs)
         if rows is None or rows >= self.max_batch_size:
-            self.calls += 1
-            return await run(inputs)
+            batch = _Batch(run, loop.time())
+            batch.items.append((inputs, rows, future))
+            self._full.append(batch)
+            self._dispatch()
+            return await future
         key = (key, tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(inputs.items())))
-        loop = asyncio.get_running_loop()
         batch = self._open.get(key)
         if batch is not None and batch.rows + rows > self.max_batch_size:
             self._close(key, batch)
             batch = None
         if batch is None:
-            batch = _Batch(run)
+            batch = _Batch(run, loop.time())
             self._open[key] = batch
-            batch.timer = loop.call_later(self.batch_timeout_micros / 1e6, self._close, key, batch)
-        future = loop.create_future()
+            batch.timer = loop.call_later(self.batch_timeout_micros / 1e6, self._time_out, batch)
         batch.items.append((inputs, rows, future))
         batch.rows += rows
         if batch.rows >= self.max_batch_size:
             self._close(key, batch)
+        self._dispatch()
         return await future
 
     def _close(self, key, batch: _Batch):
-        if self._open.get(key) is batch:
-            del self._open[key]
+        del self._open[key]
         if batch.timer is not None:
             batch.timer.cancel()
-            batch.timer = None
-        if batch.items and not getattr(batch, "started", False):
-            batch.started = True
+        self._full.append(batch)
+
+    def _time_out(self, batch: _Batch):
+        batch.timed_out = True
+        self._dispatch()
+
+    def _dispatch(self):
+        """Starts ready batches while threads are free: full ones first, then
+        the oldest open batch past its timeout."""
+        while self._active < self.num_batch_threads:
+            if self._full:
+                batch = self._full.pop(0)
+            else:
+                ready = [(b.opened, k) for k, b in self._open.items() if b.timed_out]
+                if not ready:
+                    return
+                key = min(ready)[1]
+                batch = self._open[key]
+                self._close(key, batch)
+                self._full.remove(batch)
+            self._active += 1
             task = asyncio.ensure_future(self._execute(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task):
+        self._tasks.discard(task)
+        self._active -= 1
+        self._dispatch()
 
     async def _execute(self, batch: _Batch):
         items = [item for item in batch.items if not item[2].done()]
@@ -1899,6 +1941,7 @@ def create_app(
     enable_batching=False,
     max_batch_size=32,
     batch_timeout_micros=1000,
+    num_batch_threads=None,
     max_body_bytes=32 * 1024 * 1024,
     rest_api_timeout_in_ms=30000,
     num_threads=None,
@@ -1913,7 +1956,8 @@ def create_app(
         enable_batching: merge concurrent calls of a signature (see
             `BatchScheduler`).
         max_batch_size: with batching, the most rows in one model call.
-        batch_timeout_micros: with batching, the longest a request waits.
+        batch_timeout_micros: with batching, how long a batch waits for more.
+        num_batch_threads: with batching, batches run at once; CPU count by default.
         max_body_bytes: larger request bodies get 413.
         rest_api_timeout_in_ms: a model call taking longer gets 504; 0 or
             less waits forever.
@@ -1933,7 +1977,7 @@ def create_app(
         )
     num_threads = num_threads or 4 * (os.cpu_count() or 1)
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="kerasbert-serve")
-    batcher = BatchScheduler(max_batch_size, batch_timeout_micros) if enable_batching else None
+    batcher = BatchScheduler(max_batch_size, batch_timeout_micros, num_batch_threads) if enable_batching else None
     api = _RestApi(
         manager,
         executor,
@@ -2136,7 +2180,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--rest_api_enable_cors_support", type=_parse_bool, nargs="?", const=True, default=False, help="add CORS headers")
     add("--enable_batching", type=_parse_bool, nargs="?", const=True, default=False, help="merge concurrent requests")
     add("--max_batch_size", type=int, default=32, help="with batching, the most rows in one model call [32]")
-    add("--batch_timeout_micros", type=int, default=1000, help="with batching, the longest a request waits [1000]")
+    add("--batch_timeout_micros", type=int, default=1000, help="with batching, how long a batch waits for more [1000]")
+    add("--num_batch_threads", type=int, default=0, help="with batching, batches run at once; 0: the CPU count [0]")
     add("--max_body_bytes", type=int, default=32 * 1024 * 1024, help="answer 413 to larger request bodies [32 MiB]")
     return parser
 
@@ -2159,6 +2204,7 @@ def _check_flags(args):
         ("rest_api_num_threads", args.rest_api_num_threads >= 0, "an integer >= 0"),
         ("max_batch_size", args.max_batch_size >= 1, "an integer >= 1"),
         ("batch_timeout_micros", args.batch_timeout_micros >= 0, "an integer >= 0"),
+        ("num_batch_threads", args.num_batch_threads >= 0, "an integer >= 0"),
         ("max_body_bytes", args.max_body_bytes >= 1, "an integer >= 1"),
     ]
     for flag, ok, expected in checks:
@@ -2181,6 +2227,7 @@ def main(argv=None) -> int:
             enable_batching=args.enable_batching,
             max_batch_size=args.max_batch_size,
             batch_timeout_micros=args.batch_timeout_micros,
+            num_batch_threads=args.num_batch_threads or None,
             max_body_bytes=args.max_body_bytes,
             rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
             num_threads=args.rest_api_num_threads or None,

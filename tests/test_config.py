@@ -19,9 +19,9 @@ def test_quickstart_config_is_valid():
 def test_overrides_parse_values_as_yaml(tmp_path):
     config = load_config(
         REPO / "configs" / "quickstart.yaml",
-        ["training.epochs=2", "model.dropout=0.25", "export.model_name=other"],
+        ["training.batch_size=4", "model.dropout=0.25", "export.model_name=other"],
     )
-    assert config.training.epochs == 2
+    assert config.training.batch_size == 4
     assert config.model.dropout == 0.25
     assert config.model_name == "other"
 
@@ -93,4 +93,47 @@ def test_roberta_vocabulary_too_small_for_bpe(tmp_path):
     raw = tiny_config_dict("x.csv", tmp_path, family="roberta")
     raw["model"]["scratch"]["vocabulary_size"] = 100
     with pytest.raises(ConfigError, match=r"vocabulary_size must be at least 300 for roberta"):
+        config_from_dict(raw)
+
+
+@pytest.mark.parametrize(
+    "training, message",
+    [
+        (
+            {"schedule": {"mode": "triangular", "initial_learning_rate": 1e-3, "maximal_learning_rate": 1e-4, "step_size": 10}},
+            r"training\.schedule: maximal_learning_rate must be >= initial_learning_rate",
+        ),
+        (
+            {"schedule": {"mode": "triangular", "initial_learning_rate": 1e-4, "maximal_learning_rate": 1e-3, "step_size": 0}},
+            r"training\.schedule\.step_size: Input should be greater than 0; received 0",
+        ),
+        (
+            {"schedule": {"mode": "one_cycle"}},
+            r"training\.schedule: mode 'one_cycle' needs `maximal_learning_rate`",
+        ),
+        (
+            {"epochs": 3, "unfreezing": [{"epochs": 1, "trainable_layers": 0}, {"epochs": 1, "trainable_layers": "all"}]},
+            r"training: unfreezing stages sum to 2 epochs but epochs is 3",
+        ),
+        (
+            {"epochs": 2, "unfreezing": [{"epochs": 1, "trainable_layers": 0}, {"epochs": 1, "trainable_layers": 5}]},
+            r"training\.unfreezing\[1\]\.trainable_layers is 5 but the backbone has 2 layers",
+        ),
+        (
+            {"epochs": 1, "unfreezing": [{"epochs": 1, "trainable_layers": "most"}]},
+            r"training\.unfreezing\[0\]\.trainable_layers: .*received 'most'",
+        ),
+    ],
+)
+def test_bad_schedules_are_refused_at_validation(tmp_path, training, message):
+    raw = tiny_config_dict("x.csv", tmp_path)
+    raw["training"].update(training)
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(raw)
+
+
+def test_unknown_key_with_a_dash_is_named_as_written(tmp_path):
+    raw = tiny_config_dict("x.csv", tmp_path)
+    raw["training"]["learning-rate"] = 0.1
+    with pytest.raises(ConfigError, match=r"training\.learning-rate: unknown key; did you mean `learning_rate`\?"):
         config_from_dict(raw)

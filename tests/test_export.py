@@ -150,7 +150,9 @@ FRESH_CLIENT = textwrap.dedent(
     out = {}
     for name, value in model.signatures["serving_default"](text=texts).items():
         out["serving_default/" + name] = value.numpy()
-    tokens = {k.split("/")[1]: tf.constant(given[k]) for k in given.files if k.startswith("tokens/")}
+    tokens = {
+        k.split("/")[1]: tf.constant(given[k]) for k in given.files if k.startswith("tokens/")
+    }
     for name, value in model.signatures["predict_tokens"](**tokens).items():
         out["predict_tokens/" + name] = value.numpy()
     examples = [
@@ -190,7 +192,8 @@ def fresh_client(run_model, exported_model, tmp_path_factory):
     logits, probabilities, tokens = keras_outputs(run_model, texts)
     np.savez(tmp / "in.npz", texts=np.array(texts), **{f"tokens/{k}": v for k, v in tokens.items()})
     subprocess.run(
-        [sys.executable, "-c", FRESH_CLIENT, str(exported_model), str(tmp / "in.npz"), str(tmp / "out.npz")],
+        [sys.executable, "-c", FRESH_CLIENT, str(exported_model), str(tmp / "in.npz"),
+         str(tmp / "out.npz")],
         check=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
@@ -251,7 +254,9 @@ def test_warmup_requests_parse_and_run_against_their_signatures(exported_model, 
             request = record.predict_log.request
             signature = request.model_spec.signature_name
             assert methods[signature] == "tensorflow/serving/predict"
-            inputs = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
+            inputs = {
+                name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()
+            }
             if signature == "serving_default":
                 sent_texts += [t.decode("utf-8") for t in inputs["text"].numpy()]
         else:
@@ -333,7 +338,8 @@ def test_export_with_an_op_outside_core_and_text_fails_and_leaves_nothing(run_mo
     _, tokenizer = run_model
     with pytest.raises(
         export.UnsupportedOpsError,
-        match=r"neither core TensorFlow nor TensorFlow Text ops: AudioMicrofrontend \(from _audio_microfrontend_op.so\)\.",
+        match=r"neither core TensorFlow nor TensorFlow Text ops: "
+        r"AudioMicrofrontend \(from _audio_microfrontend_op.so\)\.",
     ):
         export.export_model(ClassifierWithForeignOp(), tokenizer, 16, LABELS, tmp_path, "foreign")
     # Everything had been written when the check failed; none of it is left.
@@ -412,7 +418,8 @@ def test_cli_refuses_to_overwrite_an_existing_version(trained_run, exported_mode
 @pytest.mark.parametrize("version", ["0", "two", "-3"])
 def test_cli_rejects_a_version_that_is_not_a_positive_integer(trained_run, version, capsys):
     assert export.main(["--run", str(trained_run.run_dir), "--version", version]) == 2
-    assert f"Invalid value for argument `version`. Expected a positive integer" in error_line(capsys)
+    expected = "Invalid value for argument `version`. Expected a positive integer"
+    assert expected in error_line(capsys)
 
 
 def test_cli_inspect_of_a_model_directory_names_its_versions(exported_model, capsys):

@@ -138,7 +138,8 @@ def test_pair_export_takes_text_and_text_pair(pair_run, capsys):
     }
     assert summary["classify"]["inputs"] == {"inputs": ("string", (-1,))}
     loaded = tf.saved_model.load(str(version_dir))
-    out = loaded.signatures["serving_default"](text=tf.constant(TEXTS), text_pair=tf.constant(PAIRS))
+    serve = loaded.signatures["serving_default"]
+    out = serve(text=tf.constant(TEXTS), text_pair=tf.constant(PAIRS))
     probabilities, _ = keras_probabilities(run_dir, TEXTS, PAIRS)
     np.testing.assert_allclose(out["probabilities"].numpy(), probabilities, atol=1e-5)
 
@@ -149,7 +150,8 @@ def test_pair_export_takes_text_and_text_pair(pair_run, capsys):
     classified = loaded.signatures["classify"](inputs=tf.constant(examples))
     np.testing.assert_array_equal(classified["scores"], out["probabilities"])
     # Without its pair feature an example is classified with an empty pair.
-    lone = loaded.signatures["classify"](inputs=tf.constant([export.make_example({"text": TEXTS[0]}).SerializeToString()]))
-    empty_pair = loaded.signatures["serving_default"](text=tf.constant(TEXTS[:1]), text_pair=tf.constant([""]))
+    lone_example = export.make_example({"text": TEXTS[0]}).SerializeToString()
+    lone = loaded.signatures["classify"](inputs=tf.constant([lone_example]))
+    empty_pair = serve(text=tf.constant(TEXTS[:1]), text_pair=tf.constant([""]))
     np.testing.assert_array_equal(lone["scores"], empty_pair["probabilities"])
     assert "serving_default" in replay_warmup(version_dir, loaded)

@@ -491,18 +491,21 @@ def test_poll_thread_picks_up_new_versions(tmp_path):
 # === Batching ===
 
 
-def run_batched(scheduler, requests, fail_on=None):
+def run_batched(scheduler, requests, fail_on=None, seconds=0.01, first_alone=False):
     calls = []
 
     async def run(inputs):
         calls.append(len(inputs["x"]))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(seconds)
         if fail_on is not None and fail_on in inputs["x"]:
             raise RestError("bad input")
         return {"y": inputs["x"] * 10}
 
     async def main():
-        tasks = [scheduler.submit("model", {"x": np.array(r)}, run) for r in requests]
+        tasks = [asyncio.ensure_future(scheduler.submit("model", {"x": np.array(r)}, run)) for r in requests[:1]]
+        if first_alone:
+            await asyncio.sleep(seconds / 5)
+        tasks += [asyncio.ensure_future(scheduler.submit("model", {"x": np.array(r)}, run)) for r in requests[1:]]
         return await asyncio.gather(*tasks, return_exceptions=True)
 
     return asyncio.run(main()), calls
@@ -523,6 +526,13 @@ def test_a_batch_closes_at_its_timeout_and_large_requests_run_alone():
 def test_a_full_batch_runs_and_the_next_request_opens_another():
     _, calls = run_batched(BatchScheduler(max_batch_size=2, batch_timeout_micros=20_000), [[1], [2], [3]])
     assert calls == [2, 1]
+
+
+def test_while_every_batch_thread_is_busy_the_open_batch_keeps_filling():
+    scheduler = BatchScheduler(max_batch_size=32, batch_timeout_micros=1000, num_batch_threads=1)
+    results, calls = run_batched(scheduler, [[0], [1], [2], [3], [4], [5]], seconds=0.2, first_alone=True)
+    assert calls == [1, 5]
+    assert [r["y"].tolist() for r in results] == [[0], [10], [20], [30], [40], [50]]
 
 
 def test_one_bad_request_in_a_batch_fails_alone():

@@ -379,15 +379,14 @@ def load_config(path, overrides=()) -> Config:
     """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the config: {e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    raw = _parse_yaml(text, path)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -417,15 +416,64 @@ def dump_config(config: Config) -> str:
     return yaml.safe_dump(config_to_dict(config), sort_keys=False)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping.
+
+    PyYAML keeps the last of duplicated keys without a word, so a config
+    that sets `epochs` twice would silently train with the second. Keys
+    merged in with `<<` may still be overridden, as YAML intends.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    duplicate = key in seen
+                except TypeError:
+                    continue  # unhashable: the base class says so
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found duplicate key {_SHORT.repr(key)}",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _parse_yaml(text: str, source):
+    """`yaml.safe_load` with duplicate keys refused and every failure a ConfigError."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or getattr(e, "reason", None)
+        why = f": {problem}" if problem else ""
+        raise ConfigError(f"{source}: not valid YAML{where}{why}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
+    except ValueError as e:
+        # e.g. "Exceeds the limit (4300 digits) for integer string conversion".
+        reason = str(e).split(":")[0][:200]
+        raise ConfigError(f"{source}: not valid YAML: {reason}") from None
+
+
 def _apply_override(raw: dict, override: str, path: Path) -> None:
     key, sep, value = override.partition("=")
     if not sep or not key.strip():
         raise ConfigError(
-            f"--set expects key.path=value; received {override!r}"
+            f"--set expects key.path=value; received {_SHORT.repr(override)}"
         )
     try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
+        parsed = _parse_yaml(value, f"--set {key.strip()}")
+    except ConfigError:
+        # Not YAML: take the text as it is, as a string value.
         parsed = value
     node = raw
     parts = key.strip().split(".")
@@ -465,7 +513,7 @@ def _describe(error: ValidationError, raw: dict) -> str:
     message = " or ".join(dict.fromkeys(_message(p) for p in same))
     given = first.get("input")
     if kind != "value_error" and not isinstance(given, (dict, list)):
-        return f"{dotted}: {message}; received {given!r}{suffix}"
+        return f"{dotted}: {message}; received {_SHORT.repr(given)}{suffix}"
     return f"{dotted or '(top level)'}: {message}{suffix}"
 
 

@@ -7,7 +7,9 @@ Everything here is pandas and scikit-learn; turning the splits into
 from __future__ import annotations
 
 import logging
+import lzma
 import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,11 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+COMPRESSIONS = (".gz", ".bz2", ".zip", ".xz")
 SPLITS = ("train", "validation", "test")
+# What a reader raises for a file that is not what its name says: bad bytes,
+# a truncated or mislabelled archive, a corrupt Parquet footer.
+READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError, pd.errors.ParserError)
 
 
 class DataError(ValueError):
@@ -68,11 +74,19 @@ def read_table(path, format="auto") -> pd.DataFrame:
     Raises:
         DataError: the file is missing, of an unknown kind, or unreadable.
     """
+    import pyarrow as pa  # pandas' Parquet engine; its errors are not all ValueErrors
+
     path = Path(path)
-    if not path.is_file():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except (OSError, ValueError) as e:  # e.g. a name too long for the file system
+        raise DataError(f"{path}: cannot use it as a data file: {e.strerror or e}") from None
+    if is_dir:
+        raise DataError(f"{path}: is a directory; give a data file")
+    if not is_file:
         raise DataError(f"{path}: no such data file")
     if format == "auto":
-        suffixes = [s.lower() for s in path.suffixes if s.lower() not in (".gz", ".bz2", ".zip", ".xz")]
+        suffixes = [s.lower() for s in path.suffixes if s.lower() not in COMPRESSIONS]
         format = FORMATS.get(suffixes[-1] if suffixes else "")
         if format is None:
             raise DataError(
@@ -80,21 +94,45 @@ def read_table(path, format="auto") -> pd.DataFrame:
                 f"{', '.join(sorted(FORMATS))} or set data.format"
             )
     try:
-        if format == "csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-        elif format == "tsv":
-            frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
+        if format in ("csv", "tsv"):
+            options = dict(
+                sep="," if format == "csv" else "\t",
+                dtype=str,
+                keep_default_na=False,
+                na_values=[""],
+                encoding=_text_encoding(path),
+            )
+            frame = pd.read_csv(path, **options)
+            # pandas renames a repeated header ("label", "label.1"): read the
+            # header as written to refuse it like any other format's.
+            columns = pd.read_csv(path, header=None, nrows=1, **options).iloc[0].dropna().tolist()
         elif format == "jsonl":
             frame = pd.read_json(path, lines=True, dtype=False)
+            columns = list(frame.columns)
         else:
             frame = pd.read_parquet(path)
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
+            columns = list(frame.columns)
+    except (*READ_ERRORS, pa.ArrowException) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{path}: cannot read it as {format}: {first_line}") from None
-    if frame.columns.duplicated().any():
-        duplicated = sorted(set(frame.columns[frame.columns.duplicated()]))
-        raise DataError(f"{path}: duplicated column names {duplicated}")
+        hint = "; save it as UTF-8" if isinstance(e, UnicodeError) else ""
+        raise DataError(f"{path}: cannot read it as {format}: {first_line}{hint}") from None
+    duplicated = sorted({str(c) for c in columns if columns.count(c) > 1})
+    if duplicated:
+        raise DataError(f"{path}: duplicated column names {duplicated}; give each column its own name")
     return frame
+
+
+def _text_encoding(path) -> str:
+    """UTF-16 when the file starts with its byte-order mark, else UTF-8.
+
+    Spreadsheet programs save "Unicode text" as UTF-16 with a BOM; a UTF-8
+    BOM pandas skips by itself. Compressed files are read as UTF-8.
+    """
+    if path.suffix.lower() in COMPRESSIONS:
+        return "utf-8"
+    with open(path, "rb") as f:
+        start = f.read(2)
+    return "utf-16" if start in (b"\xff\xfe", b"\xfe\xff") else "utf-8"
 
 
 # === Splits ===
@@ -117,6 +155,7 @@ def load_splits(data_config) -> Splits:
     dropped = {}
     if cfg.path is not None:
         frame, dropped["all"] = _clean(read_table(cfg.path, cfg.format), cfg, cfg.path)
+        _check_not_empty(frame, cfg.path, dropped["all"])
         frames = split_frame(frame, cfg.split.validation, cfg.split.test, cfg.seed, cfg.binning)
     else:
         frames = {}
@@ -126,6 +165,7 @@ def load_splits(data_config) -> Splits:
                 frames[name] = None
                 continue
             frames[name], dropped[name] = _clean(read_table(source, cfg.format), cfg, source)
+            _check_not_empty(frames[name], source, dropped[name])
         if frames["validation"] is None:
             # No validation file: hold out a stratified slice of train.
             parts = split_frame(frames["train"], cfg.split.validation or 0.1, 0.0, cfg.seed, cfg.binning)
@@ -175,6 +215,14 @@ def load_splits(data_config) -> Splits:
     )
 
 
+def _check_not_empty(frame, source, dropped):
+    if frame.empty:
+        raise DataError(
+            f"{source}: no usable rows ({dropped} dropped for an empty text or a "
+            "missing label); give it labelled rows"
+        )
+
+
 def _clean(frame: pd.DataFrame, cfg, source) -> tuple[pd.DataFrame, int]:
     """Keeps the configured columns under standard names; drops unusable rows."""
     wanted = {"text": cfg.text_column, "label": cfg.label_column}
@@ -208,7 +256,8 @@ def _label_text(value) -> str:
 
 
 def _as_text(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    # pd.NA and NaT come from Parquet's nullable columns; None and NaN from the rest.
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
         return ""
     return str(value)
 

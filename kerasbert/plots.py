@@ -127,7 +127,9 @@ def plot_learning_rate(trace: pd.DataFrame, stages=None) -> Figure:
     has_momentum = "momentum" in trace and trace["momentum"].notna().any()
     figure = _figure(10, 3.4)
     axes = figure.subplots(1, 2 if has_momentum else 1, squeeze=False)[0]
-    steps = trace["step"].to_numpy() if "step" in trace else np.arange(len(trace))
+    # One row per training step, in order; the `step` column is the position
+    # in the current cycle, which restarts at every unfreezing stage.
+    steps = np.arange(len(trace))
 
     def first_step(epoch):
         if "epoch" not in trace:
@@ -140,7 +142,7 @@ def plot_learning_rate(trace: pd.DataFrame, stages=None) -> Figure:
         ax.plot(steps, trace[column].to_numpy(dtype=float), linewidth=1.5)
         _mark_stages(ax, stages, first_step)
         ax.set_title(title)
-        ax.set_xlabel("step")
+        ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     return figure

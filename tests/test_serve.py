@@ -491,7 +491,7 @@ def test_poll_thread_picks_up_new_versions(tmp_path):
 # === Batching ===
 
 
-def run_batched(scheduler, requests, fail_on=None, seconds=0.01, first_alone=False):
+def run_batched(scheduler, requests, fail_on=None, seconds=0.01, gap=0.0):
     calls = []
 
     async def run(inputs):
@@ -502,10 +502,11 @@ def run_batched(scheduler, requests, fail_on=None, seconds=0.01, first_alone=Fal
         return {"y": inputs["x"] * 10}
 
     async def main():
-        tasks = [asyncio.ensure_future(scheduler.submit("model", {"x": np.array(r)}, run)) for r in requests[:1]]
-        if first_alone:
-            await asyncio.sleep(seconds / 5)
-        tasks += [asyncio.ensure_future(scheduler.submit("model", {"x": np.array(r)}, run)) for r in requests[1:]]
+        tasks = []
+        for request in requests:
+            tasks.append(asyncio.ensure_future(scheduler.submit("model", {"x": np.array(request)}, run)))
+            if gap:
+                await asyncio.sleep(gap)
         return await asyncio.gather(*tasks, return_exceptions=True)
 
     return asyncio.run(main()), calls
@@ -530,7 +531,9 @@ def test_a_full_batch_runs_and_the_next_request_opens_another():
 
 def test_while_every_batch_thread_is_busy_the_open_batch_keeps_filling():
     scheduler = BatchScheduler(max_batch_size=32, batch_timeout_micros=1000, num_batch_threads=1)
-    results, calls = run_batched(scheduler, [[0], [1], [2], [3], [4], [5]], seconds=0.2, first_alone=True)
+    # Requests 10 ms apart, each batch timing out after 1 ms: the first runs
+    # alone; the others arrive while it runs and share the next call.
+    results, calls = run_batched(scheduler, [[0], [1], [2], [3], [4], [5]], seconds=0.3, gap=0.01)
     assert calls == [1, 5]
     assert [r["y"].tolist() for r in results] == [[0], [10], [20], [30], [40], [50]]
 

@@ -75,7 +75,11 @@ def tfidf_row(config_path) -> dict:
 
 
 def kerasbert_row(name, overrides) -> dict:
-    """Runs `kerasbert.train` on one benchmark config and reads its metrics."""
+    """Runs `kerasbert.train` on one benchmark config and reads its metrics.
+
+    A run that trained and scored but failed afterwards (in export, say)
+    still gives its row, with the error noted.
+    """
     config = HERE / "configs" / f"{name}.yaml"
     command = [sys.executable, "-m", "kerasbert.train", "--config", str(config.relative_to(REPO))]
     for override in overrides:
@@ -87,19 +91,28 @@ def kerasbert_row(name, overrides) -> dict:
     log = OUT_DIR / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(done.stdout + done.stderr, encoding="utf-8")
-    match = re.search(r"^run: (.+)$", done.stdout, re.M)
-    if done.returncode != 0 or not match:
+    match = re.search(r"run directory: (\S+)", done.stderr) or re.search(r"^run: (.+)$", done.stdout, re.M)
+    run_dir = REPO / match.group(1) if match else None
+    if run_dir is None or not (run_dir / "metrics.json").exists():
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
         raise RuntimeError(f"{' '.join(command)} failed (exit {done.returncode}); see {log}:\n{tail}")
-    run_dir = REPO / match.group(1)
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    resolved = (run_dir / "config.yaml").read_text(encoding="utf-8")
+    row = row_from_run(name, run_dir, seconds, " ".join(command))
+    row.update(load_before=load_before, load_after=os.getloadavg())
+    if done.returncode != 0:
+        row["error_after_scoring"] = (done.stderr.strip().splitlines() or ["?"])[-1]
+    return row
+
+
+def row_from_run(name, run_dir, seconds, command) -> dict:
+    """A table row from a finished run directory's metrics and config."""
     import yaml
 
-    training = yaml.safe_load(resolved)["training"]
+    run_dir = Path(run_dir).resolve()
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    training = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["training"]
     return {
         "recipe": RECIPES[name],
-        "command": " ".join(command),
+        "command": command,
         "test_accuracy": metrics["test"]["accuracy"],
         "validation_accuracy": metrics["validation"]["accuracy"],
         "epochs": training["epochs"],
@@ -107,8 +120,6 @@ def kerasbert_row(name, overrides) -> dict:
         "seconds": seconds,
         "run_dir": str(run_dir.relative_to(REPO)),
         "history": (run_dir / "history.csv").read_text(encoding="utf-8"),
-        "load_before": load_before,
-        "load_after": os.getloadavg(),
     }
 
 
@@ -130,8 +141,15 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=None, help="comma-separated rows: tfidf," + ",".join(RECIPES))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to every kerasbert.train run")
+    parser.add_argument("--reuse", action="append", default=[], metavar="ROW=RUN_DIR:MINUTES",
+                        help="take a row from a finished run directory instead of training again")
     args = parser.parse_args(argv)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
+    reuse = {}
+    for item in args.reuse:
+        row, _, rest = item.partition("=")
+        run_dir, _, minutes = rest.rpartition(":")
+        reuse[row] = (run_dir, float(minutes))
     names = ["tfidf", *RECIPES]
     if args.only:
         unknown = set(args.only.split(",")) - set(names)
@@ -145,7 +163,13 @@ def main(argv=None) -> int:
     results["overrides"] = args.overrides
     for name in names:
         print(f"[{time.strftime('%H:%M:%S')}] {name} (load {os.getloadavg()[0]:.2f})", flush=True)
-        row = tfidf_row(HERE / "configs" / "full_constant.yaml") if name == "tfidf" else kerasbert_row(name, args.overrides)
+        if name == "tfidf":
+            row = tfidf_row(HERE / "configs" / "full_constant.yaml")
+        elif name in reuse:  # a run already made, e.g. by a table that stopped later
+            run_dir, minutes = reuse[name]
+            row = row_from_run(name, run_dir, 60 * minutes, f"python -m kerasbert.train --config benchmarks/configs/{name}.yaml")
+        else:
+            row = kerasbert_row(name, args.overrides)
         results["rows"][name] = row
         results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
         print(f"  test accuracy {100 * row['test_accuracy']:.2f}% in {row['seconds'] / 60:.1f} min", flush=True)

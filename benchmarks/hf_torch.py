@@ -55,7 +55,7 @@ def train(args, inputs):
     features = [
         {**{key: encoded[key][i] for key in encoded.keys()}, "labels": labels[i]} for i in range(len(texts))
     ]
-    ends, widths, real = [], [], []
+    ends, cpu_ends, widths, real = [], [], [], []
     begin = time.perf_counter()
     for step in range(total):
         batch = collator(features[step * args.batch_size : (step + 1) * args.batch_size])
@@ -64,11 +64,13 @@ def train(args, inputs):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         ends.append(time.perf_counter())
+        cpu_ends.append(time.process_time())
         widths.append(int(batch["input_ids"].shape[1]))
         real.append(int(batch["attention_mask"].sum()))
     params, nonembedding = nonembedding_params(model)
     return {
         "seconds": ends[-1] - ends[args.warmup - 1],
+        "cpu_seconds": cpu_ends[-1] - cpu_ends[args.warmup - 1],
         "warmup_seconds": ends[args.warmup - 1] - begin,
         "widths": widths[args.warmup :],
         "real_tokens": sum(real[args.warmup :]),
@@ -99,11 +101,16 @@ def infer(args, inputs):
         batches = [texts[i : i + batch_size] for i in range(0, count, batch_size)]
         for batch in batches[: args.warmup]:
             run(batch)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for batch in batches:
             run(batch)
         seconds = time.perf_counter() - started
-        results[f"batch_{batch_size}"] = {"texts": count, "seconds": seconds, "texts_per_s": count / seconds}
+        results[f"batch_{batch_size}"] = {
+            "texts": count,
+            "seconds": seconds,
+            "cpu_seconds": time.process_time() - cpu_started,
+            "texts_per_s": count / seconds,
+        }
     return results
 
 

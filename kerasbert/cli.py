@@ -6,8 +6,13 @@ import logging
 import os
 import sys
 
-# Errors that mean "the input is wrong", not "kerasbert is broken".
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, IsADirectoryError, KeyError)
+# Errors that mean "the input is wrong", not "kerasbert is broken". Any
+# OSError is the environment's answer about a path the user gave (missing,
+# a directory, a name too long, a full disk), not a bug to show a traceback for.
+USER_ERRORS = (ValueError, TypeError, OSError, KeyError)
+# An error line longer than this is cut: a message may quote a hostile input
+# (a megabyte-long column name or path) that nobody wants on their terminal.
+MAX_MESSAGE = 2000
 
 
 def setup(debug=False):
@@ -31,9 +36,23 @@ def run(main, args) -> int:
     except USER_ERRORS as e:
         if getattr(args, "debug", False):
             raise
-        message = " ".join(str(e).split()) or type(e).__name__
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def error_line(error) -> str:
+    """`error`'s message as one printable line of at most `MAX_MESSAGE` characters.
+
+    Whitespace runs (newlines included) become one space; other control
+    characters (NUL, escape sequences from a hostile file) are shown escaped.
+    """
+    message = " ".join(str(error).split()) or type(error).__name__
+    cut = ""
+    if len(message) > MAX_MESSAGE:
+        cut = f"... [cut at {MAX_MESSAGE} of {len(message)} characters; --debug shows all]"
+        message = message[:MAX_MESSAGE]
+    printable = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
+    return printable + cut

@@ -110,7 +110,13 @@ def read_table(path, format="auto") -> pd.DataFrame:
             frame = pd.read_json(path, lines=True, dtype=False)
             columns = list(frame.columns)
         else:
-            frame = pd.read_parquet(path)
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            # Parquet strings are read lazily: bytes that are not UTF-8 would
+            # otherwise fail later, deep inside pandas, as an ArrowException.
+            table.validate(full=True)
+            frame = table.to_pandas()
             columns = list(frame.columns)
     except (*READ_ERRORS, pa.ArrowException) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -155,7 +161,7 @@ def load_splits(data_config) -> Splits:
     dropped = {}
     if cfg.path is not None:
         frame, dropped["all"] = _clean(read_table(cfg.path, cfg.format), cfg, cfg.path)
-        _check_not_empty(frame, cfg.path, dropped["all"])
+        _check_not_empty(frame, "the data", cfg.path, dropped["all"])
         frames = split_frame(frame, cfg.split.validation, cfg.split.test, cfg.seed, cfg.binning)
     else:
         frames = {}
@@ -165,14 +171,15 @@ def load_splits(data_config) -> Splits:
                 frames[name] = None
                 continue
             frames[name], dropped[name] = _clean(read_table(source, cfg.format), cfg, source)
-            _check_not_empty(frames[name], source, dropped[name])
+            _check_not_empty(frames[name], f"the {name} split", source, dropped[name])
         if frames["validation"] is None:
             # No validation file: hold out a stratified slice of train.
             parts = split_frame(frames["train"], cfg.split.validation or 0.1, 0.0, cfg.seed, cfg.binning)
             frames["train"], frames["validation"] = parts["train"], parts["validation"]
     for name, count in dropped.items():
         if count:
-            log.warning("dropped %d %s rows with an empty text or a missing label", count, name)
+            where = "the data" if name == "all" else f"the {name} file"
+            log.warning("dropped %d row(s) of %s with an empty text or a missing label", count, where)
 
     bin_edges = None
     if cfg.binning is not None:
@@ -215,11 +222,12 @@ def load_splits(data_config) -> Splits:
     )
 
 
-def _check_not_empty(frame, source, dropped):
+def _check_not_empty(frame, what, source, dropped):
+    # Before splitting: scikit-learn's complaint about 0 rows says nothing useful.
     if frame.empty:
         raise DataError(
-            f"{source}: no usable rows ({dropped} dropped for an empty text or a "
-            "missing label); give it labelled rows"
+            f"{what} is empty: {source} has no usable rows ({dropped} dropped for an "
+            "empty text or a missing label); give it labelled rows"
         )
 
 

@@ -127,8 +127,9 @@ class ServingModule(tf.Module):
             "label_id": label_id,
         }
 
-    # The text signatures call `predict_tokens` rather than the classifier:
-    # the transformer is traced once, not once per signature.
+    # Each signature calls the one below it (classify -> serving_default ->
+    # predict_tokens) instead of tracing the tokenizer and the transformer
+    # again: tracing a byte-pair tokenizer takes seconds.
     def _serve_text(self, text, text_pair=None):
         return self.predict_tokens(self.encoder(text, text_pair))
 
@@ -140,7 +141,7 @@ class ServingModule(tf.Module):
         if self.text_pair:
             features["text_pair"] = tf.io.FixedLenFeature([], tf.string, default_value="")
         parsed = tf.io.parse_example(inputs, features)
-        outputs = self.predict_tokens(self.encoder(parsed["text"], parsed.get("text_pair")))
+        outputs = self.serving_default(*(parsed[name] for name in features))
         batch = tf.shape(inputs)[0]
         return {
             "classes": tf.tile(self.labels[tf.newaxis, :], [batch, 1]),

@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import decimal
 import importlib.resources
+import importlib.util
 import json
 import logging
 import math
@@ -2023,7 +2024,12 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 
 
 def _uvicorn_server(app) -> uvicorn.Server:
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=30)
+    # log_config=None: uvicorn's own dictConfig would close every logging
+    # handler of the host process (a notebook's, pytest's); its loggers go
+    # through whatever logging the process has instead.
+    config = uvicorn.Config(
+        app, log_config=None, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=30
+    )
     return uvicorn.Server(config)
 
 
@@ -2242,6 +2248,8 @@ def main(argv=None) -> int:
     host, port = sock.getsockname()[:2]
     log.info("%s%s:%d ...", READY_MESSAGE, _url_host(host), port)
     log.info("Development server: production stays TF Serving. Try the models at http://%s:%d/", _url_host(host), port)
+    if importlib.util.find_spec("httptools") is None or importlib.util.find_spec("uvloop") is None:
+        log.info("Serving with uvicorn's pure-Python HTTP stack; `pip install httptools uvloop` roughly doubles throughput")
     try:
         _uvicorn_server(app).run(sockets=[sock])
     finally:

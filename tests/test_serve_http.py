@@ -150,13 +150,14 @@ def tensor_info(dtype, *dims):
     return meta_graph_pb2.TensorInfo(dtype=dtype, tensor_shape=shape)
 
 
-def slow_manager(seconds, tmp_path):
-    """A model whose `serving_default` sleeps `seconds` for the text "slow"."""
+def slow_manager(seconds, tmp_path, versions=(1,)):
+    """A model whose `serving_default` sleeps `seconds` for the text "slow"
+    and answers the length of each text plus its version."""
 
-    def function(text):
+    def function(text, version):
         if b"slow" in text.numpy().tolist():
             time.sleep(seconds)
-        return {"length": tf.strings.length(text)}
+        return {"length": tf.strings.length(text) + version}
 
     signature = meta_graph_pb2.SignatureDef(
         inputs={"text": tensor_info(types_pb2.DT_STRING, -1)},
@@ -165,9 +166,11 @@ def slow_manager(seconds, tmp_path):
     )
 
     def load(name, version, path):
-        return Servable(name, version, path, {"serving_default": signature}, {"serving_default": function})
+        functions = {"serving_default": lambda text: function(text, 10 * (version - 1))}
+        return Servable(name, version, path, {"serving_default": signature}, functions)
 
-    (tmp_path / "slow" / "1").mkdir(parents=True)
+    for version in versions:
+        (tmp_path / "slow" / str(version)).mkdir(parents=True)
     manager = ModelManager([ModelConfig("slow", tmp_path / "slow")], poll_wait_seconds=0, load=load)
     manager.poll()
     return manager
@@ -230,3 +233,26 @@ def test_cors_headers_and_preflight_when_enabled(manager):
     assert preflight.status_code == 200 and preflight.headers["access-control-allow-methods"] == "POST, GET"
     assert no_origin.status_code == 400
     assert no_origin.json() == {"error": "Origin header is missing in CORS preflight"}
+
+
+def test_a_request_in_flight_finishes_on_the_version_unloaded_under_it(tmp_path):
+    manager = slow_manager(2.0, tmp_path)
+    answers = []
+    with background_server(create_app(manager)) as url:
+
+        def send():
+            with httpx.Client(timeout=TIMEOUT) as client:
+                answers.append(client.post(f"{url}/v1/models/slow:predict", json={"instances": ["slow"]}))
+
+        in_flight = threading.Thread(target=send)
+        in_flight.start()
+        time.sleep(0.5)  # the request is inside version 1's model call
+        (tmp_path / "slow" / "2").mkdir()
+        manager.poll()  # loads version 2, unloads version 1
+        assert [(s.version, s.state) for s in manager.version_states("slow")] == [(2, "AVAILABLE"), (1, "END")]
+        in_flight.join(60)
+        with httpx.Client(timeout=TIMEOUT) as client:
+            after = client.post(f"{url}/v1/models/slow:predict", json={"instances": ["fast"]}).json()
+    assert answers[0].status_code == 200
+    assert answers[0].json() == {"predictions": [4]}  # version 1's answer
+    assert after == {"predictions": [14]}  # version 2's

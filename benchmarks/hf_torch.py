@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--order", choices=("random", "bucketed"), default="random")
     parser.add_argument("--infer", action="store_true", help="time inference instead of training")
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--single-requests", type=int, default=200)

@@ -109,7 +109,9 @@ class _Connection:
                     close = True
                 elif name == "transfer-encoding" and value.lower() == "chunked":
                     raise ValueError("chunked answers are not supported by this load generator")
-            payload = await self.reader.readexactly(length) if length is not None else await self.reader.read()
+            payload = (
+                await self.reader.readexactly(length) if length is not None else await self.reader.read()
+            )
         except BaseException:
             self.close()
             raise
@@ -126,11 +128,15 @@ class _Connection:
 async def _load(url, model_name, requests, concurrency, texts_per_request, timeout, deadline_seconds, warmup):
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "http":
-        raise ValueError(f"Invalid value for argument `url`. Expected an http:// address. Received: url={url!r}")
+        raise ValueError(
+            f"Invalid value for argument `url`. Expected an http:// address. Received: url={url!r}"
+        )
     host, port = parts.hostname, parts.port or 80
     path = f"{parts.path.rstrip('/')}/v1/models/{urllib.parse.quote(model_name, safe='')}:predict"
     bodies = [
-        json.dumps({"instances": [TEXTS[(i * texts_per_request + j) % len(TEXTS)] for j in range(texts_per_request)]}).encode()
+        json.dumps(
+            {"instances": [TEXTS[(i * texts_per_request + j) % len(TEXTS)] for j in range(texts_per_request)]}
+        ).encode()
         for i in range(len(TEXTS))
     ]
     latencies, errors, first_error = [], 0, None
@@ -145,9 +151,21 @@ async def _load(url, model_name, requests, concurrency, texts_per_request, timeo
                 next_index += 1
                 started = time.perf_counter()
                 try:
-                    status, payload = await asyncio.wait_for(connection.post(path, bodies[index % len(bodies)]), timeout)
-                    problem = None if status == 200 and b'"predictions"' in payload else f"HTTP {status}: {payload[:200]!r}"
-                except (OSError, ValueError, IndexError, asyncio.TimeoutError, asyncio.IncompleteReadError) as error:
+                    status, payload = await asyncio.wait_for(
+                        connection.post(path, bodies[index % len(bodies)]), timeout
+                    )
+                    problem = (
+                        None
+                        if status == 200 and b'"predictions"' in payload
+                        else f"HTTP {status}: {payload[:200]!r}"
+                    )
+                except (
+                    OSError,
+                    ValueError,
+                    IndexError,
+                    asyncio.TimeoutError,
+                    asyncio.IncompleteReadError,
+                ) as error:
                     problem = f"{type(error).__name__}: {error}"
                 if not measured:
                     continue
@@ -160,11 +178,15 @@ async def _load(url, model_name, requests, concurrency, texts_per_request, timeo
             connection.close()
 
     # Warm-up: connections opened, first-call costs paid; not measured.
-    await asyncio.wait_for(asyncio.gather(*(worker(warmup, False) for _ in range(concurrency))), deadline_seconds)
+    await asyncio.wait_for(
+        asyncio.gather(*(worker(warmup, False) for _ in range(concurrency))), deadline_seconds
+    )
     next_index = 0
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(asyncio.gather(*(worker(requests, True) for _ in range(concurrency))), deadline_seconds)
+        await asyncio.wait_for(
+            asyncio.gather(*(worker(requests, True) for _ in range(concurrency))), deadline_seconds
+        )
     except asyncio.TimeoutError:
         errors = requests - len(latencies)
         first_error = first_error or f"the run passed its {deadline_seconds:.0f} s deadline"
@@ -227,7 +249,10 @@ def _parser():
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if bool(args.url) == bool(args.model_base_path):
-        print("error: give --model_base_path (to start the server here) or --url (a running server)", file=sys.stderr)
+        print(
+            "error: give --model_base_path (to start the server here) or --url (a running server)",
+            file=sys.stderr,
+        )
         return 2
     for flag in ("requests", "concurrency", "texts_per_request"):
         if getattr(args, flag) < 1:
@@ -235,7 +260,9 @@ def main(argv=None) -> int:
             return 2
 
     def load(url):
-        return run_load(url, args.model_name, args.requests, args.concurrency, args.texts_per_request, args.timeout)
+        return run_load(
+            url, args.model_name, args.requests, args.concurrency, args.texts_per_request, args.timeout
+        )
 
     results = []
     if args.url:
@@ -246,10 +273,15 @@ def main(argv=None) -> int:
         base = ["--model_name", args.model_name, "--model_base_path", args.model_base_path]
         batching = [
             "--enable_batching",
-            "--max_batch_size", str(args.max_batch_size),
-            "--batch_timeout_micros", str(args.batch_timeout_micros),
+            "--max_batch_size",
+            str(args.max_batch_size),
+            "--batch_timeout_micros",
+            str(args.batch_timeout_micros),
         ]
-        for name, flags in (("no batching", []), (f"batching ({args.max_batch_size}, {args.batch_timeout_micros} µs)", batching)):
+        for name, flags in (
+            ("no batching", []),
+            (f"batching ({args.max_batch_size}, {args.batch_timeout_micros} µs)", batching),
+        ):
             with ServerProcess(base + flags) as server:
                 results.append((name, load(server.url)))
 

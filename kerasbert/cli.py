@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -56,3 +57,10 @@ def error_line(error) -> str:
         message = message[:MAX_MESSAGE]
     printable = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
     return printable + cut
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line and exit status 2 like the rest."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")

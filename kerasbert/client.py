@@ -8,7 +8,7 @@ Example:
 
 >>> client = ServingClient("http://localhost:8501", "quickstart")
 >>> client.predict(["What a superb film."])  # [(label, probabilities)]
-[('positive', [0.0093272673, 0.00267813564, 0.987994552])]
+[('positive', [0.0227322578, 0.00727118, 0.969996572])]
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ class ServingClient:
                 f"Invalid value for argument `version`. Expected None or an integer >= 0. Received: version={version!r}"
             )
         if not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ValueError(f"Invalid value for argument `timeout`. Expected a number > 0. Received: timeout={timeout!r}")
+            raise ValueError(
+                f"Invalid value for argument `timeout`. Expected a number > 0. Received: timeout={timeout!r}"
+            )
         self.url = url.rstrip("/")
         self.model_name = model_name
         self.version = version
@@ -150,9 +152,15 @@ class ServingClient:
             data = self._request("POST", f"{self._model_url}:predict", {"instances": instances})
             predictions = data.get("predictions")
             if not isinstance(predictions, list) or len(predictions) != len(batch):
-                raise ServingError(f"Expected {len(batch)} predictions from {self._model_url}, received: {str(data)[:300]}")
+                raise ServingError(
+                    f"Expected {len(batch)} predictions from {self._model_url}, received: {str(data)[:300]}"
+                )
             for prediction in predictions:
-                if not isinstance(prediction, dict) or "label" not in prediction or "probabilities" not in prediction:
+                if (
+                    not isinstance(prediction, dict)
+                    or "label" not in prediction
+                    or "probabilities" not in prediction
+                ):
                     raise ServingError(
                         f"{self._model_url} answered without `label` and `probabilities`; "
                         f"is it a kerasbert export? Received: {str(prediction)[:300]}"
@@ -188,14 +196,18 @@ class ServingClient:
             # TF Serving answers `results`; its REST guide says `result`.
             classes = data.get("results", data.get("result"))
             if not isinstance(classes, list) or len(classes) != len(batch):
-                raise ServingError(f"Expected {len(batch)} results from {self._model_url}, received: {str(data)[:300]}")
+                raise ServingError(
+                    f"Expected {len(batch)} results from {self._model_url}, received: {str(data)[:300]}"
+                )
             results.extend([[(_text(label), float(score)) for label, score in row] for row in classes])
         return results
 
 
 def _check_texts(texts, text_pairs) -> tuple[list[str], list[str] | None]:
     if isinstance(texts, (str, bytes)):
-        raise TypeError(f"Invalid value for argument `texts`. Expected a list of strings. Received: texts={texts!r:.80}")
+        raise TypeError(
+            f"Invalid value for argument `texts`. Expected a list of strings. Received: texts={texts!r:.80}"
+        )
     texts = list(texts)
     for i, text in enumerate(texts):
         if not isinstance(text, str):
@@ -216,7 +228,9 @@ def _check_texts(texts, text_pairs) -> tuple[list[str], list[str] | None]:
 
 def _check_batch_size(batch_size) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"Invalid value for argument `batch_size`. Expected an integer >= 1. Received: batch_size={batch_size!r}")
+        raise ValueError(
+            f"Invalid value for argument `batch_size`. Expected an integer >= 1. Received: batch_size={batch_size!r}"
+        )
     return batch_size
 
 

@@ -6,9 +6,11 @@ Everything here is pandas and scikit-learn; turning the splits into
 
 from __future__ import annotations
 
+import collections
 import logging
 import lzma
 import math
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,13 +68,17 @@ class Splits:
 def read_table(path, format="auto") -> pd.DataFrame:
     """Reads a CSV, TSV, JSON Lines or Parquet file into a DataFrame.
 
+    Text files are UTF-8, or UTF-16 when they start with its byte-order mark.
+
     Args:
         path: the file.
-        format: `"auto"` (from the extension, `.gz`/`.bz2` allowed) or one of
-            `"csv"`, `"tsv"`, `"jsonl"`, `"parquet"`.
+        format: `"auto"` (from the extension, `.gz`/`.bz2`/`.zip`/`.xz`
+            allowed) or one of `"csv"`, `"tsv"`, `"jsonl"`, `"parquet"`.
 
     Raises:
-        DataError: the file is missing, of an unknown kind, or unreadable.
+        DataError: the file is missing, a directory, of an unknown kind,
+            unreadable (another encoding, a corrupt archive or Parquet
+            file, broken quoting), or has a column name twice.
     """
     import pyarrow as pa  # pandas' Parquet engine; its errors are not all ValueErrors
 
@@ -80,7 +86,7 @@ def read_table(path, format="auto") -> pd.DataFrame:
     try:
         is_dir, is_file = path.is_dir(), path.is_file()
     except (OSError, ValueError) as e:  # e.g. a name too long for the file system
-        raise DataError(f"{path}: cannot use it as a data file: {e.strerror or e}") from None
+        raise DataError(f"{path}: cannot use it as a data file: {getattr(e, 'strerror', None) or e}") from None
     if is_dir:
         raise DataError(f"{path}: is a directory; give a data file")
     if not is_file:
@@ -103,9 +109,11 @@ def read_table(path, format="auto") -> pd.DataFrame:
                 encoding=_text_encoding(path),
             )
             frame = pd.read_csv(path, **options)
-            # pandas renames a repeated header ("label", "label.1"): read the
-            # header as written to refuse it like any other format's.
-            columns = pd.read_csv(path, header=None, nrows=1, **options).iloc[0].dropna().tolist()
+            columns = list(frame.columns)
+            if _maybe_renamed(columns):
+                # pandas renames a repeated name ("label", "label.1"): read
+                # the header as written to refuse it like any other format's.
+                columns = pd.read_csv(path, header=None, nrows=1, **options).iloc[0].dropna().tolist()
         elif format == "jsonl":
             frame = pd.read_json(path, lines=True, dtype=False)
             columns = list(frame.columns)
@@ -122,10 +130,15 @@ def read_table(path, format="auto") -> pd.DataFrame:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         hint = "; save it as UTF-8" if isinstance(e, UnicodeError) else ""
         raise DataError(f"{path}: cannot read it as {format}: {first_line}{hint}") from None
-    duplicated = sorted({str(c) for c in columns if columns.count(c) > 1})
+    duplicated = sorted(str(c) for c, count in collections.Counter(columns).items() if count > 1)
     if duplicated:
         raise DataError(f"{path}: duplicated column names {duplicated}; give each column its own name")
     return frame
+
+
+def _maybe_renamed(columns) -> bool:
+    names = {str(c) for c in columns}
+    return any((m := re.fullmatch(r"(.*)\.[0-9]+", str(c))) and m.group(1) in names for c in columns)
 
 
 def _text_encoding(path) -> str:

@@ -15,7 +15,6 @@ training run calls on its test split.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -243,7 +242,7 @@ def _label_text(value) -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m kerasbert.evaluate",
         description="Evaluate an exported SavedModel on a labelled file.",
     )
@@ -273,6 +272,8 @@ def _main(args):
     frame, dropped = load_labelled(
         args.data, args.text_column, args.label_column, args.text_pair_column, read_model_bin_edges(model_dir)
     )
+    if frame.empty:
+        raise ValueError(f"{args.data}: no labelled rows to evaluate ({dropped} dropped without a label)")
     label_ids(frame["label"], read_model_labels(model_dir))
     model = SavedModelClassifier(model_dir)
     if model.text_pair and not args.text_pair_column:

@@ -6,7 +6,6 @@ Writes `lr_find.csv`, `lr_find.png` and `lr_find.json` (the suggested
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from kerasbert import cli
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m kerasbert.lr_find",
         description="Exponential learning-rate sweep on the configured model and data.",
     )

@@ -4,6 +4,8 @@ Texts are tokenized once per run into padded arrays; each batch is then cut
 to its own longest sequence (rounded up to a multiple of 8, so the train
 function sees few distinct shapes) instead of always carrying
 `sequence_length` tokens: short review snippets train several times faster.
+Training batches are also drawn length-bucketed (`sortish_order`), so that
+the texts sharing a batch have similar lengths and little is left to pad.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ signature, loaded with `tf.saved_model.load`, no Keras objects) and
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -409,7 +408,7 @@ def write_table(frame, path):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m kerasbert.predict",
         description="Predict the label of every row of a file with an exported model or a server.",
     )

@@ -18,7 +18,6 @@ embedded as base64 PNG); the figures are also written to `plots/`.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -549,7 +548,7 @@ def _images(pngs, *names) -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m kerasbert.report",
         description="Rebuild a run's report.html, or compare several runs.",
     )

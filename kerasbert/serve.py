@@ -49,7 +49,7 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -419,8 +419,12 @@ def _decode_b64(value) -> bytes:
 
 def _type_error(value, dtype) -> RestError:
     return _invalid(
-        "JSON Value: ", _debug_string(value), " Type: ", _json_type(value),
-        " is not of expected type: ", _dtype_name(dtype),
+        "JSON Value: ",
+        _debug_string(value),
+        " Type: ",
+        _json_type(value),
+        " is not of expected type: ",
+        _dtype_name(dtype),
     )
 
 
@@ -473,8 +477,12 @@ def _fill_values(value, level, shape, dtype, out):
     if not isinstance(value, list):
         if level != rank:
             raise _invalid(
-                "JSON Value: ", _debug_string(value), " found at incorrect level: ",
-                level + 1, " in the JSON DOM. Expected at level: ", rank,
+                "JSON Value: ",
+                _debug_string(value),
+                " found at incorrect level: ",
+                level + 1,
+                " in the JSON DOM. Expected at level: ",
+                rank,
             )
         out.append(_leaf_value(value, dtype))
         return
@@ -482,8 +490,12 @@ def _fill_values(value, level, shape, dtype, out):
         raise _invalid("Encountered list at unexpected level: ", level, " expected < ", rank)
     if len(value) != shape[level]:
         raise _invalid(
-            "Encountered list at unexpected size: ", len(value), " at level: ", level,
-            " expected size: ", shape[level],
+            "Encountered list at unexpected size: ",
+            len(value),
+            " at level: ",
+            level,
+            " expected size: ",
+            shape[level],
         )
     for item in value:
         _fill_values(item, level + 1, shape, dtype, out)
@@ -531,7 +543,9 @@ def _parse_json_object(body: bytes) -> dict:
         document, _ = json.JSONDecoder().raw_decode(text, start)
     except json.JSONDecodeError as error:
         offset = len(text[: error.pos].encode("utf-8"))
-        raise _invalid(f"JSON Parse error: {_rapidjson_parse_error(error, text)} at offset: {offset}") from None
+        raise _invalid(
+            f"JSON Parse error: {_rapidjson_parse_error(error, text)} at offset: {offset}"
+        ) from None
     except RecursionError:
         raise _invalid("JSON Parse error: the document is nested too deeply") from None
     if not isinstance(document, dict):
@@ -585,7 +599,8 @@ def _signature_name(document: dict) -> str:
     name = document.get("signature_name", "")
     if not isinstance(name, str):
         raise _invalid(
-            "JSON Value: ", _debug_string(document),
+            "JSON Value: ",
+            _debug_string(document),
             " not formatted correctly. 'signature_name' key must be a string value.",
         )
     return name
@@ -611,13 +626,16 @@ def predict_inputs_from_json(document: dict, input_infos: Mapping) -> tuple[dict
     has_inputs = "inputs" in document
     if has_instances and has_inputs:
         raise _invalid(
-            "JSON Value: ", _debug_string(document),
+            "JSON Value: ",
+            _debug_string(document),
             " Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
         )
     if has_instances:
         instances = document["instances"]
         if not isinstance(instances, list):
-            raise _invalid("JSON Value: ", _debug_string(document), " Expecting 'instances' to be an list/array")
+            raise _invalid(
+                "JSON Value: ", _debug_string(document), " Expecting 'instances' to be an list/array"
+            )
         if not instances:
             raise _invalid("JSON Value: ", _debug_string(document), " No values in 'instances' array")
         return _inputs_from_instances(instances, input_infos), True
@@ -665,13 +683,21 @@ def _inputs_from_instances(instances: list, input_infos: Mapping) -> dict:
                     add_item(item, name)
                 except RestError as error:
                     raise _invalid(
-                        "Failed to process element: ", index, " key: ", name,
-                        " of 'instances' list. Error: ", error,
+                        "Failed to process element: ",
+                        index,
+                        " key: ",
+                        name,
+                        " of 'instances' list. Error: ",
+                        error,
                     ) from None
             if set(element) != set(input_names):
                 raise _invalid(
-                    "Failed to process element: ", index, " of 'instances' list. JSON object: ",
-                    _debug_string(element), " keys must be equal to: ", ",".join(input_names),
+                    "Failed to process element: ",
+                    index,
+                    " of 'instances' list. JSON object: ",
+                    _debug_string(element),
+                    " keys must be equal to: ",
+                    ",".join(input_names),
                 )
         else:
             if is_element_object(element):
@@ -792,12 +818,17 @@ def examples_from_json(document: dict, method: str = "classify") -> list[bytes]:
         context = _example_from_json(document["context"]).SerializeToString()
     if "examples" not in document:
         raise _invalid(
-            "JSON Value: ", _debug_string(document), " When method is ", method,
+            "JSON Value: ",
+            _debug_string(document),
+            " When method is ",
+            method,
             ", key 'examples' is expected and was not found",
         )
     examples = document["examples"]
     if not isinstance(examples, list):
-        raise _invalid("JSON Value: ", _debug_string(document), " Expecting 'examples' value to be an list/array")
+        raise _invalid(
+            "JSON Value: ", _debug_string(document), " Expecting 'examples' value to be an list/array"
+        )
     if not examples:
         raise _invalid("JSON Value: ", _debug_string(document), " 'examples' value is an empty array")
     return [context + _example_from_json(value).SerializeToString() for value in examples]
@@ -873,8 +904,12 @@ def predict_response_json(outputs: Mapping[str, np.ndarray], row_format: bool) -
                 raise _invalid("Tensor name: ", name, " has no shape information ")
             if batch_size >= 0 and array.shape[0] != batch_size:
                 raise _invalid(
-                    "Tensor name: ", name, " has inconsistent batch size: ", array.shape[0],
-                    " expecting: ", batch_size,
+                    "Tensor name: ",
+                    name,
+                    " has inconsistent batch size: ",
+                    array.shape[0],
+                    " expecting: ",
+                    batch_size,
                 )
             batch_size = array.shape[0]
         writer.key("predictions")
@@ -1056,14 +1091,20 @@ def _warm_up(servable: Servable):
             elif kind in ("classify_log", "regress_log"):
                 request = getattr(log_entry, kind).request
                 examples = np.array(_serialized_examples(request.input), dtype=object)
-                call_signature(servable, request.model_spec.signature_name or DEFAULT_SIGNATURE, {"inputs": examples})
+                call_signature(
+                    servable, request.model_spec.signature_name or DEFAULT_SIGNATURE, {"inputs": examples}
+                )
             else:
                 log.warning("Skipping a warm-up record of kind %s for %s", kind, servable.id)
                 continue
         except RestError as error:
             raise RuntimeError(f"Model warm-up failed: record {count}: {error.message}") from None
         count += 1
-    log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.", records_path, count)
+    log.info(
+        "Finished reading warmup data for model at %s. Number of warmup records read: %d.",
+        records_path,
+        count,
+    )
 
 
 def _serialized_examples(request_input) -> list[bytes]:
@@ -1095,14 +1136,17 @@ def call_signature(servable: Servable, key: str, inputs: Mapping[str, np.ndarray
     infos = servable.signature_defs[key].inputs
     try:
         tensors = {
-            name: tf.constant(value, dtype=tf.dtypes.as_dtype(infos[name].dtype)) for name, value in inputs.items()
+            name: tf.constant(value, dtype=tf.dtypes.as_dtype(infos[name].dtype))
+            for name, value in inputs.items()
         }
         outputs = function(**tensors)
     except tf.errors.OpError as error:
         code = _TF_ERROR_CODES.get(error.error_code, "UNKNOWN")
         raise RestError(_clean_tf_message(error.message), code) from None
     except (TypeError, ValueError) as error:
-        raise _invalid(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__) from None
+        raise _invalid(
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        ) from None
     return {name: value.numpy() for name, value in outputs.items()}
 
 
@@ -1213,7 +1257,9 @@ def read_model_config_file(path) -> list[ModelConfig]:
     except text_format.ParseError as error:
         raise ValueError(f"{path}: {error}") from None
     if config.WhichOneof("config") != "model_config_list":
-        raise ValueError(f"{path}: expected a `model_config_list {{ config {{ ... }} }}`; custom_model_config is not supported")
+        raise ValueError(
+            f"{path}: expected a `model_config_list {{ config {{ ... }} }}`; custom_model_config is not supported"
+        )
     configs = []
     for index, entry in enumerate(config.model_config_list.config):
         where = f"{path}: model_config_list.config[{index}]"
@@ -1233,9 +1279,13 @@ def read_model_config_file(path) -> list[ModelConfig]:
             if choice == "all":
                 policy = VersionPolicy("all")
             elif choice == "specific":
-                policy = VersionPolicy("specific", versions=tuple(entry.model_version_policy.specific.versions))
+                policy = VersionPolicy(
+                    "specific", versions=tuple(entry.model_version_policy.specific.versions)
+                )
             else:
-                policy = VersionPolicy("latest", num_versions=entry.model_version_policy.latest.num_versions or 1)
+                policy = VersionPolicy(
+                    "latest", num_versions=entry.model_version_policy.latest.num_versions or 1
+                )
         except ValueError as error:
             raise ValueError(f"{where} ({entry.name}): model_version_policy: {error}") from None
         configs.append(
@@ -1320,7 +1370,9 @@ class ModelManager:
     def __init__(self, configs, poll_wait_seconds=1.0, max_load_attempts=5, load=load_servable):
         configs = list(configs)
         if not configs:
-            raise ValueError("Invalid value for argument `configs`. Expected at least one ModelConfig. Received: []")
+            raise ValueError(
+                "Invalid value for argument `configs`. Expected at least one ModelConfig. Received: []"
+            )
         if poll_wait_seconds < 0:
             raise ValueError(
                 "Invalid value for argument `poll_wait_seconds`. Expected a number >= 0. "
@@ -1371,7 +1423,9 @@ class ModelManager:
             raise _invalid(f"Unrecognized servable version label: {label}")
         return config.version_labels[label]
 
-    def version_states(self, name: str, version: int | None = None, label: str | None = None) -> list[VersionState]:
+    def version_states(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> list[VersionState]:
         """The states of a model's versions, highest first (GetModelStatus).
 
         Raises:
@@ -1444,7 +1498,9 @@ class ModelManager:
             attempts, _ = self._failures.get((config.name, version), (0, None))
             self._failures[(config.name, version)] = (attempts + 1, _fingerprint(path))
             message = f"{type(error).__name__}: {error}"
-            log.error("Loading servable version %s failed (attempt %d): %s", servable_id, attempts + 1, message)
+            log.error(
+                "Loading servable version %s failed (attempt %d): %s", servable_id, attempts + 1, message
+            )
             self._set_state(config.name, VersionState(version, "END", "UNKNOWN", message))
             return
         self._failures.pop((config.name, version), None)
@@ -1675,13 +1731,29 @@ _STATUS_PATH = re.compile(
 class _RestApi:
     """TF Serving's HttpRestApiHandler over a ModelManager."""
 
-    def __init__(self, manager, executor, batcher, max_body_bytes, timeout_seconds, enable_cors):
+    def __init__(self, manager, num_threads, batcher, max_body_bytes, timeout_seconds, enable_cors):
         self.manager = manager
-        self.executor = executor
+        self.num_threads = num_threads
+        self._executor = None
         self.batcher = batcher
         self.max_body_bytes = max_body_bytes
         self.timeout_seconds = timeout_seconds
         self.enable_cors = enable_cors
+
+    @property
+    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        # Made on first use and shut down with the app, so an app can be
+        # served more than once.
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.num_threads, thread_name_prefix="kerasbert-serve"
+            )
+        return self._executor
+
+    def shutdown(self):
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     def _headers(self) -> dict:
         if not self.enable_cors:
@@ -1693,7 +1765,9 @@ class _RestApi:
         }
 
     def _json(self, text: str, status=200) -> Response:
-        return Response(text.encode("utf-8"), status_code=status, media_type="application/json", headers=self._headers())
+        return Response(
+            text.encode("utf-8"), status_code=status, media_type="application/json", headers=self._headers()
+        )
 
     def _error(self, error: RestError) -> Response:
         return self._json(error_json(error.message), error.http_status)
@@ -1838,7 +1912,9 @@ class _RestApi:
             if len(signature.outputs) not in (1, 2):
                 raise _invalid(f"Expected one or two output Tensors, found {len(signature.outputs)}")
             if "inputs" not in signature.inputs:
-                raise _invalid(f"No classification inputs found in SignatureDef: {text_format.MessageToString(signature)}")
+                raise _invalid(
+                    f"No classification inputs found in SignatureDef: {text_format.MessageToString(signature)}"
+                )
             if "classes" not in signature.outputs and "scores" not in signature.outputs:
                 raise _invalid(
                     'Expected classification signature outputs to contain at least one of "classes" or '
@@ -1848,9 +1924,13 @@ class _RestApi:
             if len(signature.outputs) != 1:
                 raise _invalid("Expected one output Tensor.")
             if "inputs" not in signature.inputs:
-                raise _invalid(f"No regression inputs found in SignatureDef: {text_format.MessageToString(signature)}")
+                raise _invalid(
+                    f"No regression inputs found in SignatureDef: {text_format.MessageToString(signature)}"
+                )
             if "outputs" not in signature.outputs:
-                raise _invalid(f"No regression outputs found in SignatureDef: {text_format.MessageToString(signature)}")
+                raise _invalid(
+                    f"No regression outputs found in SignatureDef: {text_format.MessageToString(signature)}"
+                )
         return key
 
     async def _classify(self, name, version, label, body) -> str:
@@ -1859,7 +1939,9 @@ class _RestApi:
         examples = examples_from_json(document, "classify")
         servable = self.manager.servable(name, version, label)
         key = self._examples_signature(servable, signature_name, "classify")
-        outputs = await self._run(servable, key, {"inputs": _array(examples, [len(examples)], types_pb2.DT_STRING)})
+        outputs = await self._run(
+            servable, key, {"inputs": _array(examples, [len(examples)], types_pb2.DT_STRING)}
+        )
         classes, scores = outputs.get("classes"), outputs.get("scores")
         for output, dtype_ok, dtype_name in (
             (classes, lambda a: a.dtype == object, "DT_STRING"),
@@ -1868,13 +1950,17 @@ class _RestApi:
             if output is None:
                 continue
             if output.ndim != 2:
-                raise _invalid(f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(output.shape)}")
+                raise _invalid(
+                    f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(output.shape)}"
+                )
             if not dtype_ok(output):
                 kind = "classes" if output is classes else "scores"
                 raise _invalid(f"Expected {kind} Tensor of {dtype_name}. Got: {output.dtype}")
             if output.shape[0] != len(examples):
                 kind = "classes" if output is classes else "scores"
-                raise _invalid(f"Expected {kind} output batch size of {len(examples)}. Got: {output.shape[0]}")
+                raise _invalid(
+                    f"Expected {kind} output batch size of {len(examples)}. Got: {output.shape[0]}"
+                )
         if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
             raise _invalid(
                 f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}"
@@ -1895,14 +1981,18 @@ class _RestApi:
         examples = examples_from_json(document, "regress")
         servable = self.manager.servable(name, version, label)
         key = self._examples_signature(servable, signature_name, "regress")
-        outputs = await self._run(servable, key, {"inputs": _array(examples, [len(examples)], types_pb2.DT_STRING)})
+        outputs = await self._run(
+            servable, key, {"inputs": _array(examples, [len(examples)], types_pb2.DT_STRING)}
+        )
         values = outputs["outputs"]
         if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
             raise _invalid(
                 f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got {_shape_text(values.shape)}"
             )
         if values.shape[0] != len(examples):
-            raise _invalid(f"Input batch size did not match output batch size: {len(examples)} vs. {values.shape[0]}")
+            raise _invalid(
+                f"Input batch size did not match output batch size: {len(examples)} vs. {values.shape[0]}"
+            )
         return regress_response_json([float(v) for v in values.reshape(-1)])
 
 
@@ -1931,7 +2021,9 @@ def _model_info(match) -> tuple[str, int | None, str | None]:
 
 
 def _page_html(model_names: Sequence[str]) -> str:
-    template = importlib.resources.files("kerasbert").joinpath("static/index.html").read_text(encoding="utf-8")
+    template = (
+        importlib.resources.files("kerasbert").joinpath("static/index.html").read_text(encoding="utf-8")
+    )
     names = json.dumps(list(model_names)).replace("<", "\\u003c")
     return template.replace("__KERASBERT_MODELS__", names)
 
@@ -1977,11 +2069,12 @@ def create_app(
             f"Received: max_body_bytes={max_body_bytes}"
         )
     num_threads = num_threads or 4 * (os.cpu_count() or 1)
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="kerasbert-serve")
-    batcher = BatchScheduler(max_batch_size, batch_timeout_micros, num_batch_threads) if enable_batching else None
+    batcher = (
+        BatchScheduler(max_batch_size, batch_timeout_micros, num_batch_threads) if enable_batching else None
+    )
     api = _RestApi(
         manager,
-        executor,
+        num_threads,
         batcher,
         max_body_bytes,
         rest_api_timeout_in_ms / 1000 if rest_api_timeout_in_ms > 0 else None,
@@ -1994,7 +2087,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
-        executor.shutdown(wait=False, cancel_futures=True)
+        api.shutdown()
 
     app = Starlette(
         routes=[
@@ -2044,7 +2137,9 @@ def background_server(app, host="127.0.0.1", port=0) -> Iterator[str]:
     """
     sock = _listening_socket(host, port)
     server = _uvicorn_server(app)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="kerasbert-serve", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="kerasbert-serve", daemon=True
+    )
     thread.start()
     try:
         deadline = time.monotonic() + 30
@@ -2113,8 +2208,19 @@ class ServerProcess:
             os.close(handle)
             self.log_path = Path(name)
         self._log_file = open(self.log_path, "wb")
-        command = [sys.executable, "-m", "kerasbert.serve", "--host", "127.0.0.1", "--rest_api_port", "0", *self.args]
-        self._process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT, env=self.env)
+        command = [
+            sys.executable,
+            "-m",
+            "kerasbert.serve",
+            "--host",
+            "127.0.0.1",
+            "--rest_api_port",
+            "0",
+            *self.args,
+        ]
+        self._process = subprocess.Popen(
+            command, stdout=self._log_file, stderr=subprocess.STDOUT, env=self.env
+        )
         deadline = time.monotonic() + self.startup_timeout
         pattern = re.compile(re.escape(READY_MESSAGE) + r"(\S+):(\d+)")
         while True:
@@ -2126,7 +2232,9 @@ class ServerProcess:
             if self._process.poll() is not None:
                 code = self._process.returncode
                 self.stop()
-                raise RuntimeError(f"kerasbert.serve exited with status {code} before serving:\n{self.log_text()[-4000:]}")
+                raise RuntimeError(
+                    f"kerasbert.serve exited with status {code} before serving:\n{self.log_text()[-4000:]}"
+                )
             if time.monotonic() > deadline:
                 self.stop()
                 raise TimeoutError(
@@ -2172,8 +2280,15 @@ def _parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--rest_api_port", type=int, default=8501, help="port of the REST API (0: any free port) [8501]")
     add("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface [127.0.0.1]")
-    add("--model_name", default="default", help="name of the model in URLs (ignored with --model_config_file) [default]")
-    add("--model_base_path", help="directory of the model's version directories (ignored with --model_config_file)")
+    add(
+        "--model_name",
+        default="default",
+        help="name of the model in URLs (ignored with --model_config_file) [default]",
+    )
+    add(
+        "--model_base_path",
+        help="directory of the model's version directories (ignored with --model_config_file)",
+    )
     add("--model_config_file", help="a ModelServerConfig in text format, for several models")
     add(
         "--file_system_poll_wait_seconds",
@@ -2181,14 +2296,48 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="seconds between looks for new or removed versions; 0 looks once, at start [1]",
     )
-    add("--rest_api_timeout_in_ms", type=int, default=30000, help="answer 504 when a model call takes longer [30000]")
+    add(
+        "--rest_api_timeout_in_ms",
+        type=int,
+        default=30000,
+        help="answer 504 when a model call takes longer [30000]",
+    )
     add("--rest_api_num_threads", type=int, default=0, help="threads for model calls; 0: 4 per CPU [0]")
-    add("--rest_api_enable_cors_support", type=_parse_bool, nargs="?", const=True, default=False, help="add CORS headers")
-    add("--enable_batching", type=_parse_bool, nargs="?", const=True, default=False, help="merge concurrent requests")
+    add(
+        "--rest_api_enable_cors_support",
+        type=_parse_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="add CORS headers",
+    )
+    add(
+        "--enable_batching",
+        type=_parse_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="merge concurrent requests",
+    )
     add("--max_batch_size", type=int, default=32, help="with batching, the most rows in one model call [32]")
-    add("--batch_timeout_micros", type=int, default=1000, help="with batching, how long a batch waits for more [1000]")
-    add("--num_batch_threads", type=int, default=0, help="with batching, batches run at once; 0: the CPU count [0]")
-    add("--max_body_bytes", type=int, default=32 * 1024 * 1024, help="answer 413 to larger request bodies [32 MiB]")
+    add(
+        "--batch_timeout_micros",
+        type=int,
+        default=1000,
+        help="with batching, how long a batch waits for more [1000]",
+    )
+    add(
+        "--num_batch_threads",
+        type=int,
+        default=0,
+        help="with batching, batches run at once; 0: the CPU count [0]",
+    )
+    add(
+        "--max_body_bytes",
+        type=int,
+        default=32 * 1024 * 1024,
+        help="answer 413 to larger request bodies [32 MiB]",
+    )
     return parser
 
 
@@ -2223,7 +2372,9 @@ def _check_flags(args):
 def main(argv=None) -> int:
     """Runs the server until interrupted; 2 for bad flags or config."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     try:
         _check_flags(args)
         configs = _model_configs(args)
@@ -2247,9 +2398,15 @@ def main(argv=None) -> int:
     manager.start()
     host, port = sock.getsockname()[:2]
     log.info("%s%s:%d ...", READY_MESSAGE, _url_host(host), port)
-    log.info("Development server: production stays TF Serving. Try the models at http://%s:%d/", _url_host(host), port)
+    log.info(
+        "Development server: production stays TF Serving. Try the models at http://%s:%d/",
+        _url_host(host),
+        port,
+    )
     if importlib.util.find_spec("httptools") is None or importlib.util.find_spec("uvloop") is None:
-        log.info("Serving with uvicorn's pure-Python HTTP stack; `pip install httptools uvloop` roughly doubles throughput")
+        log.info(
+            "Serving with uvicorn's pure-Python HTTP stack; `pip install httptools uvloop` roughly doubles throughput"
+        )
     try:
         _uvicorn_server(app).run(sockets=[sock])
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
@@ -10,7 +9,7 @@ from kerasbert import cli
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m kerasbert.train",
         description="Fine-tune a BERT or RoBERTa classifier from a YAML config.",
     )

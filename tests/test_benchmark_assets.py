@@ -7,6 +7,7 @@ tests skip.
 """
 
 import importlib.util
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.slow
 def assets():
     spec = importlib.util.spec_from_file_location("fetch_assets", REPO / "benchmarks" / "fetch_assets.py")
     fetch_assets = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = fetch_assets  # its dataclass looks its module up there
     spec.loader.exec_module(fetch_assets)
     try:
         return fetch_assets.ensure_assets()

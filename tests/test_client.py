@@ -22,7 +22,10 @@ class PairModel(tf.Module):
     """Says whether the two texts of a pair are the same, kerasbert-shaped."""
 
     @tf.function(
-        input_signature=[tf.TensorSpec([None], tf.string, name="text"), tf.TensorSpec([None], tf.string, name="text_pair")]
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="text"),
+            tf.TensorSpec([None], tf.string, name="text_pair"),
+        ]
     )
     def serving_default(self, text, text_pair):
         same = tf.cast(tf.equal(text, text_pair), tf.float32)
@@ -41,8 +44,12 @@ def url(exported_model, tmp_path_factory):
     base = tmp_path_factory.mktemp("client")
     shutil.copytree(exported_model, base / "tiny" / "3")
     module = PairModel()
-    tf.saved_model.save(module, str(base / "pairs" / "1"), signatures={"serving_default": module.serving_default})
-    manager = ModelManager([ModelConfig("tiny", base / "tiny"), ModelConfig("pairs", base / "pairs")], poll_wait_seconds=0)
+    tf.saved_model.save(
+        module, str(base / "pairs" / "1"), signatures={"serving_default": module.serving_default}
+    )
+    manager = ModelManager(
+        [ModelConfig("tiny", base / "tiny"), ModelConfig("pairs", base / "pairs")], poll_wait_seconds=0
+    )
     manager.poll()
     with background_server(create_app(manager)) as server_url:
         yield server_url
@@ -61,7 +68,10 @@ def test_predict_keeps_order_across_batches(url):
 
 def test_predict_sends_sentence_pairs(url):
     with ServingClient(url, "pairs") as client:
-        assert client.predict(["a", "b"], text_pairs=["a", "c"]) == [("same", [0.0, 1.0]), ("different", [1.0, 0.0])]
+        assert client.predict(["a", "b"], text_pairs=["a", "c"]) == [
+            ("same", [0.0, 1.0]),
+            ("different", [1.0, 0.0]),
+        ]
 
 
 def test_classify_gives_every_label_with_its_score(url):
@@ -81,7 +91,9 @@ def test_status_metadata_and_a_named_version(url):
 
 
 def test_server_errors_raise_serving_error_with_the_server_message(url):
-    with pytest.raises(ServingError, match=r"HTTP 404: Servable not found for request: Latest\(nope\)") as info:
+    with pytest.raises(
+        ServingError, match=r"HTTP 404: Servable not found for request: Latest\(nope\)"
+    ) as info:
         ServingClient(url, "nope").predict(["a"])
     assert isinstance(info.value, ValueError)
     assert info.value.status_code == 404
@@ -104,10 +116,18 @@ def test_empty_input_sends_nothing():
 @pytest.mark.parametrize(
     "call, error, message",
     [
-        (lambda c: c.predict("one text"), TypeError, "Expected a list of strings. Received: texts='one text'"),
+        (
+            lambda c: c.predict("one text"),
+            TypeError,
+            "Expected a list of strings. Received: texts='one text'",
+        ),
         (lambda c: c.predict(["a", 3]), TypeError, r"Received: texts\[1\]=3 \(int\)"),
         (lambda c: c.predict(["a"], text_pairs=["b", "c"]), ValueError, "Expected one pair per text"),
-        (lambda c: c.predict(["a"], batch_size=0), ValueError, "Expected an integer >= 1. Received: batch_size=0"),
+        (
+            lambda c: c.predict(["a"], batch_size=0),
+            ValueError,
+            "Expected an integer >= 1. Received: batch_size=0",
+        ),
     ],
 )
 def test_bad_arguments_are_refused_before_any_request(call, error, message):

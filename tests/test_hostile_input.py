@@ -114,6 +114,7 @@ HOSTILE = [
     Hostile("one-class.csv", lambda: _csv(_reviews().assign(label="positive")), "unusable"),
     Hostile("repeated-header.csv", lambda: b"text,label,label\n" + b"a,positive,negative\n" * 30, "unreadable"),
     Hostile("repeated-text-header.csv", lambda: _csv().replace(b"text,label", b"text,text", 1), "unreadable"),
+    Hostile("dotted-names.csv", lambda: _csv(_reviews().assign(**{"text.1": "a column, not a repeat"})), "loads"),
     Hostile("empty.csv", lambda: b"", "unreadable"),
     Hostile("blank-lines.csv", lambda: b"\n\n\n", "unreadable"),
     Hostile("only-a-bom.csv", lambda: b"\xef\xbb\xbf", "unreadable"),
@@ -146,6 +147,7 @@ HOSTILE = [
     Hostile("not-xz.csv.xz", _csv, "unreadable"),
     Hostile("not-bz2.csv.bz2", _csv, "unreadable"),
     Hostile("name-" + "n" * 5_000 + ".csv", None, "unreadable"),
+    Hostile("escape-\x1b[2J-bell-\x07-in-name.csv", None, "unreadable"),
 ]
 REFUSED = [h for h in HOSTILE if h.outcome != "loads"]
 # Refused by predict and evaluate too, before any model loads.

@@ -39,7 +39,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tensor_info(dtype, *dims):
-    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims])
+    shape = tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims]
+    )
     return meta_graph_pb2.TensorInfo(dtype=dtype, tensor_shape=shape)
 
 
@@ -55,7 +57,9 @@ def error_of(function, *args):
 
 # === The serving side stays apart from training ===
 
-TRAINING_MODULES = ["kerasbert." + m for m in ("config", "data", "models", "training", "train", "export", "pipeline")]
+TRAINING_MODULES = [
+    "kerasbert." + m for m in ("config", "data", "models", "training", "train", "export", "pipeline")
+]
 
 
 def test_serve_and_client_import_no_training_code():
@@ -114,8 +118,15 @@ def test_floats_are_written_like_tf_serving_write_decimal(value, single, text):
 
 @pytest.mark.parametrize(
     "value, text",
-    [(1.0, "1.0"), (1e21, "1e21"), (1e20, "100000000000000000000.0"), (1.5e-7, "1.5e-7"), (1e-6, "0.000001"),
-     (123.456, "123.456"), (-2.5, "-2.5")],
+    [
+        (1.0, "1.0"),
+        (1e21, "1e21"),
+        (1e20, "100000000000000000000.0"),
+        (1.5e-7, "1.5e-7"),
+        (1e-6, "0.000001"),
+        (123.456, "123.456"),
+        (-2.5, "-2.5"),
+    ],
 )
 def test_doubles_in_messages_are_written_like_rapidjson(value, text):
     assert serve._rapidjson_double(value) == text
@@ -154,7 +165,10 @@ def test_several_outputs_give_objects_in_rows_and_a_map_in_columns():
 
 
 def test_bytes_outputs_and_non_utf8_strings_are_base64_objects():
-    outputs = {"echo_bytes": np.array([b"caf\xc3\xa9"], dtype=object), "raw": np.array([b"\xff\x00"], dtype=object)}
+    outputs = {
+        "echo_bytes": np.array([b"caf\xc3\xa9"], dtype=object),
+        "raw": np.array([b"\xff\x00"], dtype=object),
+    }
     response = json.loads(predict_response_json(outputs, row_format=True))
     [row] = response["predictions"]
     assert row["echo_bytes"] == {"b64": base64.b64encode("café".encode()).decode()}
@@ -163,7 +177,10 @@ def test_bytes_outputs_and_non_utf8_strings_are_base64_objects():
 
 def test_row_response_refuses_outputs_of_different_batch_sizes():
     outputs = {"a": np.zeros([2], np.float32), "b": np.zeros([3], np.float32)}
-    assert error_of(predict_response_json, outputs, True) == "Tensor name: b has inconsistent batch size: 3 expecting: 2"
+    assert (
+        error_of(predict_response_json, outputs, True)
+        == "Tensor name: b has inconsistent batch size: 3 expecting: 2"
+    )
 
 
 def test_classify_response_uses_results_key_and_tf_serving_layout():
@@ -182,9 +199,17 @@ def test_parse_errors_use_rapidjson_messages_and_byte_offsets():
     parse = serve._parse_json_object
     assert error_of(parse, b"") == "JSON Parse error: The document is empty"
     assert error_of(parse, b'{"instances": ["a",}') == "JSON Parse error: Invalid value. at offset: 19"
-    assert error_of(parse, b'{"a": 1 "b": 2}') == "JSON Parse error: Missing a comma or '}' after an object member. at offset: 8"
-    assert error_of(parse, b'["\xc3\xa9" 1]') == "JSON Parse error: Missing a comma or ']' after an array element. at offset: 6"
-    assert error_of(parse, b'{"a": "caf\xe9"}') == "JSON Parse error: Invalid encoding in string. at offset: 10"
+    assert (
+        error_of(parse, b'{"a": 1 "b": 2}')
+        == "JSON Parse error: Missing a comma or '}' after an object member. at offset: 8"
+    )
+    assert (
+        error_of(parse, b'["\xc3\xa9" 1]')
+        == "JSON Parse error: Missing a comma or ']' after an array element. at offset: 6"
+    )
+    assert (
+        error_of(parse, b'{"a": "caf\xe9"}') == "JSON Parse error: Invalid encoding in string. at offset: 10"
+    )
     assert error_of(parse, b"[1, 2]") == "JSON Value: [1, 2] Is not object"
     # Like rapidjson with kParseStopWhenDoneFlag, text after the document is ignored.
     assert parse(b' {"a": 1} trailing') == {"a": 1}
@@ -197,49 +222,91 @@ def test_row_format_with_one_input_batches_the_list():
 
 
 def test_row_format_with_named_inputs_and_columnar_format():
-    inputs, row_format = predict_inputs_from_json({"instances": [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]}, TWO_INPUTS)
+    inputs, row_format = predict_inputs_from_json(
+        {"instances": [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]}, TWO_INPUTS
+    )
     assert row_format and inputs["a"].dtype == np.int32 and inputs["a"].tolist() == [1, 2]
     assert inputs["b"].tolist() == [b"x", b"y"]
-    inputs, row_format = predict_inputs_from_json({"inputs": {"a": [1, 2, 3], "b": ["x"], "ignored": 1}}, TWO_INPUTS)
+    inputs, row_format = predict_inputs_from_json(
+        {"inputs": {"a": [1, 2, 3], "b": ["x"], "ignored": 1}}, TWO_INPUTS
+    )
     assert not row_format and inputs["a"].tolist() == [1, 2, 3] and inputs["b"].tolist() == [b"x"]
 
 
 @pytest.mark.parametrize(
     "document, infos, message",
     [
-        ({"instances": [1]}, TEXT,
-         "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
-         "JSON Value: 1 Type: Number is not of expected type: string"),
+        (
+            {"instances": [1]},
+            TEXT,
+            "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
+            "JSON Value: 1 Type: Number is not of expected type: string",
+        ),
         ({"instances": []}, TEXT, "JSON Value: {\n    \"instances\": []\n} No values in 'instances' array"),
-        ({"instances": "a"}, TEXT, "JSON Value: {\n    \"instances\": \"a\"\n} Expecting 'instances' to be an list/array"),
-        ({"instances": ["a"], "inputs": ["a"]}, TEXT,
-         "JSON Value: {\n    \"instances\": [\"a\"],\n    \"inputs\": [\"a\"]\n} Not formatted correctly expecting "
-         "only one of 'inputs' or 'instances' keys to exist "),
+        (
+            {"instances": "a"},
+            TEXT,
+            'JSON Value: {\n    "instances": "a"\n} Expecting \'instances\' to be an list/array',
+        ),
+        (
+            {"instances": ["a"], "inputs": ["a"]},
+            TEXT,
+            'JSON Value: {\n    "instances": ["a"],\n    "inputs": ["a"]\n} Not formatted correctly expecting '
+            "only one of 'inputs' or 'instances' keys to exist ",
+        ),
         ({}, TEXT, "Missing 'inputs' or 'instances' key"),
-        ({"instances": [{"txt": "a"}]}, TEXT,
-         "Failed to process element: 0 key: txt of 'instances' list. Error: INVALID_ARGUMENT: "
-         "JSON object: does not have named input: txt"),
+        (
+            {"instances": [{"txt": "a"}]},
+            TEXT,
+            "Failed to process element: 0 key: txt of 'instances' list. Error: INVALID_ARGUMENT: "
+            "JSON object: does not have named input: txt",
+        ),
         ({"inputs": {"txt": ["a"]}}, TEXT, "Missing named input: text in 'inputs' object."),
-        ({"instances": [1, 2]}, TWO_INPUTS,
-         "instances is a plain list, but expecting list of objects as multiple input tensors required as per "
-         "tensorinfo_map"),
-        ({"inputs": [1]}, TWO_INPUTS,
-         "inputs is a plain value/list, but expecting an object as multiple input tensors required as per "
-         "tensorinfo_map"),
-        ({"instances": [{"a": 1}]}, TWO_INPUTS,
-         "Failed to process element: 0 of 'instances' list. JSON object: {\n    \"a\": 1\n} keys must be equal to: a,b"),
-        ({"instances": [{"a": 1, "b": "x"}, [1]]}, TWO_INPUTS, "Expecting object but got list at item 1 of input list"),
-        ({"instances": [{"a": 2**31, "b": "x"}]}, TWO_INPUTS,
-         "Failed to process element: 0 key: a of 'instances' list. Error: INVALID_ARGUMENT: "
-         "JSON Value: 2147483648 Type: Number is not of expected type: int32"),
-        ({"instances": [{"a": True, "b": "x"}]}, TWO_INPUTS,
-         "Failed to process element: 0 key: a of 'instances' list. Error: INVALID_ARGUMENT: "
-         "JSON Value: true Type: True is not of expected type: int32"),
-        ({"instances": [{"b64": "!!"}]}, TEXT,
-         "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: Unable to base64 decode"),
-        ({"instances": [{"b64": "YQ==", "x": 1}]}, TEXT,
-         "Failed to process element: 0 key: b64 of 'instances' list. Error: INVALID_ARGUMENT: "
-         "JSON object: does not have named input: b64"),
+        (
+            {"instances": [1, 2]},
+            TWO_INPUTS,
+            "instances is a plain list, but expecting list of objects as multiple input tensors required as per "
+            "tensorinfo_map",
+        ),
+        (
+            {"inputs": [1]},
+            TWO_INPUTS,
+            "inputs is a plain value/list, but expecting an object as multiple input tensors required as per "
+            "tensorinfo_map",
+        ),
+        (
+            {"instances": [{"a": 1}]},
+            TWO_INPUTS,
+            "Failed to process element: 0 of 'instances' list. JSON object: {\n    \"a\": 1\n} keys must be equal to: a,b",
+        ),
+        (
+            {"instances": [{"a": 1, "b": "x"}, [1]]},
+            TWO_INPUTS,
+            "Expecting object but got list at item 1 of input list",
+        ),
+        (
+            {"instances": [{"a": 2**31, "b": "x"}]},
+            TWO_INPUTS,
+            "Failed to process element: 0 key: a of 'instances' list. Error: INVALID_ARGUMENT: "
+            "JSON Value: 2147483648 Type: Number is not of expected type: int32",
+        ),
+        (
+            {"instances": [{"a": True, "b": "x"}]},
+            TWO_INPUTS,
+            "Failed to process element: 0 key: a of 'instances' list. Error: INVALID_ARGUMENT: "
+            "JSON Value: true Type: True is not of expected type: int32",
+        ),
+        (
+            {"instances": [{"b64": "!!"}]},
+            TEXT,
+            "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: Unable to base64 decode",
+        ),
+        (
+            {"instances": [{"b64": "YQ==", "x": 1}]},
+            TEXT,
+            "Failed to process element: 0 key: b64 of 'instances' list. Error: INVALID_ARGUMENT: "
+            "JSON object: does not have named input: b64",
+        ),
     ],
 )
 def test_bad_predict_requests_get_tf_serving_messages(document, infos, message):
@@ -267,7 +334,10 @@ def test_nested_lists_must_be_dense_and_consistent():
 def test_input_shapes_are_checked_against_the_signature():
     inputs, _ = predict_inputs_from_json({"inputs": [["a"]]}, TEXT)
     message = error_of(serve._check_input_shapes, inputs, TEXT, "serving_default")
-    assert message == "Input `text` of signature `serving_default` has shape [1,1], expected [-1] (-1 is any size)."
+    assert (
+        message
+        == "Input `text` of signature `serving_default` has shape [1,1], expected [-1] (-1 is any size)."
+    )
 
 
 # === Examples for classify and regress ===
@@ -297,7 +367,10 @@ def test_example_values_follow_tf_serving_feature_kinds():
     [
         ({}, "JSON Value: {} When method is classify, key 'examples' is expected and was not found"),
         ({"examples": []}, "JSON Value: {\n    \"examples\": []\n} 'examples' value is an empty array"),
-        ({"examples": "x"}, "JSON Value: {\n    \"examples\": \"x\"\n} Expecting 'examples' value to be an list/array"),
+        (
+            {"examples": "x"},
+            'JSON Value: {\n    "examples": "x"\n} Expecting \'examples\' value to be an list/array',
+        ),
         ({"examples": ["x"]}, "Example must be JSON object but got JSON String"),
         ({"examples": [{"f": None}]}, "Feature: f has element with unexpected JSON type: Null"),
         ({"examples": [{"f": [[1]]}]}, "Feature: f has element with unexpected JSON type: Array"),
@@ -325,8 +398,7 @@ def test_version_policies_select_like_tf_serving():
 def test_model_config_file_reads_models_policies_and_labels(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "models.config"
-    path.write_text(
-        """model_config_list {
+    path.write_text("""model_config_list {
           config { name: "a" base_path: "saved_models/a" model_platform: "tensorflow" }
           config {
             name: "b" base_path: "/abs/b"
@@ -335,8 +407,7 @@ def test_model_config_file_reads_models_policies_and_labels(tmp_path, monkeypatc
           }
           config { name: "c" base_path: "/abs/c" model_version_policy { latest { num_versions: 2 } } }
           config { name: "d" base_path: "/abs/d" model_version_policy { all {} } }
-        }"""
-    )
+        }""")
     a, b, c, d = read_model_config_file(path)
     assert a == ModelConfig("a", tmp_path / "saved_models" / "a")
     assert b.version_policy == VersionPolicy("specific", versions=(1, 3))
@@ -349,11 +420,18 @@ def test_model_config_file_reads_models_policies_and_labels(tmp_path, monkeypatc
     "text, message",
     [
         ("model_config_list { config { name: 'a' } ", r"models.config: .*"),
-        ("model_config_list { config { name: 'a' } }", r"models.config: model_config_list.config\[0\] \(a\): `base_path` is missing"),
-        ("model_config_list { config { name: 'a' base_path: '/x' } config { name: 'a' base_path: '/y' } }",
-         "model name 'a' appears more than once"),
-        ("model_config_list { config { name: 'a' base_path: '/x' model_platform: 'onnx' } }",
-         "model_platform 'onnx' is not supported"),
+        (
+            "model_config_list { config { name: 'a' } }",
+            r"models.config: model_config_list.config\[0\] \(a\): `base_path` is missing",
+        ),
+        (
+            "model_config_list { config { name: 'a' base_path: '/x' } config { name: 'a' base_path: '/y' } }",
+            "model name 'a' appears more than once",
+        ),
+        (
+            "model_config_list { config { name: 'a' base_path: '/x' model_platform: 'onnx' } }",
+            "model_platform 'onnx' is not supported",
+        ),
         ("", "expected a `model_config_list"),
     ],
 )
@@ -513,13 +591,17 @@ def run_batched(scheduler, requests, fail_on=None, seconds=0.01, gap=0.0):
 
 
 def test_batching_merges_concurrent_requests_and_splits_the_answers():
-    results, calls = run_batched(BatchScheduler(max_batch_size=6, batch_timeout_micros=5_000_000), [[1], [2, 3], [4], [5, 6]])
+    results, calls = run_batched(
+        BatchScheduler(max_batch_size=6, batch_timeout_micros=5_000_000), [[1], [2, 3], [4], [5, 6]]
+    )
     assert calls == [6]
     assert [r["y"].tolist() for r in results] == [[10], [20, 30], [40], [50, 60]]
 
 
 def test_a_batch_closes_at_its_timeout_and_large_requests_run_alone():
-    results, calls = run_batched(BatchScheduler(max_batch_size=4, batch_timeout_micros=20_000), [[1], [2], [3, 4, 5, 6]])
+    results, calls = run_batched(
+        BatchScheduler(max_batch_size=4, batch_timeout_micros=20_000), [[1], [2], [3, 4, 5, 6]]
+    )
     assert sorted(calls) == [2, 4]
     assert [r["y"].tolist() for r in results] == [[10], [20], [30, 40, 50, 60]]
 
@@ -539,7 +621,9 @@ def test_while_every_batch_thread_is_busy_the_open_batch_keeps_filling():
 
 
 def test_one_bad_request_in_a_batch_fails_alone():
-    results, calls = run_batched(BatchScheduler(max_batch_size=3, batch_timeout_micros=5_000_000), [[1], [2], [3]], fail_on=2)
+    results, calls = run_batched(
+        BatchScheduler(max_batch_size=3, batch_timeout_micros=5_000_000), [[1], [2], [3]], fail_on=2
+    )
     assert calls == [3, 1, 1, 1]
     assert results[0]["y"].tolist() == [10] and results[2]["y"].tolist() == [30]
     assert isinstance(results[1], RestError)
@@ -557,7 +641,10 @@ def test_batch_scheduler_checks_its_arguments():
     "argv, message",
     [
         ([], "Give --model_base_path"),
-        (["--model_base_path", "x", "--max_batch_size", "0"], "Invalid value for flag `--max_batch_size`. Expected an integer >= 1. Received: --max_batch_size=0"),
+        (
+            ["--model_base_path", "x", "--max_batch_size", "0"],
+            "Invalid value for flag `--max_batch_size`. Expected an integer >= 1. Received: --max_batch_size=0",
+        ),
         (["--model_base_path", "x", "--rest_api_port", "70000"], "Expected an integer from 0 to 65535"),
         (["--model_config_file", "/nonexistent/models.config"], "No such file"),
     ],

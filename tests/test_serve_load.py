@@ -27,8 +27,13 @@ def test_load_run_sends_every_request_without_errors(exported_model, tmp_path, l
     manager.poll()
     app = create_app(manager, enable_batching=True, max_batch_size=8, batch_timeout_micros=2000)
     with background_server(app) as url:
-        result = load_test.run_load(url, "tiny", requests=60, concurrency=4, texts_per_request=2, deadline_seconds=300)
-        assert load_test.main(["--url", url, "--model_name", "tiny", "--requests", "20", "--concurrency", "2"]) == 0
+        result = load_test.run_load(
+            url, "tiny", requests=60, concurrency=4, texts_per_request=2, deadline_seconds=300
+        )
+        assert (
+            load_test.main(["--url", url, "--model_name", "tiny", "--requests", "20", "--concurrency", "2"])
+            == 0
+        )
     assert (result.requests, result.errors, len(result.latencies)) == (60, 0, 60)
     assert 0 < result.percentile(50) <= result.percentile(99) <= max(result.latencies)
     assert result.requests_per_second > 0

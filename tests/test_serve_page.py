@@ -22,7 +22,9 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,9 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000)
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000
+        )
         yield browser
         browser.close()
 
@@ -57,12 +61,18 @@ def test_page_is_self_contained_and_lists_the_models(url):
 
 
 def test_page_classifies_texts_and_draws_probability_bars(url, browser, tmp_path):
-    texts = ["the film was great and lovely", "the film was dull and boring", "the film was tickets and runtime"]
+    texts = [
+        "the film was great and lovely",
+        "the film was dull and boring",
+        "the film was tickets and runtime",
+    ]
     page = browser.new_page()
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(f"{url}/", timeout=60_000)
-    page.wait_for_function("document.getElementById('version').textContent.startsWith('version')", timeout=60_000)
+    page.wait_for_function(
+        "document.getElementById('version').textContent.startsWith('version')", timeout=60_000
+    )
     assert page.locator("#model option").all_inner_texts() == ["tiny", "empty"]
     page.fill("#texts", "\n".join(texts) + "\n\n")
     page.click("#run")

@@ -53,7 +53,9 @@ class Target:
 def served_version(url, model) -> int:
     response = httpx.get(f"{url}/v1/models/{model}", timeout=30)
     response.raise_for_status()
-    return max(int(s["version"]) for s in response.json()["model_version_status"] if s["state"] == "AVAILABLE")
+    return max(
+        int(s["version"]) for s in response.json()["model_version_status"] if s["state"] == "AVAILABLE"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import math
 
 import pytest
 
+
 @pytest.fixture(scope="session")
 def model(target):
     return f"/v1/models/{target.model}"
@@ -19,7 +20,9 @@ def model(target):
 
 @pytest.fixture(scope="session")
 def labels(http, model):
-    response = http.post(f"{model}:classify", json={"signature_name": "classify", "examples": [{"text": "a"}]})
+    response = http.post(
+        f"{model}:classify", json={"signature_name": "classify", "examples": [{"text": "a"}]}
+    )
     assert response.status_code == 200, response.text
     return [label for label, _ in response.json()["results"][0]]
 
@@ -55,8 +58,11 @@ def test_status_lists_the_served_version(http, model, target):
         response = http.get(path)
         assert response.status_code == 200
         statuses = response.json()["model_version_status"]
-        assert {"version": str(target.version), "state": "AVAILABLE",
-                "status": {"error_code": "OK", "error_message": ""}} in statuses
+        assert {
+            "version": str(target.version),
+            "state": "AVAILABLE",
+            "status": {"error_code": "OK", "error_message": ""},
+        } in statuses
 
 
 def test_metadata_gives_the_model_spec_and_signature_defs(http, model, target):
@@ -64,7 +70,11 @@ def test_metadata_gives_the_model_spec_and_signature_defs(http, model, target):
         response = http.get(path)
         assert response.status_code == 200
         body = response.json()
-        assert body["model_spec"] == {"name": target.model, "signature_name": "", "version": str(target.version)}
+        assert body["model_spec"] == {
+            "name": target.model,
+            "signature_name": "",
+            "version": str(target.version),
+        }
         signatures = body["metadata"]["signature_def"]["signature_def"]
         default = signatures["serving_default"]
         assert default["method_name"] == "tensorflow/serving/predict"
@@ -92,7 +102,11 @@ def check_predictions(predictions, labels, count):
 
 def test_row_format_gives_a_list_of_objects(http, model, labels):
     plain = post(http, f"{model}:predict", {"instances": TEXTS})
-    named = post(http, f"{model}:predict", {"signature_name": "serving_default", "instances": [{"text": t} for t in TEXTS]})
+    named = post(
+        http,
+        f"{model}:predict",
+        {"signature_name": "serving_default", "instances": [{"text": t} for t in TEXTS]},
+    )
     assert plain.status_code == named.status_code == 200
     check_predictions(plain.json()["predictions"], labels, 2)
     assert named.json() == plain.json()
@@ -121,16 +135,22 @@ def test_b64_values_are_decoded_before_the_model_sees_them(http, model):
     plain = post(http, f"{model}:predict", {"instances": TEXTS[:1]}).json()
     assert post(http, f"{model}:predict", {"instances": [encoded]}).json() == plain
     assert post(http, f"{model}:predict", {"instances": [{"text": encoded}]}).json() == plain
-    assert post(http, f"{model}:predict", {"inputs": [encoded]}).json()["outputs"]["label"] == [plain["predictions"][0]["label"]]
+    assert post(http, f"{model}:predict", {"inputs": [encoded]}).json()["outputs"]["label"] == [
+        plain["predictions"][0]["label"]
+    ]
 
 
 def test_several_typed_inputs_in_rows(http, model, labels):
-    signature = http.get(f"{model}/metadata").json()["metadata"]["signature_def"]["signature_def"]["predict_tokens"]
+    signature = http.get(f"{model}/metadata").json()["metadata"]["signature_def"]["signature_def"][
+        "predict_tokens"
+    ]
     values = {"DT_INT32": [2, 5, 3, 0], "DT_BOOL": [True, True, True, False]}
     instance = {name: values[info["dtype"]] for name, info in signature["inputs"].items()}
     if "segment_ids" in instance:
         instance["segment_ids"] = [0, 0, 0, 0]
-    response = post(http, f"{model}:predict", {"signature_name": "predict_tokens", "instances": [instance, instance]})
+    response = post(
+        http, f"{model}:predict", {"signature_name": "predict_tokens", "instances": [instance, instance]}
+    )
     assert response.status_code == 200, response.text
     check_predictions(response.json()["predictions"], labels, 2)
 
@@ -140,7 +160,9 @@ def test_several_typed_inputs_in_rows(http, model, labels):
 
 def test_classify_gives_every_label_with_its_score(http, model, labels):
     predictions = post(http, f"{model}:predict", {"instances": TEXTS}).json()["predictions"]
-    response = post(http, f"{model}:classify", {"signature_name": "classify", "examples": [{"text": t} for t in TEXTS]})
+    response = post(
+        http, f"{model}:classify", {"signature_name": "classify", "examples": [{"text": t} for t in TEXTS]}
+    )
     assert response.status_code == 200
     results = response.json()["results"]
     assert len(results) == 2
@@ -150,15 +172,24 @@ def test_classify_gives_every_label_with_its_score(http, model, labels):
 
 
 def test_classify_merges_the_context_into_each_example(http, model):
-    merged = post(http, f"{model}:classify", {"signature_name": "classify", "context": {"text": TEXTS[0]}, "examples": [{}]})
+    merged = post(
+        http,
+        f"{model}:classify",
+        {"signature_name": "classify", "context": {"text": TEXTS[0]}, "examples": [{}]},
+    )
     direct = post(http, f"{model}:classify", {"signature_name": "classify", "examples": [{"text": TEXTS[0]}]})
     overridden = post(
-        http, f"{model}:classify",
+        http,
+        f"{model}:classify",
         {"signature_name": "classify", "context": {"text": TEXTS[1]}, "examples": [{"text": TEXTS[0]}]},
     )
     encoded = post(
-        http, f"{model}:classify",
-        {"signature_name": "classify", "examples": [{"text": {"b64": base64.b64encode(TEXTS[0].encode()).decode()}}]},
+        http,
+        f"{model}:classify",
+        {
+            "signature_name": "classify",
+            "examples": [{"text": {"b64": base64.b64encode(TEXTS[0].encode()).decode()}}],
+        },
     )
     assert merged.status_code == 200
     assert merged.json() == direct.json() == overridden.json() == encoded.json()
@@ -171,10 +202,13 @@ def test_classify_needs_a_classification_signature(http, model):
 
 
 def test_regress_on_a_classifier_is_refused(http, model):
-    assert_error(post(http, f"{model}:regress", {"examples": [{"text": "a"}]}), 400, "Expected one output Tensor.")
+    assert_error(
+        post(http, f"{model}:regress", {"examples": [{"text": "a"}]}), 400, "Expected one output Tensor."
+    )
     assert_error(
         post(http, f"{model}:regress", {"signature_name": "nope", "examples": [{"text": "a"}]}),
-        400, "No signature was found with the name: nope",
+        400,
+        "No signature was found with the name: nope",
     )
     assert_still_serving(http, model)
 
@@ -187,7 +221,7 @@ BAD_PREDICT_BODIES = {
     "not an object": (b"[1, 2]", "JSON Value: [1, 2] Is not object"),
     "instances and inputs": (
         {"instances": ["a"], "inputs": ["a"]},
-        "JSON Value: {\n    \"instances\": [\"a\"],\n    \"inputs\": [\"a\"]\n} Not formatted correctly expecting "
+        'JSON Value: {\n    "instances": ["a"],\n    "inputs": ["a"]\n} Not formatted correctly expecting '
         "only one of 'inputs' or 'instances' keys to exist ",
     ),
     "neither": ({"signature_name": "serving_default"}, "Missing 'inputs' or 'instances' key"),
@@ -196,27 +230,38 @@ BAD_PREDICT_BODIES = {
         "Failed to process element: 0 key: txt of 'instances' list. Error: INVALID_ARGUMENT: "
         "JSON object: does not have named input: txt",
     ),
-    "wrong input name in columns": ({"inputs": {"txt": ["a"]}}, "Missing named input: text in 'inputs' object."),
+    "wrong input name in columns": (
+        {"inputs": {"txt": ["a"]}},
+        "Missing named input: text in 'inputs' object.",
+    ),
     "a number for text": (
         {"instances": [1]},
         "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
         "JSON Value: 1 Type: Number is not of expected type: string",
     ),
-    "a number for text in columns": ({"inputs": [1.5]}, "JSON Value: 1.5 Type: Number is not of expected type: string"),
-    "empty instances": ({"instances": []}, "JSON Value: {\n    \"instances\": []\n} No values in 'instances' array"),
+    "a number for text in columns": (
+        {"inputs": [1.5]},
+        "JSON Value: 1.5 Type: Number is not of expected type: string",
+    ),
+    "empty instances": (
+        {"instances": []},
+        "JSON Value: {\n    \"instances\": []\n} No values in 'instances' array",
+    ),
     "instances not a list": (
-        {"instances": "a"}, "JSON Value: {\n    \"instances\": \"a\"\n} Expecting 'instances' to be an list/array"
+        {"instances": "a"},
+        'JSON Value: {\n    "instances": "a"\n} Expecting \'instances\' to be an list/array',
     ),
     "bad base64": (
         {"instances": [{"b64": "not base64!"}]},
         "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: Unable to base64 decode",
     ),
     "unknown signature": (
-        {"signature_name": "nope", "instances": ["a"]}, 'Serving signature name: "nope" not found in signature def'
+        {"signature_name": "nope", "instances": ["a"]},
+        'Serving signature name: "nope" not found in signature def',
     ),
     "signature name not a string": (
         {"signature_name": 3, "instances": ["a"]},
-        "JSON Value: {\n    \"signature_name\": 3,\n    \"instances\": [\"a\"]\n} not formatted correctly. "
+        'JSON Value: {\n    "signature_name": 3,\n    "instances": ["a"]\n} not formatted correctly. '
         "'signature_name' key must be a string value.",
     ),
 }
@@ -235,13 +280,24 @@ def test_a_tensor_of_the_wrong_rank_is_refused(http, model):
 
 
 BAD_CLASSIFY_BODIES = {
-    "no examples": ({"signature_name": "classify"},
-                    "JSON Value: {\n    \"signature_name\": \"classify\"\n} When method is classify, key 'examples' "
-                    "is expected and was not found"),
-    "empty examples": ({"examples": []}, "JSON Value: {\n    \"examples\": []\n} 'examples' value is an empty array"),
+    "no examples": (
+        {"signature_name": "classify"},
+        'JSON Value: {\n    "signature_name": "classify"\n} When method is classify, key \'examples\' '
+        "is expected and was not found",
+    ),
+    "empty examples": (
+        {"examples": []},
+        "JSON Value: {\n    \"examples\": []\n} 'examples' value is an empty array",
+    ),
     "example not an object": ({"examples": ["a"]}, "Example must be JSON object but got JSON String"),
-    "null feature": ({"examples": [{"text": None}]}, "Feature: text has element with unexpected JSON type: Null"),
-    "unknown signature": ({"signature_name": "nope", "examples": [{"text": "a"}]}, "No signature was found with the name: nope"),
+    "null feature": (
+        {"examples": [{"text": None}]},
+        "Feature: text has element with unexpected JSON type: Null",
+    ),
+    "unknown signature": (
+        {"signature_name": "nope", "examples": [{"text": "a"}]},
+        "No signature was found with the name: nope",
+    ),
 }
 
 
@@ -274,7 +330,9 @@ def test_bytes_that_are_not_utf8(http, model, target):
 
 def test_a_body_over_the_size_limit_gets_413(http, model, target):
     if target.max_body_bytes is None:
-        pytest.skip("TF Serving has no request size limit; set KERASBERT_TFSERVING_MAX_BODY_BYTES if yours has one")
+        pytest.skip(
+            "TF Serving has no request size limit; set KERASBERT_TFSERVING_MAX_BODY_BYTES if yours has one"
+        )
     text = "a" * (target.max_body_bytes + 1)
     assert_error(post(http, f"{model}:predict", {"instances": [text]}), 413)
     assert_still_serving(http, model)
@@ -294,14 +352,28 @@ def test_a_body_over_the_size_limit_gets_413(http, model, target):
         ("POST", "/v1/models/nope:classify", 404, "Servable not found for request: Latest(nope)"),
         ("GET", "/v1/models/nope", 404, "Could not find any versions of model nope"),
         ("GET", "/v1/models/nope/metadata", 404, "Servable not found for request: Latest(nope)"),
-        ("POST", "{model}/versions/999:predict", 404, "Servable not found for request: Specific({name}, 999)"),
+        (
+            "POST",
+            "{model}/versions/999:predict",
+            404,
+            "Servable not found for request: Specific({name}, 999)",
+        ),
         ("GET", "{model}/versions/999", 404, "Could not find version 999 of model {name}"),
-        ("GET", "{model}/versions/999/metadata", 404, "Servable not found for request: Specific({name}, 999)"),
+        (
+            "GET",
+            "{model}/versions/999/metadata",
+            404,
+            "Servable not found for request: Specific({name}, 999)",
+        ),
     ],
 )
 def test_unknown_verbs_models_and_versions(http, model, target, method, path, status, message):
     path = path.format(model=model)
-    body = {"signature_name": "classify", "examples": [{"text": "a"}]} if ":classify" in path else {"instances": ["a"]}
+    body = (
+        {"signature_name": "classify", "examples": [{"text": "a"}]}
+        if ":classify" in path
+        else {"instances": ["a"]}
+    )
     response = http.request(method, path, json=body if method == "POST" else None)
     assert_error(response, status, message.format(model=model, name=target.model))
     assert_still_serving(http, model)

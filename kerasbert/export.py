@@ -34,7 +34,6 @@ else, and Keras, keras-hub and the rest of kerasbert load only to export.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
@@ -49,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import tensorflow as tf
+
+from kerasbert import cli
 
 log = logging.getLogger(__name__)
 
@@ -933,7 +934,7 @@ def _metrics_lines(metrics, indent="  "):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m kerasbert.export",
         description="Export a training run as a TF Serving SavedModel version, "
         "or describe an exported version.",
@@ -957,11 +958,9 @@ def _main(args):
         }
         given = [flag for flag, value in run_flags.items() if value is not None]
         if given:
-            raise ValueError(f"{', '.join(given)} go with --run, not --inspect")
+            raise ValueError(f"{', '.join(given)}: only with --run, not with --inspect")
         print(describe_saved_model(args.inspect))
         return 0
-    from kerasbert import cli
-
     cli.setup(args.debug)
     path = export_run_dir(args.run, args.base_path, args.model_name, args.version)
     print(f"exported: {path}")
@@ -970,8 +969,6 @@ def _main(args):
 
 def main(argv=None) -> int:
     """`python -m kerasbert.export --run DIR | --inspect VERSION_DIR`."""
-    from kerasbert import cli
-
     return cli.run(_main, parse_args(argv))
 
 

@@ -401,6 +401,19 @@ def test_inspect_prints_signatures_labels_and_metrics(exported_model, capsys):
     assert "warm-up requests: 4" in out
 
 
+@pytest.mark.parametrize("argv", [[], ["--run", "r", "--inspect", "v"]])
+def test_cli_needs_exactly_one_of_run_and_inspect(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export.main(argv)
+    assert exit_info.value.code == 2
+    assert "--run" in error_line(capsys)
+
+
+def test_cli_rejects_run_options_with_inspect(exported_model, capsys):
+    assert export.main(["--inspect", str(exported_model), "--version", "2"]) == 2
+    assert error_line(capsys) == "error: --version: only with --run, not with --inspect"
+
+
 def test_cli_rejects_a_missing_run_directory(tmp_path, capsys):
     assert export.main(["--run", str(tmp_path / "nope")]) == 2
     assert error_line(capsys).startswith(f"error: No run directory at {tmp_path / 'nope'}.")

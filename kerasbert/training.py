@@ -310,29 +310,6 @@ def write_run_header(prepared, config, run_dir):
     (run_dir / "labels.json").write_text(export_lib.json_text(label_map), encoding="utf-8")
 
 
-def export_run(prepared, config, run_dir, base_path=None, model_name=None, version=None):
-    """Exports the run's model as the next TF Serving version."""
-    splits = prepared.splits
-    assets = export_lib.tokenizer_assets(prepared.tokenizer)
-    assets["config.yaml"] = dump_config(config)
-    if splits.bin_edges is not None:
-        assets["bin_edges.json"] = export_lib.json_text(splits.bin_edges)
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.exists():
-        assets["metrics.json"] = metrics_path.read_text(encoding="utf-8")
-    return export_lib.export_model(
-        prepared.classifier,
-        prepared.tokenizer,
-        config.model.sequence_length,
-        splits.labels,
-        base_path or config.export.base_path,
-        model_name or config.model_name,
-        version=version,
-        text_pair="text_pair" in splits.train,
-        assets=assets,
-    )
-
-
 @dataclass
 class RunResult:
     run_dir: Path
@@ -380,7 +357,8 @@ def train(config, resume_dir=None) -> RunResult:
     if chief:
         save_run(prepared, config, run_dir, metrics)
         if config.export.enabled:
-            export_dir = export_run(prepared, config, run_dir)
+            # From the run directory alone: what ships is what the run holds.
+            export_dir = export_lib.export_run_dir(run_dir)
             log.info("exported %s", export_dir)
             metrics = evaluate_export(prepared.splits, export_dir, run_dir, metrics, config.training.batch_size)
         write_report_safely(run_dir)

@@ -261,6 +261,7 @@ def fit(prepared, config, run_dir, resume=False):
         initial_epoch=initial_epoch,
         steps_per_epoch=steps,
         class_weight=prepared.class_weight,
+        shuffle=False,  # each epoch's order comes from the seed and the epoch
         callbacks=callbacks,
         verbose=2 if not _interactive() else "auto",
     )

@@ -129,8 +129,9 @@ def test_most_confident_mistakes_by_hand():
 def test_a_run_without_optional_files_still_gets_a_report(trained_run, tmp_path):
     run_dir = tmp_path / "bare"
     run_dir.mkdir()
-    for name in ("config.yaml", "history.csv", "metrics.json"):
+    for name in ("config.yaml", "history.csv"):
         shutil.copy(trained_run.run_dir / name, run_dir / name)
+    write_keras_metrics_only(trained_run.run_dir, run_dir)
 
     html = write_report(run_dir).read_text()
 
@@ -196,10 +197,20 @@ def test_cli_rebuilds_one_run_report(full_run, tmp_path, capsys):
     assert "report.html" in capsys.readouterr().out
 
 
+def write_keras_metrics_only(source_run, run_dir):
+    """metrics.json as a run without an export evaluation has it: loss and accuracy."""
+    metrics = json.loads((source_run / "metrics.json").read_text())
+    plain = {split: {k: values[k] for k in ("loss", "accuracy")} for split, values in metrics.items()}
+    (run_dir / "metrics.json").write_text(json.dumps(plain))
+
+
 def test_cli_compares_runs_in_one_table_and_plot(full_run, trained_run, tmp_path, capsys):
     output = tmp_path / "cmp"
+    plain = tmp_path / "plain" / "tiny" / trained_run.run_dir.name
+    shutil.copytree(trained_run.run_dir, plain, ignore=shutil.ignore_patterns("tensorboard", "*.keras", "*.h5"))
+    write_keras_metrics_only(trained_run.run_dir, plain)
 
-    status = report.main([str(full_run), str(trained_run.run_dir), "--output", str(output)])
+    status = report.main([str(full_run), str(plain), "--output", str(output)])
 
     stdout = capsys.readouterr().out
     assert status == 0

@@ -41,6 +41,7 @@ def write_config(tmp_path, name, strategy):
         training={
             "epochs": 2,
             "batch_size": 16,
+            "layerwise_decay": 0.8,
             "schedule": {"mode": "one_cycle", "maximal_learning_rate": 2e-3},
             "unfreezing": [{"epochs": 1, "trainable_layers": 0}, {"epochs": 1, "trainable_layers": "all"}],
             "runs_dir": str(tmp_path / name / "runs"),

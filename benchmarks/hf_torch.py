@@ -130,7 +130,12 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--single-requests", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     inputs = json.loads((args.out / "inputs.json").read_text(encoding="utf-8"))
     result = infer(args, inputs) if args.infer else train(args, inputs)
     print("RESULT " + json.dumps(result), flush=True)

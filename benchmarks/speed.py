@@ -17,16 +17,22 @@ Contenders (each runs in a fresh process, one after another):
                           off on CPU by default; random batches have fewer
                           distinct widths, so fewer XLA compiles to wait for)
     kerasbert/bucketed+inter1  the same with one inter-op thread
-    keras-hub/512         `TextClassifier.from_preset(dir, num_classes=2).fit` on
-                          raw strings, default preprocessing (sequence length 512)
+    keras-hub/default     `TextClassifier.from_preset(dir, num_classes=2).fit` on
+                          raw strings, default preprocessing: for this directory
+                          keras-hub reads `max_seq_length: 256` from
+                          sentence_bert_config.json (512 for a plain BERT dir)
+    keras-hub/512         the same with a preprocessor at `sequence_length=512`
     keras-hub/128         the same with a preprocessor at `sequence_length=128`
     hf-torch/random       transformers + PyTorch (CPU), the same random batches,
                           padded to the longest in the batch (DataCollatorWithPadding)
     hf-torch/bucketed     the same with the bucketed batches (as `group_by_length`)
-    savedmodel            `serving_default` of kerasbert's export (text in, in-graph
+    hf-torch/random+1thread  hf-torch/random with `torch.set_num_threads(1)`:
+                          OpenMP's spinning threads suffer most on a shared machine
+    infer:kerasbert       `serving_default` of kerasbert's export (text in, in-graph
                           tokenization, padded to `sequence_length`)
-    savedmodel/trimmed    the same module with the batch trimmed to its longest text
-    hf-torch (inference)  fast tokenizer + `model(**batch)` under `inference_mode`
+    infer:kerasbert_trimmed  the same module with the batch trimmed to its longest text
+    infer:hf-torch        fast tokenizer + `model(**batch)` under `inference_mode`
+    infer:hf-torch+1thread   the same with `torch.set_num_threads(1)`
 
 Run from the repository root after `python benchmarks/fetch_assets.py` and
 with the torch venv in place (see benchmarks/README.md):
@@ -58,11 +64,14 @@ TRAIN_CONTENDERS = {
     "kerasbert/bucketed": dict(kind="kerasbert", bucket_window=50),
     "kerasbert/random+xla": dict(kind="kerasbert", bucket_window=0, jit_compile=True),
     "kerasbert/bucketed+inter1": dict(kind="kerasbert", bucket_window=50, inter_op=1),
-    "keras-hub/512": dict(kind="keras_hub", sequence_length=None),
+    "keras-hub/default": dict(kind="keras_hub", sequence_length=None),
+    "keras-hub/512": dict(kind="keras_hub", sequence_length=512),
     "keras-hub/128": dict(kind="keras_hub", sequence_length=128),
     "hf-torch/random": dict(kind="hf", order="random"),
     "hf-torch/bucketed": dict(kind="hf", order="bucketed"),
+    "hf-torch/random+1thread": dict(kind="hf", order="random", threads=1),
 }
+INFER_CONTENDERS = ["infer:kerasbert", "infer:kerasbert_trimmed", "infer:hf-torch", "infer:hf-torch+1thread"]
 
 
 # === Setup: the shared inputs and the SavedModels ===
@@ -332,12 +341,15 @@ def _inputs(args):
 
 def run_worker(args, name):
     """Runs one contender in a fresh process; returns its JSON result."""
-    if name.startswith("hf-torch") or name == "infer:hf-torch":
+    hf = name.startswith("hf-torch") or name.startswith("infer:hf-torch")
+    if hf:
         command = [str(TORCH_PYTHON), str(HERE / "hf_torch.py")]
-        if name == "infer:hf-torch":
+        if name.startswith("infer:"):
             command += ["--infer"]
         else:
             command += ["--order", TRAIN_CONTENDERS[name]["order"]]
+        if name.endswith("+1thread"):
+            command += ["--threads", "1"]
     else:
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", name]
     command += [
@@ -347,7 +359,7 @@ def run_worker(args, name):
         "--batch-size", str(args.batch_size),
         "--single-requests", str(args.single_requests),
     ]
-    if not name.startswith("hf") and name != "infer:hf-torch":
+    if not hf:
         command += ["--config", str(args.config)]
     started = time.perf_counter()
     load_before = os.getloadavg()
@@ -396,10 +408,12 @@ def main(argv=None) -> int:
     if args.worker:
         return worker(args)
 
-    names = ["setup", *TRAIN_CONTENDERS, "infer:kerasbert", "infer:kerasbert_trimmed", "infer:hf-torch"]
+    names = ["setup", *TRAIN_CONTENDERS, *INFER_CONTENDERS]
     if args.only:
         wanted = args.only.split(",")
         names = [n for n in names if n in wanted]
+        if set(wanted) - set(names):
+            parser.error(f"--only: unknown contenders {sorted(set(wanted) - set(names))}")
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() and args.only else {}
     results["machine"] = machine_info()
@@ -475,7 +489,7 @@ def report(results) -> str:
         f"Training, batch {batch}, {steps} timed steps after {settings['warmup']} warm-up steps; "
         f"peak FP32 assumed {peak / 1e9:.0f} GFLOP/s ({core_peak / 1e9:.0f} per core):",
         "",
-        "| contender | samples/s | vs keras-hub/512 | vs hf-torch/random | s/step | CPU s/step | mean width "
+        "| contender | samples/s | vs keras-hub/default | vs hf-torch/random | s/step | CPU s/step | mean width "
         "| tokens (real) | GFLOP/step | % of peak (wall) | % of peak per CPU-s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -485,7 +499,7 @@ def report(results) -> str:
             continue
         r = contenders[name]
         flops, tokens = train_flops(r, batch)
-        vs_hub = f"{rate[name] / rate['keras-hub/512']:.2f}x" if "keras-hub/512" in rate else "-"
+        vs_hub = f"{rate[name] / rate['keras-hub/default']:.2f}x" if "keras-hub/default" in rate else "-"
         vs_hf = f"{rate[name] / rate['hf-torch/random']:.2f}x" if "hf-torch/random" in rate else "-"
         wall_share = flops / r["seconds"] / peak if peak else float("nan")
         cpu_share = flops / r["cpu_seconds"] / core_peak if peak else float("nan")
@@ -503,7 +517,7 @@ def report(results) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     hf = contenders.get("infer:hf-torch")
-    for name in ("infer:kerasbert", "infer:kerasbert_trimmed", "infer:hf-torch"):
+    for name in INFER_CONTENDERS:
         if name not in contenders:
             continue
         r = contenders[name]

@@ -29,8 +29,7 @@ Contenders (each runs in a fresh process, one after another):
     hf-torch/random+1thread  hf-torch/random with `torch.set_num_threads(1)`:
                           OpenMP's spinning threads suffer most on a shared machine
     infer:kerasbert       `serving_default` of kerasbert's export (text in, in-graph
-                          tokenization, padded to `sequence_length`)
-    infer:kerasbert_trimmed  the same module with the batch trimmed to its longest text
+                          tokenization, each request cut to its longest text)
     infer:hf-torch        fast tokenizer + `model(**batch)` under `inference_mode`
     infer:hf-torch+1thread   the same with `torch.set_num_threads(1)`
 
@@ -71,7 +70,7 @@ TRAIN_CONTENDERS = {
     "hf-torch/bucketed": dict(kind="hf", order="bucketed"),
     "hf-torch/random+1thread": dict(kind="hf", order="random", threads=1),
 }
-INFER_CONTENDERS = ["infer:kerasbert", "infer:kerasbert_trimmed", "infer:hf-torch", "infer:hf-torch+1thread"]
+INFER_CONTENDERS = ["infer:kerasbert", "infer:hf-torch", "infer:hf-torch+1thread"]
 
 
 # === Setup: the shared inputs and the SavedModels ===
@@ -113,46 +112,15 @@ def setup(args):
     }
     (args.out / "inputs.json").write_text(json.dumps(inputs), encoding="utf-8")
     exports = args.out / "saved_models"
-    for name in ("kerasbert", "kerasbert_trimmed"):
-        target = exports / name / "1"
-        if target.exists():
-            import shutil
+    target = exports / "kerasbert" / "1"
+    if target.exists():
+        import shutil
 
-            shutil.rmtree(target)
-    export_error = None
-    try:
-        export_lib.export_model(
-            classifier, tokenizer, config.model.sequence_length, splits.labels, exports, "kerasbert", version=1
-        )
-    except Exception as e:  # export.py is being worked on; time the same module saved plainly
-        export_error = f"{type(e).__name__}: {e}"
-        _export_plain(classifier, encoder, splits.labels, exports / "kerasbert" / "1")
-    _export_plain(classifier, encoder, splits.labels, exports / "kerasbert_trimmed" / "1", trim=True)
-    return {
-        "train_rows": len(texts),
-        "tokenize_texts_per_s": len(texts) / tokenize_seconds,
-        "export_model_error": export_error,
-    }
-
-
-def _export_plain(classifier, encoder, labels, path, trim=False):
-    """kerasbert's serving module saved with `tf.saved_model.save` alone.
-
-    With `trim`, each request is cut to its longest text after in-graph
-    tokenization (the same `_trim_batch` as training): the change proposed
-    for `kerasbert/export.py` in RESULTS.md.
-    """
-    import tensorflow as tf
-
-    from kerasbert.export import ServingModule
-    from kerasbert.pipeline import _trim_batch
-
-    class TrimmedServingModule(ServingModule):
-        def _serve_text(self, text, text_pair=None):
-            return self.predict_tokens(_trim_batch(self.encoder(text, text_pair)))
-
-    module = (TrimmedServingModule if trim else ServingModule)(classifier, encoder, labels)
-    tf.saved_model.save(module, str(path), signatures=module.signatures())
+        shutil.rmtree(target)
+    export_lib.export_model(
+        classifier, tokenizer, config.model.sequence_length, splits.labels, exports, "kerasbert", version=1
+    )
+    return {"train_rows": len(texts), "tokenize_texts_per_s": len(texts) / tokenize_seconds}
 
 
 # === Training contenders (TensorFlow) ===
@@ -193,25 +161,26 @@ def _timed(clock, warmup, steps):
     }
 
 
-def train_kerasbert(args, bucket_window=0, jit_compile=False, inter_op=None):
-    import keras
+def train_kerasbert(args, bucket_window=0, jit_compile="auto", inter_op="auto"):
     import numpy as np
     import tensorflow as tf
 
-    if inter_op is not None:
-        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
     from kerasbert.config import load_config
     from kerasbert import training
     from kerasbert.pipeline import make_training_dataset
 
-    config = load_config(args.config)
+    # The variants are the config keys a user would set.
+    overrides = [
+        f"training.bucket_window={bucket_window}",
+        f"runtime.jit_compile={json.dumps(jit_compile)}",
+        f"runtime.inter_op_threads={inter_op}",
+    ]
+    config = load_config(args.config, overrides=overrides)
     started = time.perf_counter()
     prepared = training.prepare(config)
     prepare_seconds = time.perf_counter() - started
     training.compile_for_stage(prepared, config.training, "all")
     model = prepared.classifier
-    if jit_compile:
-        model.jit_compile = True
     total = args.warmup + args.steps
     data = make_training_dataset(
         prepared.features["train"],
@@ -219,7 +188,7 @@ def train_kerasbert(args, bucket_window=0, jit_compile=False, inter_op=None):
         args.batch_size,
         seed=SEED,
         epochs=1,
-        bucket_window=bucket_window,
+        bucket_window=config.training.bucket_window,
     ).take(total)
     widths = [int(batch[0]["token_ids"].shape[1]) for batch in data]
     real = [int(np.sum(batch[0]["padding_mask"])) for batch in data]

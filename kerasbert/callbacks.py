@@ -197,14 +197,24 @@ class CyclicalLearningRate(keras.callbacks.Callback):
         )
         return learning_rate, None
 
-    def restart(self, total_steps=None):
+    def restart(self, total_steps=None, maximal_learning_rate=None):
         """Starts a new cycle at step 0, e.g. at an unfreezing stage.
 
         Args:
             total_steps: `"one_cycle"`: the new cycle's length in batches;
                 None keeps the current one. The cyclic modes ignore it: their
                 cycle length is `2 * step_size`.
+            maximal_learning_rate: the new cycle's peak; None keeps the
+                current one.
         """
+        if maximal_learning_rate is not None:
+            previous = self.maximal_learning_rate
+            self.maximal_learning_rate = maximal_learning_rate
+            try:
+                self.rates(0)
+            except ValueError:
+                self.maximal_learning_rate = previous
+                raise
         if total_steps is not None and self.mode == "one_cycle":
             if not _is_integer(total_steps) or total_steps < 1:
                 raise ValueError(
@@ -277,12 +287,18 @@ class CyclicalLearningRate(keras.callbacks.Callback):
 
     def get_state(self) -> dict:
         """The position in the schedule, for resuming a killed run."""
-        return {"step": self._step, "total_steps": self.total_steps, "trace": list(self.trace)}
+        return {
+            "step": self._step,
+            "total_steps": self.total_steps,
+            "maximal_learning_rate": self.maximal_learning_rate,
+            "trace": list(self.trace),
+        }
 
     def set_state(self, state):
         """Continues from a `get_state()` of an earlier process."""
         self._step = int(state["step"])
         self.total_steps = state["total_steps"]
+        self.maximal_learning_rate = state.get("maximal_learning_rate", self.maximal_learning_rate)
         self.trace = list(state["trace"])
 
     # === Output ===
@@ -339,8 +355,12 @@ class ProgressiveUnfreezing(keras.callbacks.Callback):
         on_stage_begin: optional `fn(stage, record)`, called after a stage's
             flags are set; `record` is the stage's `stage_log` entry.
         schedule: optional `CyclicalLearningRate` (anything with
-            `restart(total_steps)`) to restart at every stage, with
-            `total_steps` the stage's epochs times the steps per epoch.
+            `restart(total_steps, maximal_learning_rate)`) to restart at every
+            stage, with `total_steps` the stage's epochs times the steps per
+            epoch.
+        maximal_learning_rates: optional list, one per stage, of the peak
+            each stage's restart gives `schedule`; None entries keep the
+            schedule's current peak. Needs `schedule`.
         steps_per_epoch: batches per epoch, for the restarts; None takes
             them from `fit` (`params["steps"]`), which knows them unless the
             dataset's length is unknown (then `total_steps` is None and a
@@ -367,6 +387,7 @@ class ProgressiveUnfreezing(keras.callbacks.Callback):
         on_stage_begin=None,
         schedule=None,
         steps_per_epoch=None,
+        maximal_learning_rates=None,
         verbose=1,
     ):
         super().__init__()
@@ -404,7 +425,20 @@ class ProgressiveUnfreezing(keras.callbacks.Callback):
                 "Invalid value for argument `steps_per_epoch`. Expected a positive "
                 f"integer or None. Received: steps_per_epoch={steps_per_epoch!r}"
             )
+        if maximal_learning_rates is not None:
+            maximal_learning_rates = list(maximal_learning_rates)
+            if schedule is None or len(maximal_learning_rates) != len(checked) or any(
+                rate is not None and not (isinstance(rate, (int, float)) and rate > 0)
+                for rate in maximal_learning_rates
+            ):
+                raise ValueError(
+                    "Invalid value for argument `maximal_learning_rates`. Expected, "
+                    "with a `schedule`, one positive rate or None per stage. "
+                    f"Received: maximal_learning_rates={maximal_learning_rates!r} "
+                    f"for {len(checked)} stages"
+                )
         self.stages = checked
+        self.maximal_learning_rates = maximal_learning_rates or [None] * len(checked)
         self.groups = groups
         self.on_stage_begin = on_stage_begin
         self.schedule = schedule
@@ -477,7 +511,10 @@ class ProgressiveUnfreezing(keras.callbacks.Callback):
             )
         if self.schedule is not None:
             steps = self.steps_per_epoch or (self.params or {}).get("steps")
-            self.schedule.restart(total_steps=epochs * steps if steps else None)
+            self.schedule.restart(
+                total_steps=epochs * steps if steps else None,
+                maximal_learning_rate=self.maximal_learning_rates[stage],
+            )
         if self.on_stage_begin is not None:
             self.on_stage_begin(stage, record)
 

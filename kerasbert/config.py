@@ -1,7 +1,7 @@
 """Typed, validated run configuration, loaded from YAML.
 
-One YAML file describes a run in four sections (`data`, `model`, `training`,
-`export`). It is validated against the schema below before any data or model
+One YAML file describes a run in sections (`data`, `model`, `training`,
+`export`, and `distribution` and `runtime` for the machine). It is validated against the schema below before any data or model
 is touched; every problem is reported as one line that names the file, the
 dotted key, what was given and what is allowed.
 
@@ -172,6 +172,7 @@ class ModelConfig(_Section):
     preset_sha256: Optional[dict[str, Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]]] = None
     scratch: Optional[ScratchConfig] = None
     sequence_length: PositiveInt = 128
+    pooling: Literal["cls", "mean"] = "cls"
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
 
     @model_validator(mode="after")
@@ -252,10 +253,16 @@ class ScheduleConfig(_Section):
 
 
 class StageConfig(_Section):
-    """One unfreezing stage: train for `epochs` with the top layers trainable."""
+    """One unfreezing stage: train for `epochs` with the top layers trainable.
+
+    `maximal_learning_rate`, when given, is this stage's peak instead of the
+    schedule's: fast.ai's ULMFiT recipe gives the head alone a higher rate
+    than the stages that unfreeze the layers below.
+    """
 
     epochs: PositiveInt
     trainable_layers: Union[Count, Literal["all"]]
+    maximal_learning_rate: Optional[PositiveFloat] = None
 
 
 class EarlyStoppingConfig(_Section):
@@ -278,6 +285,8 @@ class TrainingConfig(_Section):
     unfreezing: Optional[list[StageConfig]] = None
     early_stopping: Optional[EarlyStoppingConfig] = EarlyStoppingConfig()
     checkpoint_monitor: str = "val_loss"
+    gradient_accumulation_steps: PositiveInt = 1
+    bucket_window: Count = 50
     baseline: bool = True
     runs_dir: str = "runs"
 
@@ -299,6 +308,27 @@ class TrainingConfig(_Section):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _stage_rates_need_restarts(self):
+        schedule = self.schedule
+        for i, stage in enumerate(self.unfreezing or []):
+            peak = stage.maximal_learning_rate
+            if peak is None:
+                continue
+            if schedule.mode == "constant" or not schedule.restart_each_stage:
+                raise ValueError(
+                    f"unfreezing[{i}].maximal_learning_rate needs a cyclical or "
+                    "one_cycle schedule with restart_each_stage: true; received "
+                    f"mode {schedule.mode!r}, restart_each_stage "
+                    f"{schedule.restart_each_stage}"
+                )
+            if schedule.initial_learning_rate is not None and peak < schedule.initial_learning_rate:
+                raise ValueError(
+                    f"unfreezing[{i}].maximal_learning_rate ({peak}) is below "
+                    f"schedule.initial_learning_rate ({schedule.initial_learning_rate})"
+                )
+        return self
+
 
 # === Export ===
 
@@ -312,6 +342,15 @@ class ExportConfig(_Section):
 
 
 # === Distribution ===
+
+
+class RuntimeConfig(_Section):
+    """How TensorFlow uses the machine; see `kerasbert.runtime`."""
+
+    intra_op_threads: Union[Literal["auto"], PositiveInt] = "auto"
+    inter_op_threads: Union[Literal["auto"], PositiveInt] = "auto"
+    jit_compile: Union[Literal["auto"], bool] = "auto"
+    mixed_precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
 
 
 class DistributionConfig(_Section):
@@ -335,6 +374,7 @@ class Config(_Section):
     training: TrainingConfig = TrainingConfig()
     export: ExportConfig = ExportConfig()
     distribution: DistributionConfig = DistributionConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
 
     @model_validator(mode="after")
     def _stages_fit_backbone(self):

@@ -130,9 +130,13 @@ class ServingModule(tf.Module):
 
     # Each signature calls the one below it (classify -> serving_default ->
     # predict_tokens) instead of tracing the tokenizer and the transformer
-    # again: tracing a byte-pair tokenizer takes seconds.
+    # again: tracing a byte-pair tokenizer takes seconds. A request is cut
+    # to its longest text, as training batches are, rather than carrying
+    # `sequence_length` tokens.
     def _serve_text(self, text, text_pair=None):
-        return self.predict_tokens(self.encoder(text, text_pair))
+        from kerasbert.models import trim_to_longest
+
+        return self.predict_tokens(trim_to_longest(self.encoder(text, text_pair)))
 
     def _predict_tokens(self, inputs):
         return self._outputs(inputs)
@@ -341,6 +345,8 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None) -> Pa
     label_map = json.loads((run_dir / "labels.json").read_text(encoding="utf-8"))
     import keras
     import keras_hub  # noqa: F401  (registers keras-hub's classes for loading)
+
+    import kerasbert.mean_pooling_classifier  # noqa: F401  (registers `pooling: mean`'s classes)
 
     with warnings.catch_warnings():
         # A model saved after `fit` carries optimizer variables that a model

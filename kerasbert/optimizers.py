@@ -93,6 +93,7 @@ def build_optimizer(
     momentum=0.9,
     layerwise_decay=1.0,
     groups=None,
+    gradient_accumulation_steps=1,
 ):
     """The optimizer for a fine-tuning run, with layer-wise rates if asked.
 
@@ -110,6 +111,9 @@ def build_optimizer(
             (0, 1]; 1 gives every layer the same rate.
         groups: a `kerasbert.models.LayerGroups`; needed when
             `layerwise_decay < 1`.
+        gradient_accumulation_steps: apply the mean gradient of this many
+            batches at once, for an effective batch this many times larger
+            than memory allows; 1 updates after every batch.
 
     Returns:
         A `LayerwiseAdamW`, `LayerwiseAdam` or `LayerwiseSGD`.
@@ -138,9 +142,17 @@ def build_optimizer(
                 "`groups=layer_groups(classifier)`."
             )
         multipliers = layerwise_multipliers(groups, layerwise_decay)
+    if not _is_integer(gradient_accumulation_steps) or gradient_accumulation_steps < 1:
+        raise ValueError(
+            "Invalid value for argument `gradient_accumulation_steps`. Expected "
+            "a positive integer. Received: "
+            f"gradient_accumulation_steps={gradient_accumulation_steps!r}"
+        )
     common = dict(
         learning_rate=float(learning_rate),
         learning_rate_multipliers=multipliers,
+        # Keras takes None (not 1) for "no accumulation".
+        gradient_accumulation_steps=int(gradient_accumulation_steps) if gradient_accumulation_steps > 1 else None,
     )
     if name == "adamw":
         return LayerwiseAdamW(
@@ -416,3 +428,7 @@ def _path(variable):
 
 def _is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_integer(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from kerasbert.models import trim_to_longest
+
 PAD_MULTIPLE = 8
 # Batches per length-sorted window in training; 50 as fast.ai's SortishSampler.
 BUCKET_WINDOW = 50
@@ -80,11 +82,7 @@ def make_dataset(features, labels=None, batch_size=32, shuffle=False, seed=0, sa
 
 
 def _trim_batch(features, *rest):
-    lengths = tf.reduce_sum(tf.cast(features["padding_mask"], tf.int32), axis=1)
-    longest = tf.reduce_max(lengths)
-    width = tf.shape(features["token_ids"])[1]
-    keep = tf.minimum(width, (longest + PAD_MULTIPLE - 1) // PAD_MULTIPLE * PAD_MULTIPLE)
-    trimmed = {name: value[:, :keep] for name, value in features.items()}
+    trimmed = trim_to_longest(features, PAD_MULTIPLE)
     return (trimmed, *rest) if rest else trimmed
 
 

@@ -33,6 +33,7 @@ from kerasbert.distribute import is_chief, make_strategy
 from kerasbert.models import TextEncoder, build_classifier, layer_groups
 from kerasbert.optimizers import build_optimizer
 from kerasbert.pipeline import encode_texts, make_dataset, make_training_dataset, steps_per_epoch
+from kerasbert.runtime import Runtime, apply_runtime, resolve_runtime
 from kerasbert.resume import (
     STATE_DIR,
     ResumableEarlyStopping,
@@ -60,6 +61,7 @@ class Prepared:
     features: dict  # split name -> encoded features
     class_weight: dict | None
     strategy: object  # the tf.distribute.Strategy the model lives in
+    runtime: Runtime
 
     def labels(self, split):
         return self.splits.label_ids(split)
@@ -72,8 +74,10 @@ class Prepared:
 
 def prepare(config) -> Prepared:
     """Reads the data and builds the model and tokenized splits of a config."""
-    # First: a multi-worker strategy must configure collective ops before
-    # TensorFlow runs anything.
+    # First: thread pools and a multi-worker strategy's collective ops must
+    # be configured before TensorFlow runs anything.
+    runtime = resolve_runtime(config.runtime)
+    apply_runtime(runtime)
     strategy = make_strategy(config.distribution.strategy)
     keras.utils.set_random_seed(config.seed)
     splits = data_lib.load_splits(config.data)
@@ -82,7 +86,10 @@ def prepare(config) -> Prepared:
         log.info("%s: %d rows, classes %s", name, len(frame), counts)
     with strategy.scope():
         classifier, tokenizer = build_classifier(
-            config.model, len(splits.labels), texts=_texts_for_vocabulary(splits)
+            config.model,
+            len(splits.labels),
+            texts=_texts_for_vocabulary(splits),
+            dtype=runtime.dtype_policy,
         )
     encoder = TextEncoder(tokenizer, config.model.sequence_length)
     features = {
@@ -94,7 +101,7 @@ def prepare(config) -> Prepared:
         for name, frame in splits.items()
     }
     class_weight = data_lib.class_weights(config.data.class_weight, splits.labels, splits.train["label"])
-    return Prepared(splits, classifier, tokenizer, encoder, features, class_weight, strategy)
+    return Prepared(splits, classifier, tokenizer, encoder, features, class_weight, strategy, runtime)
 
 
 def _texts_for_vocabulary(splits):
@@ -119,12 +126,13 @@ def make_run_dir(runs_dir, name, prefix="") -> Path:
     raise FileExistsError(f"cannot create a new run directory under {parent}")
 
 
-def compile_classifier(classifier, optimizer):
+def compile_classifier(classifier, optimizer, jit_compile="auto"):
     """Compiles for sparse labels, logits out, with accuracy."""
     classifier.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=jit_compile,
     )
     return classifier
 
@@ -151,8 +159,9 @@ def compile_for_stage(prepared, training_config, trainable_layers="all"):
             momentum=cfg.momentum,
             layerwise_decay=cfg.layerwise_decay,
             groups=groups,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         )
-        compile_classifier(model, optimizer)
+        compile_classifier(model, optimizer, jit_compile=prepared.runtime.jit_compile)
         build_optimizer_variables(model, groups)
     set_trainable_layers(groups, trainable_layers)
     return groups
@@ -215,7 +224,16 @@ def fit(prepared, config, run_dir, resume=False):
     unfreezing = None
     if stages:
         unfreezing = stateful["unfreezing"] = ProgressiveUnfreezing(
-            stages, groups, schedule=schedule if restart else None, steps_per_epoch=steps
+            stages,
+            groups,
+            schedule=schedule if restart else None,
+            steps_per_epoch=steps,
+            # A stage without a peak of its own takes the schedule's.
+            maximal_learning_rates=[
+                stage.maximal_learning_rate or cfg.schedule.maximal_learning_rate for stage in cfg.unfreezing
+            ]
+            if restart
+            else None,
         )
     if schedule is not None:
         stateful["schedule"] = schedule
@@ -253,6 +271,7 @@ def fit(prepared, config, run_dir, resume=False):
         seed=config.seed,
         epochs=cfg.epochs,
         initial_epoch=initial_epoch,
+        bucket_window=cfg.bucket_window,
     )
     history = model.fit(
         train_data,
@@ -360,7 +379,6 @@ def train(config, resume_dir=None) -> RunResult:
         if config.export.enabled:
             # From the run directory alone: what ships is what the run holds.
             export_dir = export_lib.export_run_dir(run_dir)
-            log.info("exported %s", export_dir)
             metrics = evaluate_export(prepared.splits, export_dir, run_dir, metrics, config.training.batch_size)
         write_report_safely(run_dir)
     write_status(run_dir, "finished", export=str(export_dir) if export_dir else None)

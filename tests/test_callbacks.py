@@ -138,6 +138,35 @@ def test_restart_starts_the_cycle_again():
     assert callback.total_steps == 20
 
 
+def test_restart_with_a_new_peak_follows_the_closed_form_of_that_peak():
+    model = constant_gradient_model(LayerwiseSGD(0.5))
+    callback = CyclicalLearningRate.one_cycle(1.0, total_steps=10)
+    run_hooks(callback, model, steps=4)
+    callback.restart(total_steps=8, maximal_learning_rate=0.2)
+    for step in range(8):
+        callback.on_train_batch_begin(step)
+        callback.on_train_batch_end(step)
+    expected = [fastai_one_cycle(step, 8, 0.2)[0] for step in range(8)]
+    assert [row["learning_rate"] for row in callback.trace[-8:]] == pytest.approx(expected, rel=1e-6)
+
+
+def test_restart_refuses_a_peak_below_the_cyclical_floor_and_keeps_its_own():
+    callback = CyclicalLearningRate(BASE, TOP, STEP_SIZE)
+    with pytest.raises(ValueError, match="maximal_learning_rate"):
+        callback.restart(maximal_learning_rate=BASE / 2)
+    assert callback.maximal_learning_rate == TOP
+
+
+def test_state_round_trip_keeps_a_restarted_peak():
+    callback = CyclicalLearningRate.one_cycle(1.0, total_steps=10)
+    callback.restart(total_steps=6, maximal_learning_rate=0.3)
+    callback._step = 4
+    fresh = CyclicalLearningRate.one_cycle(1.0, total_steps=10)
+    fresh.set_state(callback.get_state())
+    assert (fresh.step, fresh.total_steps, fresh.maximal_learning_rate) == (4, 6, 0.3)
+    assert fresh.rates(4) == callback.rates(4)
+
+
 # === Through fit ===
 
 

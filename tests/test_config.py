@@ -123,6 +123,34 @@ def test_roberta_vocabulary_too_small_for_bpe(tmp_path):
             {"epochs": 1, "unfreezing": [{"epochs": 1, "trainable_layers": "most"}]},
             r"training\.unfreezing\[0\]\.trainable_layers: .*received 'most'",
         ),
+        (
+            {"epochs": 1, "unfreezing": [{"epochs": 1, "trainable_layers": 0, "maximal_learning_rate": 1e-3}]},
+            r"training: unfreezing\[0\]\.maximal_learning_rate needs a cyclical or one_cycle schedule",
+        ),
+        (
+            {
+                "epochs": 1,
+                "schedule": {"mode": "one_cycle", "maximal_learning_rate": 1e-3, "restart_each_stage": False},
+                "unfreezing": [{"epochs": 1, "trainable_layers": 0, "maximal_learning_rate": 1e-2}],
+            },
+            r"needs .* restart_each_stage: true; received mode 'one_cycle', restart_each_stage False",
+        ),
+        (
+            {
+                "epochs": 1,
+                "schedule": {"mode": "triangular", "initial_learning_rate": 1e-4, "maximal_learning_rate": 1e-3, "step_size": 10},
+                "unfreezing": [{"epochs": 1, "trainable_layers": 0, "maximal_learning_rate": 1e-5}],
+            },
+            r"training: unfreezing\[0\]\.maximal_learning_rate \(1e-05\) is below schedule\.initial_learning_rate",
+        ),
+        (
+            {"gradient_accumulation_steps": 0},
+            r"training\.gradient_accumulation_steps: Input should be greater than 0; received 0",
+        ),
+        (
+            {"bucket_window": -1},
+            r"training\.bucket_window: Input should be greater than or equal to 0; received -1",
+        ),
     ],
 )
 def test_bad_schedules_are_refused_at_validation(tmp_path, training, message):
@@ -137,3 +165,32 @@ def test_unknown_key_with_a_dash_is_named_as_written(tmp_path):
     raw["training"]["learning-rate"] = 0.1
     with pytest.raises(ConfigError, match=r"training\.learning-rate: unknown key; did you mean `learning_rate`\?"):
         config_from_dict(raw)
+
+
+@pytest.mark.parametrize(
+    "runtime, message",
+    [
+        ({"intra_op_threads": 0}, r"runtime\.intra_op_threads: .*received 0"),
+        ({"inter_op_threads": "many"}, r"runtime\.inter_op_threads: .*received 'many'"),
+        ({"mixed_precision": "mixed_float16"}, r"runtime\.mixed_precision: .*'float32' or 'mixed_bfloat16'.*received 'mixed_float16'"),
+        ({"jit_compile": "sometimes"}, r"runtime\.jit_compile: .*received 'sometimes'"),
+        ({"threads": 2}, r"runtime\.threads: unknown key"),
+    ],
+)
+def test_bad_runtime_settings_are_refused(tmp_path, runtime, message):
+    raw = tiny_config_dict("x.csv", tmp_path, runtime=runtime)
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(raw)
+
+
+def test_runtime_and_new_training_keys_default_to_automatic_choices(tmp_path):
+    config = config_from_dict(tiny_config_dict("x.csv", tmp_path))
+    runtime = config.runtime
+    assert (runtime.intra_op_threads, runtime.inter_op_threads, runtime.jit_compile, runtime.mixed_precision) == (
+        "auto",
+        "auto",
+        "auto",
+        "auto",
+    )
+    assert (config.training.gradient_accumulation_steps, config.training.bucket_window) == (1, 50)
+    assert config.model.pooling == "cls"

@@ -281,6 +281,21 @@ def test_warmup_requests_parse_and_run_against_their_signatures(exported_model, 
     assert any(not text.isascii() for text in sent_texts)
 
 
+def test_a_text_gets_the_same_logits_alone_batched_with_a_longer_one_and_at_full_width(run_model, loaded):
+    from kerasbert.models import TextEncoder
+
+    short, long = "superb", ODD_TEXTS[-1]
+    serve = loaded.signatures["serving_default"]
+    alone = serve(text=tf.constant([short]))["logits"].numpy()
+    batched = serve(text=tf.constant([short, long]))["logits"].numpy()
+    np.testing.assert_allclose(alone[0], batched[0], atol=1e-5)
+    # predict_tokens takes the inputs as given: here padded to the full 16.
+    full_width = TextEncoder(run_model[1], 16)(tf.constant([short]))
+    assert full_width["token_ids"].shape == (1, 16)
+    untrimmed = loaded.signatures["predict_tokens"](**full_width)["logits"].numpy()
+    np.testing.assert_allclose(alone, untrimmed, atol=1e-5)
+
+
 def test_empty_long_non_ascii_and_emoji_texts_return_one_row_each(loaded):
     out = loaded.signatures["serving_default"](text=tf.constant(ODD_TEXTS))
     for name, value in out.items():

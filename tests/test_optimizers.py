@@ -250,6 +250,35 @@ def test_build_optimizer_rejects_unknown_names_and_decay_without_groups():
         build_optimizer("adamw", 1e-3, layerwise_decay=0.8)
 
 
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_accumulated_steps_apply_the_mean_gradient_once_every_n_batches(name):
+    model, groups = dense_stack()
+    variables = model.trainable_variables
+    start = [v.numpy().copy() for v in variables]
+    gradients = fixed_gradients(variables, steps=3, seed=1)
+
+    accumulating = build_optimizer(name, 0.1, layerwise_decay=0.8, groups=groups, gradient_accumulation_steps=3)
+    accumulating.build(variables)
+    after_two = run_optimizer(accumulating, variables, gradients[:2], start)
+    for value, old in zip(after_two, start):
+        np.testing.assert_array_equal(value, old)
+    run_optimizer(accumulating, variables, gradients[2:], after_two)
+    accumulated = [v.numpy().copy() for v in variables]
+
+    plain = build_optimizer(name, 0.1, layerwise_decay=0.8, groups=groups)
+    plain.build(variables)
+    mean = [[np.mean([step[i] for step in gradients], axis=0) for i in range(len(variables))]]
+    expected = run_optimizer(plain, variables, mean, start)
+    for value, want in zip(accumulated, expected):
+        np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("steps", [0, -2, 1.5, True])
+def test_gradient_accumulation_steps_must_be_a_positive_integer(steps):
+    with pytest.raises(ValueError, match="`gradient_accumulation_steps`. Expected a positive integer"):
+        build_optimizer("adamw", 1e-3, gradient_accumulation_steps=steps)
+
+
 def dense_stack():
     """Five named dense layers in a chain, grouped as embeddings, 3 layers, head."""
     keras.utils.set_random_seed(0)

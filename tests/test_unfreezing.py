@@ -252,6 +252,39 @@ def test_schedule_restarts_with_each_stage_length(capsys):
     assert "Stage 2/2: epochs 2-3, trainable_layers=3, 80 trainable parameters" in printed
 
 
+def test_each_stage_cycles_up_to_its_own_peak_in_fit():
+    model, groups = toy_model()
+    x, y = np.ones((8, 4), "float32"), np.zeros((8, 4), "float32")
+    schedule = CyclicalLearningRate.one_cycle(0.01, total_steps=100, pct_start=0.5, div_factor=2)
+    unfreezing = ProgressiveUnfreezing(
+        [(1, 0), (1, 3), (1, "all")],
+        groups,
+        schedule=schedule,
+        maximal_learning_rates=[0.04, None, 0.001],
+        verbose=0,
+    )
+
+    model.fit(x, y, batch_size=4, epochs=3, callbacks=[schedule, unfreezing], verbose=0)
+
+    # Two batches per stage; with pct_start 0.5 the second batch is the peak.
+    peaks = [row["learning_rate"] for row in schedule.trace[1::2]]
+    assert peaks == pytest.approx([0.04, 0.04, 0.001], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "rates, schedule",
+    [
+        ([0.1], CyclicalLearningRate.one_cycle(0.01, total_steps=10)),
+        ([0.1, -1.0], CyclicalLearningRate.one_cycle(0.01, total_steps=10)),
+        ([0.1, None], None),
+    ],
+)
+def test_stage_peaks_must_match_the_stages_and_need_a_schedule(rates, schedule):
+    _, groups = toy_model()
+    with pytest.raises(ValueError, match="maximal_learning_rates"):
+        ProgressiveUnfreezing([(1, 0), (1, "all")], groups, schedule=schedule, maximal_learning_rates=rates)
+
+
 def test_hooks_switch_stages_at_stage_boundaries_and_restart_the_schedule():
     model, groups = toy_model()
     schedule = CyclicalLearningRate.one_cycle(0.01, total_steps=100)

@@ -1,0 +1,89 @@
+"""Runtime settings: CPU quotas, automatic choices, a bfloat16 model."""
+
+import logging
+import os
+
+os.environ["KERAS_BACKEND"] = "tensorflow"
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasbert.config import RuntimeConfig, config_from_dict
+from kerasbert.runtime import Runtime, apply_runtime, resolve_runtime, usable_cpus
+from tests.conftest import QUICKSTART_CSV, tiny_config_dict
+
+
+def affinity():
+    return len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    "files, quota",
+    [
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "100000 100000\n"}, 1),
+        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs: round up
+        ({"cpu.max": "10000 100000\n"}, 1),  # a tenth: at least one
+        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu.max": "garbage\n"}, None),
+        ({}, None),
+    ],
+)
+def test_usable_cpus_is_the_affinity_capped_by_the_cgroup_quota(tmp_path, files, quota):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    expected = affinity() if quota is None else min(affinity(), quota)
+    assert usable_cpus(tmp_path) == expected
+
+
+def test_auto_uses_the_usable_cpus_keras_jit_choice_and_float32_without_a_gpu():
+    runtime = resolve_runtime(RuntimeConfig(), cpus=3, gpus=[])
+    assert runtime == Runtime(intra_op_threads=3, inter_op_threads=3, jit_compile="auto", dtype_policy="float32")
+
+
+def test_explicit_settings_pass_through():
+    config = RuntimeConfig(intra_op_threads=4, inter_op_threads=1, jit_compile=False, mixed_precision="mixed_bfloat16")
+    runtime = resolve_runtime(config, cpus=2, gpus=[])
+    assert runtime == Runtime(intra_op_threads=4, inter_op_threads=1, jit_compile=False, dtype_policy="mixed_bfloat16")
+
+
+@pytest.mark.parametrize("capability, policy", [((8, 0), "mixed_bfloat16"), ((9, 0), "mixed_bfloat16"), ((7, 5), "float32")])
+def test_auto_mixed_precision_is_bfloat16_on_gpus_that_compute_in_it(monkeypatch, capability, policy):
+    monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda gpu: {"compute_capability": capability})
+    runtime = resolve_runtime(RuntimeConfig(), cpus=1, gpus=["GPU:0"])
+    assert runtime.dtype_policy == policy
+
+
+def test_threads_already_fixed_are_kept_and_the_difference_logged(caplog):
+    tf.constant(1.0) + 1.0  # TensorFlow has started
+    current = (
+        tf.config.threading.get_intra_op_parallelism_threads(),
+        tf.config.threading.get_inter_op_parallelism_threads(),
+    )
+    wanted = tuple(n + 7 for n in current)
+    with caplog.at_level(logging.INFO, logger="kerasbert.runtime"):
+        apply_runtime(Runtime(*wanted, jit_compile="auto", dtype_policy="float32"))
+    assert f"keeping intra/inter-op threads {current} instead of {wanted}" in caplog.text
+    assert (
+        tf.config.threading.get_intra_op_parallelism_threads(),
+        tf.config.threading.get_inter_op_parallelism_threads(),
+    ) == current
+
+
+def test_a_bfloat16_run_trains_a_bfloat16_model_with_float32_variables(tmp_path):
+    from kerasbert.training import compile_for_stage, prepare
+
+    config = config_from_dict(tiny_config_dict(QUICKSTART_CSV, tmp_path, runtime={"mixed_precision": "mixed_bfloat16"}))
+    prepared = prepare(config)
+    model = prepared.classifier
+    assert prepared.runtime.dtype_policy == "mixed_bfloat16"
+    assert model.backbone.dtype_policy.name == "mixed_bfloat16"
+    assert {v.dtype for v in model.trainable_variables} == {"float32"}
+    compile_for_stage(prepared, config.training, "all")
+    batch = {name: value[:8] for name, value in prepared.features["train"].items()}
+    assert model(batch).dtype == "bfloat16"
+    history = model.fit(batch, prepared.labels("train")[:8], epochs=1, shuffle=False, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -1,10 +1,11 @@
 """The accuracy table: TF-IDF + logistic regression and four fine-tuning recipes.
 
 Every row is scored on the same test split (stratified 80/10/10 of the
-fresh/rotten snippets, `data.seed: 0`), with one seed (0). The fine-tuning
-rows are plain `python -m kerasbert.train --config benchmarks/configs/X.yaml`
-runs, each in its own process; the best epoch by validation loss is the one
-scored on test.
+fresh/rotten snippets, `data.seed: 0`). The fine-tuning rows are plain
+`python -m kerasbert.train --config benchmarks/configs/X.yaml` runs, each in
+its own process, once per `--seeds` seed (the run's `seed`: initial head
+weights, dropout and batch order; the split stays the same); the epoch each
+config's `checkpoint_monitor` picks is the one scored on test.
 
 Run from the repository root after `python benchmarks/fetch_assets.py`:
 
@@ -12,7 +13,8 @@ Run from the repository root after `python benchmarks/fetch_assets.py`:
 
 Writes `benchmarks/cache/accuracy/results.json` (updated after every row)
 and prints a Markdown table. `--only progressive,head_only` runs some rows, in that order;
-`--set training.epochs=2` is passed to every kerasbert run.
+`--set training.epochs=2` is passed to every kerasbert run; `--seeds 0,1,2`
+runs every fine-tuning row three times and reports the mean and the spread.
 """
 
 from __future__ import annotations
@@ -45,25 +47,10 @@ def tfidf_row(config_path) -> dict:
     config = load_config(config_path)
     splits = data_lib.load_splits(config.data)
     started = time.perf_counter()
-    try:
-        from kerasbert.baseline import DESCRIPTION, evaluate_baseline, joined_texts
-    except ImportError:  # before kerasbert.baseline existed: the same model, inline
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
+    from kerasbert.baseline import DESCRIPTION, evaluate_baseline, joined_texts
 
-        DESCRIPTION = "TF-IDF (word 1-2 grams, sublinear tf) + logistic regression"
-        model = make_pipeline(
-            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-            LogisticRegression(max_iter=1000, random_state=0),
-        ).fit(splits.train["text"].tolist(), splits.label_ids("train"))
-        scores = {
-            name: {"accuracy": float(model.score(getattr(splits, name)["text"].tolist(), splits.label_ids(name)))}
-            for name in ("validation", "test")
-        }
-    else:
-        eval_sets = {name: (joined_texts(getattr(splits, name)), splits.label_ids(name)) for name in ("validation", "test")}
-        scores = evaluate_baseline(joined_texts(splits.train), splits.label_ids("train"), eval_sets, splits.labels)
+    eval_sets = {name: (joined_texts(getattr(splits, name)), splits.label_ids(name)) for name in ("validation", "test")}
+    scores = evaluate_baseline(joined_texts(splits.train), splits.label_ids("train"), eval_sets, splits.labels)
     return {
         "recipe": DESCRIPTION,
         "test_accuracy": scores["test"]["accuracy"],
@@ -74,7 +61,7 @@ def tfidf_row(config_path) -> dict:
     }
 
 
-def kerasbert_row(name, overrides) -> dict:
+def kerasbert_row(name, overrides, seed=0) -> dict:
     """Runs `kerasbert.train` on one benchmark config and reads its metrics.
 
     A run that trained and scored but failed afterwards (in export, say)
@@ -82,13 +69,13 @@ def kerasbert_row(name, overrides) -> dict:
     """
     config = HERE / "configs" / f"{name}.yaml"
     command = [sys.executable, "-m", "kerasbert.train", "--config", str(config.relative_to(REPO))]
-    for override in overrides:
+    for override in [f"seed={seed}", *overrides]:
         command += ["--set", override]
     started = time.perf_counter()
     load_before = os.getloadavg()
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     seconds = time.perf_counter() - started
-    log = OUT_DIR / "logs" / f"{name}.log"
+    log = OUT_DIR / "logs" / f"{name}-seed{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(done.stdout + done.stderr, encoding="utf-8")
     match = re.search(r"run directory: (\S+)", done.stderr) or re.search(r"^run: (.+)$", done.stdout, re.M)
@@ -123,15 +110,34 @@ def row_from_run(name, run_dir, seconds, command) -> dict:
     }
 
 
+def summarize(runs) -> dict:
+    """Mean, sample standard deviation and values of the test accuracy over seeds."""
+    import statistics
+
+    tests = [run["test_accuracy"] for run in runs]
+    return {
+        "seeds": [run.get("seed", 0) for run in runs],
+        "test_accuracy": statistics.fmean(tests),
+        "test_accuracy_sd": statistics.stdev(tests) if len(tests) > 1 else None,
+        "test_accuracies": tests,
+        "validation_accuracy": statistics.fmean(run["validation_accuracy"] for run in runs),
+        "seconds": statistics.fmean(run["seconds"] for run in runs),
+    }
+
+
 def report(results) -> str:
     lines = [
-        "| recipe | epochs | test accuracy | validation accuracy | wall time |",
-        "|---|---:|---:|---:|---:|",
+        "| recipe | epochs | seeds | test accuracy | per seed | validation accuracy | wall time per run |",
+        "|---|---:|---:|---:|---|---:|---:|",
     ]
     for name, row in results["rows"].items():
+        summary = summarize(row["runs"]) if "runs" in row else row
+        spread = f" ± {100 * summary['test_accuracy_sd']:.1f}" if summary.get("test_accuracy_sd") else ""
+        per_seed = ", ".join(f"{100 * value:.1f}" for value in summary.get("test_accuracies", []))
         lines.append(
-            f"| {row['recipe']} | {row.get('epochs', '-')} | {100 * row['test_accuracy']:.1f}% "
-            f"| {100 * row['validation_accuracy']:.1f}% | {row['seconds'] / 60:.1f} min |"
+            f"| {row['recipe']} | {row.get('epochs', '-')} | {len(summary.get('seeds', [])) or '-'} "
+            f"| {100 * summary['test_accuracy']:.1f}%{spread} | {per_seed or '-'} "
+            f"| {100 * summary['validation_accuracy']:.1f}% | {summary['seconds'] / 60:.1f} min |"
         )
     return "\n".join(lines)
 
@@ -141,6 +147,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=None, help="comma-separated rows: tfidf," + ",".join(RECIPES))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to every kerasbert.train run")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds for every fine-tuning row")
     parser.add_argument("--reuse", action="append", default=[], metavar="ROW=RUN_DIR:MINUTES",
                         help="take a row from a finished run directory instead of training again")
     args = parser.parse_args(argv)
@@ -159,7 +166,8 @@ def main(argv=None) -> int:
     results_path = OUT_DIR / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() and args.only else {}
     results.setdefault("rows", {})
-    results["seed"] = 0
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    results["seeds"] = seeds
     results["overrides"] = args.overrides
     for name in names:
         print(f"[{time.strftime('%H:%M:%S')}] {name} (load {os.getloadavg()[0]:.2f})", flush=True)
@@ -167,12 +175,18 @@ def main(argv=None) -> int:
             row = tfidf_row(HERE / "configs" / "full_constant.yaml")
         elif name in reuse:  # a run already made, e.g. by a table that stopped later
             run_dir, minutes = reuse[name]
-            row = row_from_run(name, run_dir, 60 * minutes, f"python -m kerasbert.train --config benchmarks/configs/{name}.yaml")
+            run = row_from_run(name, run_dir, 60 * minutes, f"python -m kerasbert.train --config benchmarks/configs/{name}.yaml")
+            row = {"recipe": run["recipe"], "epochs": run["epochs"], "runs": [run]}
         else:
-            row = kerasbert_row(name, args.overrides)
+            runs = []
+            for seed in seeds:
+                runs.append({**kerasbert_row(name, args.overrides, seed), "seed": seed})
+                print(f"  seed {seed}: test accuracy {100 * runs[-1]['test_accuracy']:.2f}%", flush=True)
+            row = {"recipe": runs[0]["recipe"], "epochs": runs[0]["epochs"], "runs": runs}
         results["rows"][name] = row
         results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
-        print(f"  test accuracy {100 * row['test_accuracy']:.2f}% in {row['seconds'] / 60:.1f} min", flush=True)
+        summary = summarize(row["runs"]) if "runs" in row else row
+        print(f"  test accuracy {100 * summary['test_accuracy']:.2f}% ({summary['seconds'] / 60:.1f} min per run)", flush=True)
     rows = results["rows"]
     results["rows"] = {n: rows[n] for n in ["tfidf", *RECIPES] if n in rows}
     results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")

@@ -30,6 +30,7 @@ Contenders (each runs in a fresh process, one after another):
                           OpenMP's spinning threads suffer most on a shared machine
     infer:kerasbert       `serving_default` of kerasbert's export (text in, in-graph
                           tokenization, each request cut to its longest text)
+    infer:kerasbert+1thread  the same with one intra-op thread
     infer:hf-torch        fast tokenizer + `model(**batch)` under `inference_mode`
     infer:hf-torch+1thread   the same with `torch.set_num_threads(1)`
 
@@ -70,7 +71,7 @@ TRAIN_CONTENDERS = {
     "hf-torch/bucketed": dict(kind="hf", order="bucketed"),
     "hf-torch/random+1thread": dict(kind="hf", order="random", threads=1),
 }
-INFER_CONTENDERS = ["infer:kerasbert", "infer:hf-torch", "infer:hf-torch+1thread"]
+INFER_CONTENDERS = ["infer:kerasbert", "infer:kerasbert+1thread", "infer:hf-torch", "infer:hf-torch+1thread"]
 
 
 # === Setup: the shared inputs and the SavedModels ===
@@ -267,10 +268,12 @@ def _tf_threads():
 # === Inference (SavedModel) ===
 
 
-def infer_savedmodel(args, name="kerasbert"):
+def infer_savedmodel(args, name="kerasbert", threads=None):
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  registers the tokenizer's ops
 
+    if threads is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
     inputs = _inputs(args)
     model = tf.saved_model.load(str(args.out / "saved_models" / name / "1"))
     serve = model.signatures["serving_default"]
@@ -352,7 +355,8 @@ def worker(args):
     if name == "setup":
         result = setup(args)
     elif name.startswith("infer:"):
-        result = infer_savedmodel(args, name.split(":", 1)[1])
+        model, _, variant = name.split(":", 1)[1].partition("+")
+        result = infer_savedmodel(args, model, threads=1 if variant == "1thread" else None)
     else:
         spec = dict(TRAIN_CONTENDERS[name])
         kind = spec.pop("kind")

@@ -72,6 +72,36 @@ def tiny_config_dict(data_path, tmp_path, family="bert", **sections) -> dict:
     return config
 
 
+TINY_TEXTS = [
+    f"the {noun} was {adjective}"
+    for noun in ("film", "plot", "cast", "music")
+    for adjective in ("good", "bad", "dull", "great")
+]
+
+
+def tiny_classifier(family="bert", num_layers=3, pooling="cls", texts=TINY_TEXTS, num_classes=3):
+    """A seeded from-scratch classifier (hidden 16) and its tokenizer."""
+    import keras
+
+    from kerasbert.config import ModelConfig
+    from kerasbert.models import build_classifier
+
+    model_config = ModelConfig(
+        scratch={
+            "family": family,
+            "vocabulary_size": 300,
+            "hidden_dim": 16,
+            "intermediate_dim": 32,
+            "num_layers": num_layers,
+            "max_sequence_length": 32,
+        },
+        sequence_length=16,
+        pooling=pooling,
+    )
+    keras.utils.set_random_seed(0)
+    return build_classifier(model_config, num_classes, texts)
+
+
 @pytest.fixture
 def reviews_csv(tmp_path):
     path = tmp_path / "reviews.csv"

@@ -12,31 +12,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasbert.config import ModelConfig, config_from_dict
+from kerasbert.config import config_from_dict
 from kerasbert.mean_pooling_classifier import MaskedMeanPooling, MeanPoolingClassifier
-from kerasbert.models import TextEncoder, build_classifier, layer_groups, trim_to_longest
-from tests.conftest import QUICKSTART_CSV, tiny_config_dict
+from kerasbert.models import TextEncoder, layer_groups, trim_to_longest
+from tests.conftest import QUICKSTART_CSV, tiny_classifier, tiny_config_dict
 
 TEXTS = ["a fine film", "the plot was dull and the cast was flat", "great"]
 
 
-def tiny(family, pooling="mean"):
-    model_config = ModelConfig(
-        scratch={
-            "family": family,
-            "vocabulary_size": 300,
-            "hidden_dim": 16,
-            "intermediate_dim": 32,
-            "num_layers": 2,
-            "max_sequence_length": 32,
-        },
-        sequence_length=24,
-        pooling=pooling,
-    )
-    keras.utils.set_random_seed(0)
+def tiny(family):
     texts = TEXTS * 10 + [f"word{i} film plot cast" for i in range(40)]
-    classifier, tokenizer = build_classifier(model_config, 3, texts)
-    return classifier, TextEncoder(tokenizer, 24)
+    classifier, tokenizer = tiny_classifier(family, num_layers=2, pooling="mean", texts=texts)
+    return classifier, TextEncoder(tokenizer, 32)
 
 
 def test_masked_mean_is_the_mean_of_the_unmasked_vectors():

@@ -10,8 +10,8 @@ import pytest
 from keras import ops
 
 from kerasbert.callbacks import CyclicalLearningRate
-from kerasbert.config import ModelConfig
-from kerasbert.models import LayerGroups, build_classifier, layer_groups
+from kerasbert.models import LayerGroups, layer_groups
+from tests.conftest import tiny_classifier
 from kerasbert.optimizers import (
     LayerwiseAdam,
     LayerwiseAdamW,
@@ -20,30 +20,12 @@ from kerasbert.optimizers import (
     layerwise_multipliers,
 )
 
-TEXTS = [
-    f"the {noun} was {adjective}"
-    for noun in ("film", "plot", "cast", "music")
-    for adjective in ("good", "bad", "dull", "great")
-]
 DECAY = 0.8
 
 
 @pytest.fixture(scope="module")
 def bert():
-    model_config = ModelConfig(
-        scratch={
-            "family": "bert",
-            "vocabulary_size": 300,
-            "hidden_dim": 16,
-            "intermediate_dim": 32,
-            "num_layers": 3,
-            "max_sequence_length": 32,
-        },
-        sequence_length=16,
-    )
-    keras.utils.set_random_seed(0)
-    classifier, tokenizer = build_classifier(model_config, 3, TEXTS)
-    return classifier, tokenizer
+    return tiny_classifier("bert")
 
 
 def expected_multipliers(groups):

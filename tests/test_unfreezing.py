@@ -15,41 +15,24 @@ from kerasbert.callbacks import (
     build_optimizer_variables,
     set_trainable_layers,
 )
-from kerasbert.config import ModelConfig
-from kerasbert.models import LayerGroups, TextEncoder, build_classifier, layer_groups
+from kerasbert.models import LayerGroups, TextEncoder, layer_groups
 from kerasbert.optimizers import build_optimizer
+from tests.conftest import TINY_TEXTS, tiny_classifier
 
-TEXTS = [
-    f"the {noun} was {adjective}"
-    for noun in ("film", "plot", "cast", "music")
-    for adjective in ("good", "bad", "dull", "great")
-]
 NUM_LAYERS = 3
 
 
-def tiny_classifier(family):
-    model_config = ModelConfig(
-        scratch={
-            "family": family,
-            "vocabulary_size": 300,
-            "hidden_dim": 16,
-            "intermediate_dim": 32,
-            "num_layers": NUM_LAYERS,
-            "max_sequence_length": 32,
-        },
-        sequence_length=16,
-    )
-    keras.utils.set_random_seed(0)
-    classifier, tokenizer = build_classifier(model_config, 3, TEXTS)
-    encoded = TextEncoder(tokenizer, 16)(tf.constant(TEXTS))
+def tiny_classifier_with_data(family):
+    classifier, tokenizer = tiny_classifier(family, num_layers=NUM_LAYERS)
+    encoded = TextEncoder(tokenizer, 16)(tf.constant(TINY_TEXTS))
     inputs = {name: np.asarray(value) for name, value in encoded.items()}
-    labels = np.arange(len(TEXTS)) % 3
+    labels = np.arange(len(TINY_TEXTS)) % 3
     return classifier, inputs, labels
 
 
 @pytest.fixture(scope="module")
 def bert():
-    return tiny_classifier("bert")
+    return tiny_classifier_with_data("bert")
 
 
 def weights_of(layers):
@@ -175,7 +158,7 @@ def test_optimizer_built_on_fewer_variables_is_refused_clearly(bert):
 # each keeps the file fast: tracing AdamW's step costs seconds per stage.)
 @pytest.mark.parametrize("family, optimizer", [("bert", "adamw"), ("roberta", "sgd")])
 def test_stages_train_only_their_layers_within_one_fit(family, optimizer):
-    classifier, inputs, labels = tiny_classifier(family)
+    classifier, inputs, labels = tiny_classifier_with_data(family)
     groups = layer_groups(classifier)
     assert len(groups.transformer) == NUM_LAYERS
     compile_classifier(classifier, groups, name=optimizer, layerwise_decay=0.8)

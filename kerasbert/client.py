@@ -139,15 +139,11 @@ class ServingClient:
         Raises:
             ServingError: the server refused a request, or is unreachable.
         """
-        texts, text_pairs = _check_texts(texts, text_pairs)
-        batch_size = _check_batch_size(batch_size)
         results = []
-        for start in range(0, len(texts), batch_size):
-            batch = texts[start : start + batch_size]
-            if text_pairs is None:
+        for batch, pairs in _batches(texts, text_pairs, batch_size):
+            if pairs is None:
                 instances = batch
             else:
-                pairs = text_pairs[start : start + batch_size]
                 instances = [{"text": t, "text_pair": p} for t, p in zip(batch, pairs)]
             data = self._request("POST", f"{self._model_url}:predict", {"instances": instances})
             predictions = data.get("predictions")
@@ -181,14 +177,11 @@ class ServingClient:
         Raises:
             ServingError: the server refused a request, or is unreachable.
         """
-        texts, text_pairs = _check_texts(texts, text_pairs)
-        batch_size = _check_batch_size(batch_size)
         results = []
-        for start in range(0, len(texts), batch_size):
-            batch = texts[start : start + batch_size]
+        for batch, pairs in _batches(texts, text_pairs, batch_size):
             examples = [{"text": t} for t in batch]
-            if text_pairs is not None:
-                for example, pair in zip(examples, text_pairs[start : start + batch_size]):
+            if pairs is not None:
+                for example, pair in zip(examples, pairs):
                     example["text_pair"] = pair
             data = self._request(
                 "POST", f"{self._model_url}:classify", {"signature_name": "classify", "examples": examples}
@@ -201,6 +194,15 @@ class ServingClient:
                 )
             results.extend([[(_text(label), float(score)) for label, score in row] for row in classes])
         return results
+
+
+def _batches(texts, text_pairs, batch_size):
+    """`(texts, pairs or None)` of at most `batch_size`, after checking the arguments."""
+    texts, text_pairs = _check_texts(texts, text_pairs)
+    batch_size = _check_batch_size(batch_size)
+    for start in range(0, len(texts), batch_size):
+        stop = start + batch_size
+        yield texts[start:stop], None if text_pairs is None else text_pairs[start:stop]
 
 
 def _check_texts(texts, text_pairs) -> tuple[list[str], list[str] | None]:

@@ -344,11 +344,16 @@ class ExportConfig(_Section):
 # === Distribution ===
 
 
+# More threads than any machine has cores is a typo; TensorFlow would try to
+# start them all.
+Threads = Annotated[int, Field(gt=0, le=1024)]
+
+
 class RuntimeConfig(_Section):
     """How TensorFlow uses the machine; see `kerasbert.runtime`."""
 
-    intra_op_threads: Union[Literal["auto"], PositiveInt] = "auto"
-    inter_op_threads: Union[Literal["auto"], PositiveInt] = "auto"
+    intra_op_threads: Union[Literal["auto"], Threads] = "auto"
+    inter_op_threads: Union[Literal["auto"], Threads] = "auto"
     jit_compile: Union[Literal["auto"], bool] = "auto"
     mixed_precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
 

@@ -337,6 +337,22 @@ class RunResult:
     export_dir: Path | None
 
 
+def check_fits_the_data(training_config, train_rows):
+    """Refuses settings that the training split is too small for.
+
+    Raises:
+        ValueError: `gradient_accumulation_steps` exceeds the run's batches,
+            so the weights would never change.
+    """
+    cfg = training_config
+    batches = steps_per_epoch(train_rows, cfg.batch_size) * cfg.epochs
+    if cfg.gradient_accumulation_steps > batches:
+        raise ValueError(
+            f"training.gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) exceeds "
+            f"the run's {batches} batches, so the weights would never be updated"
+        )
+
+
 def train(config, resume_dir=None) -> RunResult:
     """Fine-tunes, evaluates, saves and exports the run a config describes.
 
@@ -355,6 +371,7 @@ def train(config, resume_dir=None) -> RunResult:
     if resume_dir is not None:
         check_resumable(resume_dir, config)
     prepared = prepare(config)
+    check_fits_the_data(config.training, len(prepared.splits.train))
     # In a cluster only the chief writes the run and the export; the other
     # workers take part in every step but keep their files in a scratch dir.
     chief = is_chief()

@@ -171,6 +171,7 @@ def test_unknown_key_with_a_dash_is_named_as_written(tmp_path):
     "runtime, message",
     [
         ({"intra_op_threads": 0}, r"runtime\.intra_op_threads: .*received 0"),
+        ({"intra_op_threads": 100000}, r"runtime\.intra_op_threads: .*less than or equal to 1024.*received 100000"),
         ({"inter_op_threads": "many"}, r"runtime\.inter_op_threads: .*received 'many'"),
         ({"mixed_precision": "mixed_float16"}, r"runtime\.mixed_precision: .*'float32' or 'mixed_bfloat16'.*received 'mixed_float16'"),
         ({"jit_compile": "sometimes"}, r"runtime\.jit_compile: .*received 'sometimes'"),

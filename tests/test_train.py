@@ -198,6 +198,23 @@ def test_bad_data_exits_2_with_one_line_and_writes_no_run(tmp_path, reviews_csv)
     assert not (tmp_path / "runs").exists()
 
 
+def test_accumulating_more_batches_than_the_run_has_exits_2_and_writes_no_run(tmp_path, reviews_csv):
+    import yaml
+
+    raw = tiny_config_dict(reviews_csv, tmp_path)
+    raw["training"]["gradient_accumulation_steps"] = 1000
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    done = run_cli("--config", str(path))
+    assert done.returncode == 2, done.stderr[-1000:]
+    error_lines = [l for l in done.stderr.strip().splitlines() if l.startswith("error:")]
+    assert error_lines == [
+        "error: training.gradient_accumulation_steps (1000) exceeds the run's 7 batches, "
+        "so the weights would never be updated"
+    ]
+    assert not (tmp_path / "runs").exists()
+
+
 def test_local_preset_with_a_wrong_sha256_stops_before_loading(tmp_path, reviews_csv):
     import hashlib
 

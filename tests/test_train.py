@@ -169,14 +169,19 @@ def run_cli(*args, cwd=None):
     )
 
 
-def test_bad_config_exits_2_with_one_line(tmp_path, reviews_csv):
+def run_config(raw, tmp_path):
+    """`kerasbert.train` on the config dict `raw`, written to a file first."""
     import yaml
 
-    raw = tiny_config_dict(reviews_csv, tmp_path)
-    raw["training"]["lerning_rate"] = 0.1
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(raw))
-    done = run_cli("--config", str(path))
+    return run_cli("--config", str(path))
+
+
+def test_bad_config_exits_2_with_one_line(tmp_path, reviews_csv):
+    raw = tiny_config_dict(reviews_csv, tmp_path)
+    raw["training"]["lerning_rate"] = 0.1
+    done = run_config(raw, tmp_path)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "training.lerning_rate" in lines[0] and "learning_rate" in lines[0]
@@ -184,13 +189,9 @@ def test_bad_config_exits_2_with_one_line(tmp_path, reviews_csv):
 
 
 def test_bad_data_exits_2_with_one_line_and_writes_no_run(tmp_path, reviews_csv):
-    import yaml
-
     raw = tiny_config_dict(reviews_csv, tmp_path)
     raw["data"]["label_column"] = "sentiment"
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    done = run_cli("--config", str(path))
+    done = run_config(raw, tmp_path)
     assert done.returncode == 2, done.stderr[-1000:]
     error_lines = [l for l in done.stderr.strip().splitlines() if l.startswith("error:")]
     assert len(error_lines) == 1 and "missing column(s) ['sentiment']" in error_lines[0]
@@ -199,13 +200,9 @@ def test_bad_data_exits_2_with_one_line_and_writes_no_run(tmp_path, reviews_csv)
 
 
 def test_accumulating_more_batches_than_the_run_has_exits_2_and_writes_no_run(tmp_path, reviews_csv):
-    import yaml
-
     raw = tiny_config_dict(reviews_csv, tmp_path)
     raw["training"]["gradient_accumulation_steps"] = 1000
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    done = run_cli("--config", str(path))
+    done = run_config(raw, tmp_path)
     assert done.returncode == 2, done.stderr[-1000:]
     error_lines = [l for l in done.stderr.strip().splitlines() if l.startswith("error:")]
     assert error_lines == [

@@ -4,9 +4,9 @@ A classifier is keras-hub's own task class with `preprocessor=None`, so the
 head is exactly keras-hub's: BERT's takes `pooled_output` (its pooler is a
 dense layer on the [CLS] vector), RoBERTa's takes the `<s>` vector through its
 own dense layer. With `pooling: mean` it is `MeanPoolingClassifier` instead,
-for checkpoints trained as sentence encoders. Tokenization lives in `TextEncoder`, which is made of
-TensorFlow and TensorFlow Text ops only, so the same object feeds `tf.data`
-and the exported serving graph.
+for checkpoints trained as sentence encoders. Tokenization lives in
+`TextEncoder`, which is made of TensorFlow and TensorFlow Text ops only, so
+the same object feeds `tf.data` and the exported serving graph.
 """
 
 from __future__ import annotations
@@ -157,9 +157,8 @@ def trim_to_longest(inputs, multiple=8):
 
     The width is rounded up to a multiple of `multiple`, so a compiled
     function sees few distinct shapes. The mask hides padding from
-    attention and pooling, so the logits do not change; the work shrinks
-    with the padding: review snippets of 27 tokens on average, padded to
-    64, train and serve about twice as fast.
+    attention and pooling, so the logits do not change, while the work
+    shrinks with the padding (benchmarks/RESULTS.md).
 
     Args:
         inputs: a dict of `[batch, width]` tensors with a `padding_mask`.

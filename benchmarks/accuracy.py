@@ -34,7 +34,7 @@ OUT_DIR = HERE / "cache" / "accuracy"
 RECIPES = {
     "head_only": "head only (pooler + output layer), one-cycle",
     "last2": "top 2 layers + head, one-cycle",
-    "progressive": "progressive unfreezing 0 -> 2 -> all, one-cycle per stage",
+    "progressive": "progressive unfreezing 0 -> 2 -> all, one-cycle per stage, peaks 2e-3 / 3e-4 / 1e-4, mean pooling",
     "full_constant": "full fine-tuning, constant 5e-5",
 }
 

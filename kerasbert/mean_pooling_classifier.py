@@ -6,7 +6,7 @@ directories carry `1_Pooling/config.json` with `pooling_mode_mean_tokens`)
 were trained on the mean of the token vectors instead, and their `[CLS]`
 vector and pooler were left as they came from pre-training. On those the
 mean is the better start: a logistic regression on frozen MiniLM-L6
-features scores 76% on fresh/rotten reviews with the mean and 71% with the
+features scores 76% on fresh/rotten reviews with the mean and 70% with the
 pooled `[CLS]` (benchmarks/RESULTS.md).
 """
 

@@ -73,7 +73,7 @@ def test_threads_already_fixed_are_kept_and_the_difference_logged(caplog):
     ) == current
 
 
-def test_a_bfloat16_run_trains_a_bfloat16_model_with_float32_variables(tmp_path):
+def test_a_bfloat16_run_trains_and_exports_a_bfloat16_model_with_float32_variables(tmp_path):
     from kerasbert.training import compile_for_stage, prepare
 
     config = config_from_dict(tiny_config_dict(QUICKSTART_CSV, tmp_path, runtime={"mixed_precision": "mixed_bfloat16"}))
@@ -87,3 +87,12 @@ def test_a_bfloat16_run_trains_a_bfloat16_model_with_float32_variables(tmp_path)
     assert model(batch).dtype == "bfloat16"
     history = model.fit(batch, prepared.labels("train")[:8], epochs=1, shuffle=False, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+    from kerasbert.export import export_model
+
+    version = export_model(
+        model, prepared.tokenizer, 16, prepared.splits.labels, tmp_path / "sm", "bf16", version=1
+    )
+    out = tf.saved_model.load(str(version)).signatures["serving_default"](text=tf.constant(["a superb film", ""]))
+    assert out["probabilities"].dtype == tf.float32
+    np.testing.assert_allclose(tf.reduce_sum(out["probabilities"], -1), [1.0, 1.0], rtol=1e-5)

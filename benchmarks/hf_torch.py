@@ -96,22 +96,9 @@ def infer(args, inputs):
             )
             return model(**encoded).logits.softmax(-1).numpy()
 
-    results = {"versions": versions(), "threads": torch.get_num_threads()}
-    for batch_size, count in ((32, len(texts)), (1, args.single_requests)):
-        batches = [texts[i : i + batch_size] for i in range(0, count, batch_size)]
-        for batch in batches[: args.warmup]:
-            run(batch)
-        started, cpu_started = time.perf_counter(), time.process_time()
-        for batch in batches:
-            run(batch)
-        seconds = time.perf_counter() - started
-        results[f"batch_{batch_size}"] = {
-            "texts": count,
-            "seconds": seconds,
-            "cpu_seconds": time.process_time() - cpu_started,
-            "texts_per_s": count / seconds,
-        }
-    return results
+    from speed import time_inference  # benchmarks/ is this script's directory
+
+    return {"versions": versions(), "threads": torch.get_num_threads(), **time_inference(run, texts, args)}
 
 
 def versions():

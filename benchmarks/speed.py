@@ -281,11 +281,15 @@ def infer_savedmodel(args, name="kerasbert", threads=None):
     def run(batch):
         return serve(text=tf.constant(batch))["probabilities"].numpy()
 
-    return _time_inference(run, inputs["test_texts"], args)
+    return time_inference(run, inputs["test_texts"], args)
 
 
-def _time_inference(run, texts, args):
-    """Texts/s at batch 32 over the test split and at batch 1 over its first texts."""
+def time_inference(run, texts, args):
+    """Texts/s at batch 32 over the test split and at batch 1 over its first texts.
+
+    Shared with `hf_torch.py`, which imports this module for it (only the
+    standard library is imported at this module's top).
+    """
     results = {}
     for batch_size, count in ((32, len(texts)), (1, args.single_requests)):
         batches = [texts[i : i + batch_size] for i in range(0, count, batch_size)]

@@ -428,7 +428,7 @@ class ProgressiveUnfreezing(keras.callbacks.Callback):
         if maximal_learning_rates is not None:
             maximal_learning_rates = list(maximal_learning_rates)
             if schedule is None or len(maximal_learning_rates) != len(checked) or any(
-                rate is not None and not (isinstance(rate, (int, float)) and rate > 0)
+                rate is not None and not (_is_real(rate) and rate > 0)
                 for rate in maximal_learning_rates
             ):
                 raise ValueError(

@@ -16,7 +16,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import keras_hub
 import tensorflow as tf
 

@@ -6,9 +6,7 @@ function of its own so tests and other commands (`lr_find`) reuse them.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import shutil
 import tempfile
 import time

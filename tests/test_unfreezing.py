@@ -260,6 +260,7 @@ def test_each_stage_cycles_up_to_its_own_peak_in_fit():
         ([0.1], CyclicalLearningRate.one_cycle(0.01, total_steps=10)),
         ([0.1, -1.0], CyclicalLearningRate.one_cycle(0.01, total_steps=10)),
         ([0.1, None], None),
+        ([True, None], CyclicalLearningRate.one_cycle(0.01, total_steps=10)),
     ],
 )
 def test_stage_peaks_must_match_the_stages_and_need_a_schedule(rates, schedule):

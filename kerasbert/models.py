@@ -99,6 +99,30 @@ def learn_tokenizer(family, texts, vocabulary_size, lowercase=True):
     return keras_hub.models.RobertaTokenizer(vocabulary=vocabulary, merges=merges)
 
 
+def preset_tokenizer(preset, family):
+    """The preset's tokenizer, stripping accents where BERT's own does.
+
+    Google's BERT and Hugging Face's `BertTokenizer` strip accents from
+    uncased text (their uncased vocabularies were built from stripped text),
+    unless the checkpoint's `tokenizer_config.json` sets `strip_accents`;
+    keras-hub's `BertTokenizer` never strips them, so "clichéd" would become
+    `[UNK]`. Cased vocabularies and RoBERTa's byte-level BPE keep accents.
+    """
+    tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(preset)
+    if family == "bert" and tokenizer.lowercase and not tokenizer.strip_accents:
+        if _declared_strip_accents(preset) is not False:
+            tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(preset, strip_accents=True)
+    return tokenizer
+
+
+def _declared_strip_accents(preset):
+    """`strip_accents` from a local Hugging Face directory's tokenizer config, or None."""
+    path = Path(preset) / "tokenizer_config.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("strip_accents")
+
+
 class TextEncoder:
     """Raw strings to the backbone's inputs, in TensorFlow ops only.
 
@@ -204,8 +228,8 @@ def build_classifier(model_config, num_classes, texts=None, dtype=None):
         if model_config.preset_sha256:
             verify_checksums(model_config.preset, model_config.preset_sha256)
         backbone = keras_hub.models.Backbone.from_preset(model_config.preset, dtype=dtype)
-        tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(model_config.preset)
         family = family_of(backbone)
+        tokenizer = preset_tokenizer(model_config.preset, family)
     else:
         spec = model_config.scratch
         if texts is None:

@@ -104,13 +104,15 @@ def test_binned_target_exports_its_edges(tmp_path):
     assert labels == ["[-inf, 100)", "[100, 1000)", "[1000, 10000)", "[10000, inf)"]
 
 
-def write_transformers_bert(directory, vocabulary, num_layers=2, hidden=16, heads=2, intermediate=32, positions=32):
+def write_transformers_bert(
+    directory, vocabulary, num_layers=2, hidden=16, heads=2, intermediate=32, positions=32, tokenizer_config=None
+):
     """A tiny random BERT in Hugging Face Transformers format, made by hand."""
     from safetensors.numpy import save_file
 
     directory.mkdir(parents=True)
     (directory / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
-    (directory / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config or {"do_lower_case": True}))
     (directory / "config.json").write_text(json.dumps({
         "model_type": "bert", "architectures": ["BertModel"], "vocab_size": len(vocabulary),
         "hidden_size": hidden, "num_hidden_layers": num_layers, "num_attention_heads": heads,
@@ -151,7 +153,7 @@ def write_transformers_bert(directory, vocabulary, num_layers=2, hidden=16, head
 
 
 def test_local_transformers_bert_directory_trains_and_exports(tmp_path, reviews_csv):
-    words = sorted({w for text in pd.read_csv(reviews_csv)["text"] for w in text.split()})
+    words = sorted({w for text in pd.read_csv(reviews_csv)["text"] for w in text.split()} | {"cliche"})
     vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
     model_dir = write_transformers_bert(tmp_path / "tiny-bert", vocabulary)
     raw = tiny_config_dict(reviews_csv, tmp_path)
@@ -160,6 +162,45 @@ def test_local_transformers_bert_directory_trains_and_exports(tmp_path, reviews_
     assert (result.export_dir / "assets" / "vocabulary.txt").read_text().split("\n")[: len(vocabulary)] == vocabulary
     out = serve_in_fresh_process(result.export_dir, text=["the film was lovely and fun"])
     assert out["label"][0] in {"good", "bad", "info"}
+    # An uncased BERT strips accents, as Hugging Face's tokenizer does for
+    # this directory, and the run keeps that for its export: "cliché" is the
+    # vocabulary's "cliche", not [UNK].
+    from kerasbert.export import _load_tokenizer
+
+    accented, plain = token_ids(_load_tokenizer(result.run_dir / "tokenizer"), ["a Cliché film", "a cliche film"])
+    assert accented == plain and "cliche" in accented
+
+
+@pytest.mark.parametrize(
+    "tokenizer_config, strips",
+    [
+        ({"do_lower_case": True}, True),
+        ({"do_lower_case": True, "strip_accents": None}, True),
+        ({"do_lower_case": True, "strip_accents": False}, False),
+        ({"do_lower_case": False}, False),
+    ],
+)
+def test_preset_tokenizer_strips_accents_as_hugging_face_bert_does(tmp_path, tokenizer_config, strips):
+    from kerasbert.models import preset_tokenizer
+
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cliche", "Cliche", "film"]
+    model_dir = write_transformers_bert(tmp_path / "bert", vocabulary, tokenizer_config=tokenizer_config)
+    tokenizer = preset_tokenizer(str(model_dir), "bert")
+    [ids] = token_ids(tokenizer, ["Cliché film"])
+    if strips:
+        assert ids == ["[CLS]", "cliche", "film", "[SEP]"]
+    else:
+        assert ids == ["[CLS]", "[UNK]", "film", "[SEP]"]
+
+
+def token_ids(tokenizer, texts):
+    """Each text's tokens as training and the SavedModel see them (TextEncoder in a graph)."""
+    from kerasbert.models import TextEncoder
+    from kerasbert.pipeline import encode_texts
+
+    encoded = encode_texts(TextEncoder(tokenizer, sequence_length=8), texts)
+    vocabulary = tokenizer.get_vocabulary()
+    return [[vocabulary[i] for i in row[mask > 0]] for row, mask in zip(encoded["token_ids"], encoded["padding_mask"])]
 
 
 def run_cli(*args, cwd=None):

@@ -1,11 +1,14 @@
-"""The accuracy table: TF-IDF + logistic regression and four fine-tuning recipes.
+"""The accuracy table: TF-IDF + logistic regression, four kerasbert recipes, and HF's Trainer.
 
 Every row is scored on the same test split (stratified 80/10/10 of the
 fresh/rotten snippets, `data.seed: 0`). The fine-tuning rows are plain
 `python -m kerasbert.train --config benchmarks/configs/X.yaml` runs, each in
 its own process, once per `--seeds` seed (the run's `seed`: initial head
 weights, dropout and batch order; the split stays the same); the epoch each
-config's `checkpoint_monitor` picks is the one scored on test.
+config's `checkpoint_monitor` picks is the one scored on test. The `hf_trainer`
+row fine-tunes the same weights on the same split with `transformers.Trainer`'s
+defaults (`hf_finetune.py`, in the torch venv), as a reference for what the
+model reaches outside kerasbert.
 
 Run from the repository root after `python benchmarks/fetch_assets.py`:
 
@@ -31,6 +34,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 OUT_DIR = HERE / "cache" / "accuracy"
+TORCH_PYTHON = HERE / "cache" / "torch-venv" / "bin" / "python"
+HF_RECIPE = "Hugging Face `transformers.Trainer` defaults (PyTorch): everything trainable, linear decay from 5e-5, pooled [CLS]"
 RECIPES = {
     "head_only": "head only (pooler + output layer), one-cycle",
     "last2": "top 2 layers + head, one-cycle",
@@ -41,11 +46,7 @@ RECIPES = {
 
 def tfidf_row(config_path) -> dict:
     """TF-IDF (word 1-2 grams) + logistic regression on the config's split."""
-    from kerasbert import data as data_lib
-    from kerasbert.config import load_config
-
-    config = load_config(config_path)
-    splits = data_lib.load_splits(config.data)
+    _, splits = load_benchmark_splits(config_path)
     started = time.perf_counter()
     from kerasbert.baseline import DESCRIPTION, evaluate_baseline, joined_texts
 
@@ -59,6 +60,41 @@ def tfidf_row(config_path) -> dict:
         "test_rows": len(splits.test),
         "seconds": time.perf_counter() - started,
     }
+
+
+def load_benchmark_splits(config_path):
+    from kerasbert import data as data_lib
+    from kerasbert.config import load_config
+
+    config = load_config(config_path)
+    return config, data_lib.load_splits(config.data)
+
+
+def hf_trainer_row(seed=0) -> dict:
+    """Runs `hf_finetune.py` in the torch venv on the benchmark split, once."""
+    if not TORCH_PYTHON.exists():
+        raise RuntimeError(f"{TORCH_PYTHON} is missing: create the torch venv first (benchmarks/README.md, step 2)")
+    config, splits = load_benchmark_splits(HERE / "configs" / "progressive.yaml")
+    split_path = OUT_DIR / "split.json"
+    split_path.write_text(json.dumps({
+        "model_dir": str(REPO / config.model.preset),
+        "sequence_length": config.model.sequence_length,
+        "labels": splits.labels,
+        **{
+            name: {"texts": getattr(splits, name)[config.data.text_column].tolist(),
+                   "label_ids": splits.label_ids(name).tolist()}
+            for name in ("train", "validation", "test")
+        },
+    }), encoding="utf-8")
+    command = [str(TORCH_PYTHON), str(HERE / "hf_finetune.py"), "--split", str(split_path), "--seed", str(seed)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    log = OUT_DIR / "logs" / f"hf_trainer-seed{seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(done.stdout + done.stderr, encoding="utf-8")
+    match = re.search(r"^RESULT (.+)$", done.stdout, re.M)
+    if done.returncode != 0 or match is None:
+        raise RuntimeError(f"{' '.join(command)} failed (exit {done.returncode}); see {log}")
+    return {"recipe": HF_RECIPE, "epochs": 3, "command": " ".join(command), **json.loads(match.group(1))}
 
 
 def kerasbert_row(name, overrides, seed=0) -> dict:
@@ -142,9 +178,13 @@ def report(results) -> str:
     return "\n".join(lines)
 
 
+def names_in_order() -> list[str]:
+    return ["tfidf", *RECIPES, "hf_trainer"]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=None, help="comma-separated rows: tfidf," + ",".join(RECIPES))
+    parser.add_argument("--only", default=None, help="comma-separated rows: " + ",".join(names_in_order()))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to every kerasbert.train run")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds for every fine-tuning row")
@@ -157,7 +197,7 @@ def main(argv=None) -> int:
         row, _, rest = item.partition("=")
         run_dir, _, minutes = rest.rpartition(":")
         reuse[row] = (run_dir, float(minutes))
-    names = ["tfidf", *RECIPES]
+    names = names_in_order()
     if args.only:
         unknown = set(args.only.split(",")) - set(names)
         if unknown:
@@ -180,7 +220,8 @@ def main(argv=None) -> int:
         else:
             runs = []
             for seed in seeds:
-                runs.append({**kerasbert_row(name, args.overrides, seed), "seed": seed})
+                run = hf_trainer_row(seed) if name == "hf_trainer" else kerasbert_row(name, args.overrides, seed)
+                runs.append({**run, "seed": seed})
                 print(f"  seed {seed}: test accuracy {100 * runs[-1]['test_accuracy']:.2f}%", flush=True)
             row = {"recipe": runs[0]["recipe"], "epochs": runs[0]["epochs"], "runs": runs}
         results["rows"][name] = row
@@ -188,7 +229,7 @@ def main(argv=None) -> int:
         summary = summarize(row["runs"]) if "runs" in row else row
         print(f"  test accuracy {100 * summary['test_accuracy']:.2f}% ({summary['seconds'] / 60:.1f} min per run)", flush=True)
     rows = results["rows"]
-    results["rows"] = {n: rows[n] for n in ["tfidf", *RECIPES] if n in rows}
+    results["rows"] = {n: rows[n] for n in names_in_order() if n in rows}
     results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(report(results))
     return 0

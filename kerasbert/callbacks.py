@@ -359,8 +359,8 @@ class ProgressiveUnfreezing(keras.callbacks.Callback):
             stage, with `total_steps` the stage's epochs times the steps per
             epoch.
         maximal_learning_rates: optional list, one per stage, of the peak
-            each stage's restart gives `schedule`; None entries keep the
-            schedule's current peak. Needs `schedule`.
+            each stage's restart gives `schedule`; a None entry takes the
+            peak `schedule` has when this callback is made. Needs `schedule`.
         steps_per_epoch: batches per epoch, for the restarts; None takes
             them from `fit` (`params["steps"]`), which knows them unless the
             dataset's length is unknown (then `total_steps` is None and a
@@ -437,6 +437,8 @@ class ProgressiveUnfreezing(keras.callbacks.Callback):
                     f"Received: maximal_learning_rates={maximal_learning_rates!r} "
                     f"for {len(checked)} stages"
                 )
+            built_peak = getattr(schedule, "maximal_learning_rate", None)
+            maximal_learning_rates = [built_peak if rate is None else rate for rate in maximal_learning_rates]
         self.stages = checked
         self.maximal_learning_rates = maximal_learning_rates or [None] * len(checked)
         self.groups = groups

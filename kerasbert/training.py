@@ -227,11 +227,7 @@ def fit(prepared, config, run_dir, resume=False):
             schedule=schedule if restart else None,
             steps_per_epoch=steps,
             # A stage without a peak of its own takes the schedule's.
-            maximal_learning_rates=[
-                stage.maximal_learning_rate or cfg.schedule.maximal_learning_rate for stage in cfg.unfreezing
-            ]
-            if restart
-            else None,
+            maximal_learning_rates=[stage.maximal_learning_rate for stage in cfg.unfreezing] if restart else None,
         )
     if schedule is not None:
         stateful["schedule"] = schedule

@@ -266,3 +266,21 @@ def test_local_preset_with_a_wrong_sha256_stops_before_loading(tmp_path, reviews
     with pytest.raises(ValueError, match=r"model\.safetensors: sha256 mismatch \(expected 0{64}, found " + good):
         train(config_from_dict(raw))
     assert not (tmp_path / "runs").exists()
+
+
+def test_each_unfreezing_stage_peaks_at_its_own_rate_or_the_schedules(tmp_path, reviews_csv):
+    raw = tiny_config_dict(reviews_csv, tmp_path)
+    raw["training"].update({
+        "epochs": 3,
+        "schedule": {"mode": "one_cycle", "maximal_learning_rate": 1e-3, "restart_each_stage": True},
+        "unfreezing": [
+            {"epochs": 1, "trainable_layers": 0, "maximal_learning_rate": 2e-2},
+            {"epochs": 1, "trainable_layers": 1},
+            {"epochs": 1, "trainable_layers": "all", "maximal_learning_rate": 1e-4},
+        ],
+    })
+    raw["export"]["enabled"] = False
+    result = train(config_from_dict(raw))
+    trace = pd.read_csv(result.run_dir / "lr_trace.csv")
+    peaks = trace.groupby("epoch")["learning_rate"].max().tolist()
+    assert peaks == pytest.approx([2e-2, 1e-3, 1e-4], rel=0.05)

@@ -1,4 +1,5 @@
-"""Unit tests of kerasbert.serve: TF Serving's JSON rules, versions, batching, flags.
+"""Unit tests of kerasbert's server (`kerasbert.serve`, `rest_json`, `model_manager`,
+`batching`): TF Serving's JSON rules, versions, batching, flags.
 
 No server and no trained model here: the JSON conversions are checked
 against the texts TF Serving's json_tensor.cc writes, and the version logic
@@ -20,20 +21,17 @@ from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from kerasbert import serve
-from kerasbert.serve import (
-    BatchScheduler,
+from kerasbert import rest_json, serve
+from kerasbert.batching import BatchScheduler
+from kerasbert.model_manager import (
     ModelConfig,
     ModelManager,
-    RestError,
     Servable,
     VersionPolicy,
-    examples_from_json,
     list_versions,
-    predict_inputs_from_json,
-    predict_response_json,
     read_model_config_file,
 )
+from kerasbert.rest_json import RestError, examples_from_json, predict_inputs_from_json, predict_response_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,15 +58,16 @@ def error_of(function, *args):
 TRAINING_MODULES = [
     "kerasbert." + m for m in ("config", "data", "models", "training", "train", "export", "pipeline")
 ]
+SERVING_MODULES = ("serve", "rest_json", "model_manager", "batching", "client")
 
 
 def test_serve_and_client_import_no_training_code():
     """TF 2.21 itself imports parts of Keras when it is installed (tensorflow/
     __init__.py eagerly imports keras.src.optimizers, and tensorflow_text
     defines tf.keras layers), so `keras` can't be absent from sys.modules;
-    what kerasbert controls is that serve.py and client.py never import
-    keras, keras-hub or kerasbert's training modules themselves."""
-    for path in (REPO / "kerasbert" / "serve.py", REPO / "kerasbert" / "client.py"):
+    what kerasbert controls is that the server's modules and client.py never
+    import keras, keras-hub or kerasbert's training modules themselves."""
+    for path in (REPO / "kerasbert" / f"{name}.py" for name in SERVING_MODULES):
         imported = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
@@ -76,7 +75,9 @@ def test_serve_and_client_import_no_training_code():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imported.add(node.module)
         forbidden = {m for m in imported if m.split(".")[0] in ("keras", "keras_hub", "tf_keras")}
-        forbidden |= {m for m in imported if m.startswith("kerasbert.") and m != "kerasbert.serve"}
+        forbidden |= {
+            m for m in imported if m.startswith("kerasbert.") and m.split(".")[1] not in SERVING_MODULES
+        }
         assert not forbidden, f"{path.name} imports {sorted(forbidden)}"
 
     probe = (
@@ -113,7 +114,7 @@ def test_client_imports_without_tensorflow():
     ],
 )
 def test_floats_are_written_like_tf_serving_write_decimal(value, single, text):
-    assert serve._decimal_text(float(value), single_precision=single) == text
+    assert rest_json._decimal_text(float(value), single_precision=single) == text
 
 
 @pytest.mark.parametrize(
@@ -129,15 +130,15 @@ def test_floats_are_written_like_tf_serving_write_decimal(value, single, text):
     ],
 )
 def test_doubles_in_messages_are_written_like_rapidjson(value, text):
-    assert serve._rapidjson_double(value) == text
+    assert rest_json._rapidjson_double(value) == text
 
 
 def test_debug_strings_are_laid_out_like_rapidjson_pretty_writer():
-    assert serve._debug_string({"instances": []}) == '{\n    "instances": []\n}'
-    assert serve._debug_string({"a": [1, [2, 3]], "b": {"c": "x\n"}}) == (
+    assert rest_json._debug_string({"instances": []}) == '{\n    "instances": []\n}'
+    assert rest_json._debug_string({"a": [1, [2, 3]], "b": {"c": "x\n"}}) == (
         '{\n    "a": [1, [2, 3]],\n    "b": {\n        "c": "x\\n"\n    }\n}'
     )
-    long = serve._debug_string(list(range(200)))
+    long = rest_json._debug_string(list(range(200)))
     assert 256 <= len(long) < 270 and long.startswith("[0, 1, 2") and not long.endswith("]")
 
 
@@ -184,19 +185,19 @@ def test_row_response_refuses_outputs_of_different_batch_sizes():
 
 
 def test_classify_response_uses_results_key_and_tf_serving_layout():
-    text = serve.classify_response_json([[("neg", 0.25), ("pos", 0.75)]])
+    text = rest_json.classify_response_json([[("neg", 0.25), ("pos", 0.75)]])
     assert text == '{\n    "results": [[["neg", 0.25], ["pos", 0.75]]\n    ]\n}'
 
 
 def test_error_body_is_a_single_error_field():
-    assert serve.error_json('bad "x"') == '{\n    "error": "bad \\"x\\""\n}'
+    assert rest_json.error_json('bad "x"') == '{\n    "error": "bad \\"x\\""\n}'
 
 
 # === JSON requests to tensors ===
 
 
 def test_parse_errors_use_rapidjson_messages_and_byte_offsets():
-    parse = serve._parse_json_object
+    parse = rest_json._parse_json_object
     assert error_of(parse, b"") == "JSON Parse error: The document is empty"
     assert error_of(parse, b'{"instances": ["a",}') == "JSON Parse error: Invalid value. at offset: 19"
     assert (
@@ -333,7 +334,7 @@ def test_nested_lists_must_be_dense_and_consistent():
 
 def test_input_shapes_are_checked_against_the_signature():
     inputs, _ = predict_inputs_from_json({"inputs": [["a"]]}, TEXT)
-    message = error_of(serve._check_input_shapes, inputs, TEXT, "serving_default")
+    message = error_of(rest_json._check_input_shapes, inputs, TEXT, "serving_default")
     assert (
         message
         == "Input `text` of signature `serving_default` has shape [1,1], expected [-1] (-1 is any size)."

@@ -178,6 +178,29 @@ def report(results) -> str:
     return "\n".join(lines)
 
 
+def ensemble_accuracy(config_path, run_dirs) -> dict:
+    """Test accuracy of each run and of the mean of their probabilities.
+
+    The runs must share the config's model and split (seeds of one recipe).
+    """
+    import numpy as np
+
+    from kerasbert import training
+    from kerasbert.config import load_config
+
+    prepared = training.prepare(load_config(config_path))
+    labels = prepared.labels("test")
+    probabilities, each = [], {}
+    for run_dir in run_dirs:
+        prepared.classifier.load_weights(str(Path(run_dir) / "best.weights.h5"))
+        logits = prepared.classifier.predict(prepared.dataset("test", 64), verbose=0)
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities.append(shifted / shifted.sum(axis=1, keepdims=True))
+        each[str(run_dir)] = float(np.mean(probabilities[-1].argmax(axis=1) == labels))
+    mean = np.mean(probabilities, axis=0)
+    return {"runs": each, "ensemble": float(np.mean(mean.argmax(axis=1) == labels))}
+
+
 def names_in_order() -> list[str]:
     return ["tfidf", *RECIPES, "hf_trainer"]
 
@@ -190,7 +213,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds for every fine-tuning row")
     parser.add_argument("--reuse", action="append", default=[], metavar="ROW=RUN_DIR:MINUTES",
                         help="take a row from a finished run directory instead of training again")
+    parser.add_argument("--ensemble", nargs="+", default=None, metavar="RUN_DIR",
+                        help="only score these runs of progressive.yaml and the mean of their probabilities")
     args = parser.parse_args(argv)
+    if args.ensemble:
+        print(json.dumps(ensemble_accuracy(HERE / "configs" / "progressive.yaml", args.ensemble), indent=2))
+        return 0
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     reuse = {}
     for item in args.reuse:

@@ -131,12 +131,15 @@ class ServingModule(tf.Module):
     # Each signature calls the one below it (classify -> serving_default ->
     # predict_tokens) instead of tracing the tokenizer and the transformer
     # again: tracing a byte-pair tokenizer takes seconds. A request is cut
-    # to its longest text, as training batches are, rather than carrying
-    # `sequence_length` tokens.
+    # to its longest text rather than carrying `sequence_length` tokens, and
+    # to exactly that width: training rounds widths up to a multiple of 8 for
+    # its compiled step, but the serving graph runs without XLA, where a new
+    # width costs nothing and padding costs compute (6% of the texts/s at
+    # batch 32, benchmarks/RESULTS.md).
     def _serve_text(self, text, text_pair=None):
         from kerasbert.models import trim_to_longest
 
-        return self.predict_tokens(trim_to_longest(self.encoder(text, text_pair)))
+        return self.predict_tokens(trim_to_longest(self.encoder(text, text_pair), multiple=1))
 
     def _predict_tokens(self, inputs):
         return self._outputs(inputs)

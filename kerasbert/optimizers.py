@@ -167,9 +167,10 @@ def build_optimizer(
 class _Layerwise:
     """Per-variable learning-rate multipliers and a momentum variable.
 
-    Mixed in before a Keras optimizer class. Subclasses name their momentum
-    attribute in `_momentum_name` and call `_layerwise_learning_rate` at the
-    top of `update_step`.
+    Mixed in before a Keras optimizer class, whose `build` and `update_step`
+    it wraps. Subclasses name their momentum attribute in `_momentum_name`;
+    one that replaces `update_step` calls `_layerwise_learning_rate` at its
+    top.
     """
 
     _momentum_name = None
@@ -198,6 +199,16 @@ class _Layerwise:
     def learning_rate_multipliers(self) -> dict[str, float]:
         """The multipliers by variable path, as given (a copy)."""
         return dict(self._learning_rate_multipliers)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._build_layerwise(variables)
+
+    def update_step(self, gradient, variable, learning_rate):
+        learning_rate = self._layerwise_learning_rate(variable, learning_rate)
+        super().update_step(gradient, variable, learning_rate)
 
     def _build_layerwise(self, variables):
         # Looked up once per variable here, by index, because in the TF
@@ -291,16 +302,6 @@ class LayerwiseAdam(_Layerwise, keras.optimizers.Adam):
         )
         self._init_layerwise(learning_rate_multipliers)
 
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        self._build_layerwise(variables)
-
-    def update_step(self, gradient, variable, learning_rate):
-        learning_rate = self._layerwise_learning_rate(variable, learning_rate)
-        super().update_step(gradient, variable, learning_rate)
-
 
 @keras.saving.register_keras_serializable(package="kerasbert")
 class LayerwiseAdamW(_Layerwise, keras.optimizers.AdamW):
@@ -351,16 +352,6 @@ class LayerwiseAdamW(_Layerwise, keras.optimizers.AdamW):
             **kwargs,
         )
         self._init_layerwise(learning_rate_multipliers)
-
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        self._build_layerwise(variables)
-
-    def update_step(self, gradient, variable, learning_rate):
-        learning_rate = self._layerwise_learning_rate(variable, learning_rate)
-        super().update_step(gradient, variable, learning_rate)
 
 
 @keras.saving.register_keras_serializable(package="kerasbert")

@@ -184,6 +184,7 @@ def ensemble_accuracy(config_path, run_dirs) -> dict:
     The runs must share the config's model and split (seeds of one recipe).
     """
     import numpy as np
+    from scipy.special import softmax
 
     from kerasbert import training
     from kerasbert.config import load_config
@@ -194,8 +195,7 @@ def ensemble_accuracy(config_path, run_dirs) -> dict:
     for run_dir in run_dirs:
         prepared.classifier.load_weights(str(Path(run_dir) / "best.weights.h5"))
         logits = prepared.classifier.predict(prepared.dataset("test", 64), verbose=0)
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities.append(shifted / shifted.sum(axis=1, keepdims=True))
+        probabilities.append(softmax(logits, axis=1))
         each[str(run_dir)] = float(np.mean(probabilities[-1].argmax(axis=1) == labels))
     mean = np.mean(probabilities, axis=0)
     return {"runs": each, "ensemble": float(np.mean(mean.argmax(axis=1) == labels))}

@@ -4,9 +4,9 @@
 python -m kerasbert.evaluate --model saved_models/quickstart/1 --data test.csv --output eval/
 ```
 
-The model is loaded with `tf.saved_model.load` and called through its
-`serving_default` signature, as TF Serving would, so what is measured is
-what is shipped. Writes `metrics.json` and `predictions.csv` to `--output`
+The model is loaded as TF Serving loads it (a TF1 Session on the
+MetaGraph, its variables restored by the restore op) and called through its
+`serving_default` signature, so what is measured is what is shipped. Writes `metrics.json` and `predictions.csv` to `--output`
 and prints a table; the metrics are those of `kerasbert.metrics`.
 
 `evaluate_saved_model` is the same evaluation as a function, which a

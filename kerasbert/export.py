@@ -50,12 +50,11 @@ from pathlib import Path
 import tensorflow as tf
 
 from kerasbert import cli
+from kerasbert.export_check import ExportCheck, ExportCheckError, check_export
+from kerasbert.saved_model_bundle import CLASSIFY_METHOD, PREDICT_METHOD, WARMUP_FILE
 
 log = logging.getLogger(__name__)
 
-PREDICT_METHOD = "tensorflow/serving/predict"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-WARMUP_FILE = "tf_serving_warmup_requests"
 STAGING_PREFIX = ".tmp-export-"
 RUN_FILES = ("config.yaml", "labels.json", "model.keras", "tokenizer")
 
@@ -99,6 +98,7 @@ class ServingModule(tf.Module):
         # holding the tokenizer here lets tf.Module track those resources.
         self.tokenizer = encoder.tokenizer
         self.labels = tf.constant(list(labels), dtype=tf.string)
+        self.model_variables = backend_variables(classifier)
         self.text_pair = text_pair
         text_specs = [tf.TensorSpec([None], tf.string, name="text")]
         if text_pair:
@@ -156,6 +156,21 @@ class ServingModule(tf.Module):
             "scores": outputs["probabilities"],
         }
 
+    def run(self, key, inputs):
+        """Runs signature `key` here, on `{input name: array}`, as the export would.
+
+        The same call as `SavedModelBundle.run`, so the export check can
+        compare the two.
+        """
+        tensors = {name: tf.constant(value) for name, value in inputs.items()}
+        if key == "predict_tokens":
+            outputs = self.predict_tokens(tensors)
+        elif key == "classify":
+            outputs = self.classify(**tensors)
+        else:
+            outputs = self.serving_default(**tensors)
+        return {name: value.numpy() for name, value in outputs.items()}
+
     def signatures(self):
         """`{signature key: tf.function}` for `tf.saved_model.save`."""
         return {
@@ -163,6 +178,26 @@ class ServingModule(tf.Module):
             "predict_tokens": self.predict_tokens,
             "classify": self.classify,
         }
+
+
+def backend_variables(classifier) -> list:
+    """The `tf.Variable`s behind a Keras 3 model's variables, to track on the module.
+
+    A Keras 3 variable saves as a copy of the `tf.Variable` it wraps: the
+    SavedModel's restore op fills the copy, while the traced functions read
+    the original. `tf.saved_model.load` hides it by binding variables through
+    the object graph; TF Serving's SavedModelBundle runs the restore op, finds
+    the originals empty, and fails every request with "Could not find
+    variable" (keras-team/keras#20096). Tracked directly, as Keras' own
+    `ExportArchive` does, the originals are what the restore op fills.
+    """
+    variables = []
+    for variable in classifier.variables:
+        value = variable.value
+        if not isinstance(value, tf.Variable):
+            raise TypeError(f"variable {variable.path} holds a {type(value).__name__}, not a tf.Variable")
+        variables.append(value)
+    return variables
 
 
 def expected_signatures(num_classes, token_inputs, text_pair=False) -> dict:
@@ -236,7 +271,11 @@ def export_model(
     The version is written under a hidden, non-integer name in the same
     parent (TF Serving only loads integer names) and renamed into place only
     when complete and checked: a server polling `base_path` never sees a
-    half-written version, and a failed or killed export leaves none.
+    half-written version, and a failed or killed export leaves none. The
+    checks: the signatures are the expected ones, every op is core
+    TensorFlow or TensorFlow Text, and a fresh process that loads the staged
+    directory as TF Serving does (a TF1 Session, the restore op, the init
+    op) replays every warm-up record with the outputs this process gives.
 
     Args:
         classifier: the trained Keras classifier (token inputs to logits).
@@ -261,6 +300,9 @@ def export_model(
         FileExistsError: the version already exists; it is never overwritten.
         UnsupportedOpsError: the graph uses an op that is neither core
             TensorFlow nor TensorFlow Text.
+        ExportCheckError: loaded as TF Serving loads it (in a fresh
+            process, `kerasbert.export_check`), the export fails to load, to
+            replay a warm-up record, or to answer as this process's model.
 
     Example:
     >>> export_model(classifier, tokenizer, 128, ["neg", "pos"], "saved_models", "reviews")
@@ -274,8 +316,10 @@ def export_model(
     version = next_version(model_dir) if version is None else _check_version(version)
     final = model_dir / str(version)
     _refuse_existing_version(model_dir, version)
-    # The op check's probe process runs while the model is traced and saved.
+    # The op check's probe and the SavedModelBundle check's process start
+    # TensorFlow while the model is traced and saved.
     threading.Thread(target=_prefetch_op_sources, daemon=True).start()
+    bundle_check = ExportCheck()
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = model_dir / f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
     encoder = TextEncoder(tokenizer, sequence_length)
@@ -298,6 +342,12 @@ def export_model(
             text_pair=text_pair,
             texts=warmup_texts,
         )
+        try:
+            check_export(staging, module.run, bundle_check)
+        except ExportCheckError as error:
+            raise ExportCheckError(
+                f"TF Serving could not serve this export, so no version was written: {error}"
+            ) from None
         # Again: another export may have taken the version meanwhile, and
         # rename() would replace an empty directory.
         _refuse_existing_version(model_dir, version)
@@ -305,6 +355,8 @@ def export_model(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        bundle_check.close()
     log.info("exported %s", final)
     return final
 

@@ -33,14 +33,12 @@ from typing import Mapping
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_text  # noqa: F401  (registers the TF Text ops of kerasbert's tokenizers)
 from google.protobuf import text_format
 from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
-from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from kerasbert.rest_json import RestError, _clean_tf_message, _invalid, _not_found
+from kerasbert.rest_json import RestError, _invalid, _not_found
+from kerasbert.saved_model_bundle import WARMUP_FILE, SavedModelBundle, error_message, warmup_requests
 
 __all__ = [
     "ModelConfig",
@@ -57,13 +55,6 @@ __all__ = [
 # The server's one logger, whichever of its modules writes.
 log = logging.getLogger("kerasbert.serve")
 
-DEFAULT_SIGNATURE = "serving_default"
-PREDICT_METHOD = "tensorflow/serving/predict"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
-WARMUP_FILE = "tf_serving_warmup_requests"
-# TF Serving replays at most this many warm-up records.
-MAX_WARMUP_RECORDS = 1000
 
 
 # === Servables ===
@@ -80,45 +71,34 @@ class Servable:
         name: the model's name.
         version: the version number (the directory's name).
         path: the version directory.
-        signature_defs: `{key: SignatureDef}` of the MetaGraphDef tagged `serve`.
-        functions: `{key: callable}` taking the signature's inputs as keyword
-            tensors and returning `{output name: tensor}`.
-        module: the loaded SavedModel, kept alive with its resources.
+        bundle: the loaded model: a `SavedModelBundle`, or any object with
+            its `signature_defs` and `run(key, inputs)`.
     """
 
     name: str
     version: int
     path: Path
-    signature_defs: dict
-    functions: dict
-    module: object = None
+    bundle: object
 
     @property
     def id(self) -> str:
         return f"{{name: {self.name} version: {self.version}}}"
 
-
-def _read_meta_graph(path: Path) -> meta_graph_pb2.MetaGraphDef:
-    saved_model = saved_model_pb2.SavedModel()
-    if (path / "saved_model.pb").is_file():
-        saved_model.ParseFromString((path / "saved_model.pb").read_bytes())
-    elif (path / "saved_model.pbtxt").is_file():
-        text_format.Parse((path / "saved_model.pbtxt").read_text(encoding="utf-8"), saved_model)
-    else:
-        raise FileNotFoundError(f"No saved_model.pb or saved_model.pbtxt in {path}")
-    for meta_graph in saved_model.meta_graphs:
-        if "serve" in meta_graph.meta_info_def.tags:
-            return meta_graph
-    raise ValueError(f"The SavedModel in {path} has no MetaGraphDef tagged `serve`")
+    @property
+    def signature_defs(self) -> dict:
+        """`{key: SignatureDef}` of the MetaGraphDef tagged `serve`."""
+        return self.bundle.signature_defs
 
 
 def load_servable(name: str, version: int, path) -> Servable:
-    """Loads a SavedModel version directory, then warms it up.
+    """Loads a SavedModel version directory as TF Serving does, then warms it up.
 
-    Warm-up replays `assets.extra/tf_serving_warmup_requests` when the
-    export has one (as TF Serving does, and a failing record fails the load);
-    otherwise it calls each signature once on placeholder inputs, so that
-    the first real request doesn't pay for TensorFlow's graph set-up.
+    The model is a `SavedModelBundle`: a TF1 Session on the MetaGraph, its
+    variables restored and its init op run. Warm-up replays
+    `assets.extra/tf_serving_warmup_requests` when the export has one (as TF
+    Serving does, and a failing record fails the load); otherwise it calls
+    each signature once on placeholder inputs, so that the first real
+    request doesn't pay for TensorFlow's graph set-up.
 
     Args:
         name: the model's name.
@@ -129,63 +109,35 @@ def load_servable(name: str, version: int, path) -> Servable:
         The loaded `Servable`.
     """
     path = Path(path)
-    meta_graph = _read_meta_graph(path)
-    module = tf.saved_model.load(str(path), tags=["serve"])
-    servable = Servable(
-        name=name,
-        version=int(version),
-        path=path,
-        signature_defs=dict(meta_graph.signature_def),
-        functions=dict(module.signatures),
-        module=module,
-    )
+    if not (path / "saved_model.pb").is_file() and not (path / "saved_model.pbtxt").is_file():
+        raise FileNotFoundError(f"No saved_model.pb or saved_model.pbtxt in {path}")
+    servable = Servable(name=name, version=int(version), path=path, bundle=SavedModelBundle(path))
     _warm_up(servable)
     return servable
 
 
 def _warm_up(servable: Servable):
-    records_path = servable.path / "assets.extra" / WARMUP_FILE
-    if not records_path.is_file():
-        for key in servable.functions:
+    if not (servable.path / "assets.extra" / WARMUP_FILE).is_file():
+        for key in servable.signature_defs:
             with contextlib.suppress(Exception):
                 call_signature(servable, key, _placeholder_inputs(servable.signature_defs[key]))
         return
     count = 0
-    for record in tf.data.TFRecordDataset(str(records_path)).take(MAX_WARMUP_RECORDS):
-        log_entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
-        kind = log_entry.WhichOneof("log_type")
-        try:
-            if kind == "predict_log":
-                request = log_entry.predict_log.request
-                inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
-                call_signature(servable, request.model_spec.signature_name or DEFAULT_SIGNATURE, inputs)
-            elif kind in ("classify_log", "regress_log"):
-                request = getattr(log_entry, kind).request
-                examples = np.array(_serialized_examples(request.input), dtype=object)
-                call_signature(
-                    servable, request.model_spec.signature_name or DEFAULT_SIGNATURE, {"inputs": examples}
-                )
-            else:
-                log.warning("Skipping a warm-up record of kind %s for %s", kind, servable.id)
+    try:
+        for request in warmup_requests(servable.path):
+            if request.kind not in ("predict_log", "classify_log", "regress_log"):
+                log.warning("Skipping a warm-up record of kind %s for %s", request.kind, servable.id)
                 continue
-        except RestError as error:
-            raise RuntimeError(f"Model warm-up failed: record {count}: {error.message}") from None
-        count += 1
+            call_signature(servable, request.signature_key, request.inputs)
+            count += 1
+    except (RestError, ValueError) as error:
+        message = error.message if isinstance(error, RestError) else str(error)
+        raise RuntimeError(f"Model warm-up failed: record {count}: {message}") from None
     log.info(
         "Finished reading warmup data for model at %s. Number of warmup records read: %d.",
-        records_path,
+        servable.path / "assets.extra" / WARMUP_FILE,
         count,
     )
-
-
-def _serialized_examples(request_input) -> list[bytes]:
-    kind = request_input.WhichOneof("kind")
-    if kind == "example_list":
-        return [e.SerializeToString() for e in request_input.example_list.examples]
-    if kind == "example_list_with_context":
-        context = request_input.example_list_with_context.context.SerializeToString()
-        return [context + e.SerializeToString() for e in request_input.example_list_with_context.examples]
-    raise _invalid("Input is empty.")
 
 
 def _placeholder_inputs(signature) -> dict:
@@ -201,24 +153,24 @@ def _placeholder_inputs(signature) -> dict:
 
 def call_signature(servable: Servable, key: str, inputs: Mapping[str, np.ndarray]) -> dict:
     """Runs one signature on numpy inputs; TensorFlow's errors become `RestError`s."""
-    function = servable.functions.get(key)
-    if function is None:
+    signature = servable.signature_defs.get(key)
+    if signature is None:
         raise _invalid(f'Serving signature key "{key}" not found.')
-    infos = servable.signature_defs[key].inputs
     try:
-        tensors = {
-            name: tf.constant(value, dtype=tf.dtypes.as_dtype(infos[name].dtype))
+        # Converted as TF Serving converts a request's values: to the
+        # signature's dtype, refusing what doesn't fit it.
+        arrays = {
+            name: tf.constant(value, dtype=tf.dtypes.as_dtype(signature.inputs[name].dtype)).numpy()
             for name, value in inputs.items()
         }
-        outputs = function(**tensors)
+        return servable.bundle.run(key, arrays)
     except tf.errors.OpError as error:
         code = _TF_ERROR_CODES.get(error.error_code, "UNKNOWN")
-        raise RestError(_clean_tf_message(error.message), code) from None
-    except (TypeError, ValueError) as error:
+        raise RestError(error_message(error), code) from None
+    except (KeyError, TypeError, ValueError) as error:
         raise _invalid(
             str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         ) from None
-    return {name: value.numpy() for name, value in outputs.items()}
 
 
 _TF_ERROR_CODES = {

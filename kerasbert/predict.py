@@ -12,7 +12,7 @@ predicted as the empty string. The output file appears only when complete.
 
 The library side works on any `predict_fn(texts[, text_pairs]) -> (labels,
 probabilities)`: `SavedModelClassifier` (the SavedModel's own serving
-signature, loaded with `tf.saved_model.load`, no Keras objects) and
+signature, loaded as TF Serving loads it, no Keras objects) and
 `server_predict_fn` (a `kerasbert.client.ServingClient`) are two.
 """
 
@@ -90,8 +90,9 @@ def read_model_bin_edges(model_dir) -> list[float] | None:
 class SavedModelClassifier:
     """An exported kerasbert model, called through its `serving_default` signature.
 
-    Loaded with `tf.saved_model.load` (and `tensorflow_text` for the
-    tokenizer's ops), exactly as TF Serving would load it.
+    Loaded as TF Serving loads it (`kerasbert.saved_model_bundle`: a TF1
+    Session on the MetaGraph, the restore op, the init op), so what it
+    predicts is what TF Serving would answer.
 
     Args:
         model_dir: a version directory (or its parent, for the highest version).
@@ -109,20 +110,19 @@ class SavedModelClassifier:
     """
 
     def __init__(self, model_dir):
+        from kerasbert.saved_model_bundle import DEFAULT_SIGNATURE, SavedModelBundle
+
         self.model_dir = resolve_model_dir(model_dir)
         self.labels = read_model_labels(self.model_dir)
         self.bin_edges = read_model_bin_edges(self.model_dir)
-        import tensorflow as tf
-        import tensorflow_text  # noqa: F401  registers the tokenizer's ops
-
-        self._tf = tf
-        self._loaded = tf.saved_model.load(str(self.model_dir))
-        if "serving_default" not in self._loaded.signatures:
+        self._bundle = SavedModelBundle(self.model_dir)
+        signature = self._bundle.signature_defs.get(DEFAULT_SIGNATURE)
+        if signature is None:
             raise ValueError(f"{self.model_dir}: the SavedModel has no serving_default signature")
-        self.signature = self._loaded.signatures["serving_default"]
-        self.text_pair = "text_pair" in self.signature.structured_input_signature[1]
-        num_classes = self.signature.structured_outputs["probabilities"].shape[-1]
-        if num_classes is not None and num_classes != len(self.labels):
+        self.text_pair = "text_pair" in signature.inputs
+        dims = signature.outputs["probabilities"].tensor_shape.dim
+        num_classes = dims[-1].size if dims else -1
+        if num_classes >= 0 and num_classes != len(self.labels):
             raise ValueError(
                 f"{self.model_dir}: assets/labels.txt lists {len(self.labels)} labels but the "
                 f"model outputs {num_classes} probabilities"
@@ -135,15 +135,21 @@ class SavedModelClassifier:
             `(labels, probabilities)`: a list of label strings and a float32
             array `[len(texts), num_classes]`.
         """
-        tf = self._tf
-        inputs = {"text": tf.constant(list(texts), dtype=tf.string)}
+        inputs = {"text": _string_array(texts)}
         if self.text_pair:
             if text_pairs is None:
                 raise ValueError(f"{self.model_dir} takes sentence pairs; give a text_pair column")
-            inputs["text_pair"] = tf.constant(list(text_pairs), dtype=tf.string)
-        outputs = self.signature(**inputs)
-        labels = [label.decode("utf-8") for label in outputs["label"].numpy().tolist()]
-        return labels, outputs["probabilities"].numpy()
+            inputs["text_pair"] = _string_array(text_pairs)
+        outputs = self._bundle.run("serving_default", inputs)
+        labels = [label.decode("utf-8") for label in outputs["label"].tolist()]
+        return labels, outputs["probabilities"]
+
+
+def _string_array(texts) -> np.ndarray:
+    """`texts` as the 1-D array of UTF-8 bytes a string input is fed."""
+    array = np.empty(len(texts), dtype=object)
+    array[:] = [text.encode("utf-8") if isinstance(text, str) else text for text in texts]
+    return array
 
 
 def server_predict_fn(client):

@@ -100,29 +100,6 @@ def _not_found(*parts) -> RestError:
     return RestError("".join(str(p) for p in parts), "NOT_FOUND")
 
 
-def _clean_tf_message(message: str) -> str:
-    """A TensorFlow error message without the Python stack that eager mode adds."""
-    lines = message.splitlines()
-    if not lines or not lines[0].startswith("Graph execution error"):
-        return message.strip()
-    kept, skipping = [], False
-    for line in lines[1:]:
-        if line.startswith("Detected at node"):
-            skipping = True
-            continue
-        stripped = line.strip()
-        if skipping and (
-            stripped == "<stack traces unavailable>"
-            or stripped.startswith('File "')
-            or line.startswith("    ")
-        ):
-            continue
-        skipping = False
-        if stripped:
-            kept.append(line)
-    return "\n".join(kept).strip() or message.strip()
-
-
 # === JSON text as TF Serving writes it ===
 
 

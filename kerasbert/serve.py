@@ -13,10 +13,11 @@ bodies to tensors, tensors to responses), `kerasbert.model_manager` the
 models (loading, warm-up, versions and the file-system poll), and
 `kerasbert.batching` the batch scheduler.
 
-Models load with plain TensorFlow (`tf.saved_model.load`, and
-`tensorflow_text` for the tokenizer's ops in kerasbert's exports). The
-server never imports kerasbert's training side (config, data, models,
-training) nor keras-hub.
+Models load as TF Serving loads them (`kerasbert.saved_model_bundle`: a
+TF1 Session on the MetaGraph, variables restored by the restore op, each
+signature run by its tensor names), so a model this server answers with is
+one TF Serving can load. The server never imports kerasbert's training side
+(config, data, models, training) nor keras-hub.
 
 Example:
 
@@ -64,7 +65,6 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 
 from kerasbert.batching import BatchScheduler
 from kerasbert.model_manager import (
-    DEFAULT_SIGNATURE,
     ModelConfig,
     ModelManager,
     Servable,
@@ -74,6 +74,7 @@ from kerasbert.model_manager import (
     load_servable,
     read_model_config_file,
 )
+from kerasbert.saved_model_bundle import DEFAULT_SIGNATURE
 from kerasbert.rest_json import (
     RestError,
     _array,

@@ -58,7 +58,7 @@ def error_of(function, *args):
 TRAINING_MODULES = [
     "kerasbert." + m for m in ("config", "data", "models", "training", "train", "export", "pipeline")
 ]
-SERVING_MODULES = ("serve", "rest_json", "model_manager", "batching", "client")
+SERVING_MODULES = ("serve", "rest_json", "model_manager", "batching", "client", "saved_model_bundle")
 
 
 def test_serve_and_client_import_no_training_code():
@@ -465,7 +465,16 @@ class FakeLoader:
             self.on_load(version)
         if version in self.failing:
             raise OSError(f"cannot read {path}")
-        return Servable(name, version, Path(path), signature_defs={}, functions={})
+        return Servable(name, version, Path(path), bundle=EmptyBundle())
+
+
+class EmptyBundle:
+    """A loaded model without signatures, for tests of versions alone."""
+
+    signature_defs = {}
+
+    def run(self, key, inputs):
+        raise KeyError(key)
 
 
 def make_versions(base, *versions):

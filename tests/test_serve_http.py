@@ -13,7 +13,6 @@ import time
 import httpx
 import numpy as np
 import pytest
-import tensorflow as tf
 from tensorflow.core.framework import tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
@@ -160,10 +159,16 @@ def slow_manager(seconds, tmp_path, versions=(1,)):
     """A model whose `serving_default` sleeps `seconds` for the text "slow"
     and answers the length of each text plus its version."""
 
-    def function(text, version):
-        if b"slow" in text.numpy().tolist():
-            time.sleep(seconds)
-        return {"length": tf.strings.length(text) + version}
+    class SlowBundle:
+        def __init__(self, offset):
+            self.offset = offset
+            self.signature_defs = {"serving_default": signature}
+
+        def run(self, key, inputs):
+            text = inputs["text"].tolist()
+            if b"slow" in text:
+                time.sleep(seconds)
+            return {"length": np.array([len(t) + self.offset for t in text], dtype=np.int32)}
 
     signature = meta_graph_pb2.SignatureDef(
         inputs={"text": tensor_info(types_pb2.DT_STRING, -1)},
@@ -172,8 +177,7 @@ def slow_manager(seconds, tmp_path, versions=(1,)):
     )
 
     def load(name, version, path):
-        functions = {"serving_default": lambda text: function(text, 10 * (version - 1))}
-        return Servable(name, version, path, {"serving_default": signature}, functions)
+        return Servable(name, version, path, SlowBundle(10 * (version - 1)))
 
     for version in versions:
         (tmp_path / "slow" / str(version)).mkdir(parents=True)

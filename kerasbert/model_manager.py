@@ -107,12 +107,25 @@ def load_servable(name: str, version: int, path) -> Servable:
 
     Returns:
         The loaded `Servable`.
+
+    Raises:
+        RestError: TensorFlow failed to restore the model or to run a
+            warm-up record; its status code and message.
+        OSError: no SavedModel there.
     """
     path = Path(path)
     if not (path / "saved_model.pb").is_file() and not (path / "saved_model.pbtxt").is_file():
         raise FileNotFoundError(f"No saved_model.pb or saved_model.pbtxt in {path}")
-    servable = Servable(name=name, version=int(version), path=path, bundle=SavedModelBundle(path))
-    _warm_up(servable)
+    try:
+        bundle = SavedModelBundle(path)
+    except tf.errors.OpError as error:
+        raise RestError(error_message(error), _TF_ERROR_CODES.get(error.error_code, "UNKNOWN")) from None
+    servable = Servable(name=name, version=int(version), path=path, bundle=bundle)
+    try:
+        _warm_up(servable)
+    except BaseException:
+        bundle.close()
+        raise
     return servable
 
 
@@ -123,6 +136,8 @@ def _warm_up(servable: Servable):
                 call_signature(servable, key, _placeholder_inputs(servable.signature_defs[key]))
         return
     count = 0
+    # A failing record fails the load with that request's own status, as
+    # in TF Serving.
     try:
         for request in warmup_requests(servable.path):
             if request.kind not in ("predict_log", "classify_log", "regress_log"):
@@ -130,9 +145,8 @@ def _warm_up(servable: Servable):
                 continue
             call_signature(servable, request.signature_key, request.inputs)
             count += 1
-    except (RestError, ValueError) as error:
-        message = error.message if isinstance(error, RestError) else str(error)
-        raise RuntimeError(f"Model warm-up failed: record {count}: {message}") from None
+    except ValueError as error:
+        raise RestError(str(error), "INVALID_ARGUMENT") from None
     log.info(
         "Finished reading warmup data for model at %s. Number of warmup records read: %d.",
         servable.path / "assets.extra" / WARMUP_FILE,
@@ -520,11 +534,20 @@ class ModelManager:
         except Exception as error:  # noqa: BLE001  (any failure leaves the version unserved, retried later)
             attempts, _ = self._failures.get((config.name, version), (0, None))
             self._failures[(config.name, version)] = (attempts + 1, _fingerprint(path))
-            message = f"{type(error).__name__}: {error}"
+            # A TensorFlow failure keeps its own status, as in TF Serving's
+            # model status; anything else is UNKNOWN.
+            if isinstance(error, RestError):
+                code, message = error.code, error.message
+            else:
+                code, message = "UNKNOWN", f"{type(error).__name__}: {error}"
             log.error(
-                "Loading servable version %s failed (attempt %d): %s", servable_id, attempts + 1, message
+                "Loading servable version %s failed (attempt %d): %s: %s",
+                servable_id,
+                attempts + 1,
+                code,
+                message,
             )
-            self._set_state(config.name, VersionState(version, "END", "UNKNOWN", message))
+            self._set_state(config.name, VersionState(version, "END", code, message))
             return
         self._failures.pop((config.name, version), None)
         with self._lock:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from kerasbert import distribute, keras_compat
-from tests.conftest import QUICKSTART_CSV, tiny_config_dict
+from tests.conftest import QUICKSTART_CSV, assert_session_answers_like_tf2_load, tiny_config_dict
 
 # Runs kerasbert.train in a process whose one CPU is split into two logical
 # devices, so MirroredStrategy has two replicas as the two workers do.
@@ -127,6 +127,9 @@ def test_two_workers_match_one_process_mirrored(tmp_path):
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     exports = list((tmp_path / "workers" / "saved_models").rglob("saved_model.pb"))
     assert len(exports) == 1
+    assert_session_answers_like_tf2_load(exports[0].parent)
+    (mirrored_export,) = (tmp_path / "mirrored" / "saved_models").rglob("saved_model.pb")
+    assert_session_answers_like_tf2_load(mirrored_export.parent)
     loss_workers = pd.read_csv(chief_dir / "history.csv")["loss"].to_numpy()
     loss_mirrored = pd.read_csv(reference_dir / "history.csv")["loss"].to_numpy()
     np.testing.assert_allclose(loss_workers, loss_mirrored, atol=1e-5)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the ops of loaded exports)
-from conftest import QUICKSTART_CSV
+from conftest import QUICKSTART_CSV, assert_session_answers_like_tf2_load
 
 from kerasbert import export
 
@@ -224,7 +224,12 @@ def test_inspect_as_a_module_loads_neither_keras_hub_nor_training_code(fresh_cli
     out, _, _ = fresh_client
     assert int(out["inspect_exit"]) == 0
     assert "labels (3): negative, neutral, positive" in str(out["inspect_stdout"])
-    assert list(out["inspect_modules"]) == ["kerasbert", "kerasbert.cli"]
+    assert list(out["inspect_modules"]) == [
+        "kerasbert",
+        "kerasbert.cli",
+        "kerasbert.export_check",
+        "kerasbert.saved_model_bundle",
+    ]
 
 
 def test_keras_model_around_tfsm_layer_predicts_the_same(run_model, exported_model):
@@ -364,6 +369,53 @@ def test_export_with_an_op_outside_core_and_text_fails_and_leaves_nothing(run_mo
         export.export_model(ClassifierWithForeignOp(), tokenizer, 16, LABELS, tmp_path, "foreign")
     # Everything had been written when the check failed; none of it is left.
     assert list((tmp_path / "foreign").iterdir()) == []
+
+
+# === Loaded as TF Serving loads it ===
+
+
+def test_session_answers_every_signature_like_tf2_load(exported_model):
+    assert_session_answers_like_tf2_load(exported_model)
+
+
+def test_cli_re_export_answers_in_a_session_like_tf2_load(trained_run, tmp_path, capsys):
+    assert export.main(["--run", str(trained_run.run_dir), "--base-path", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == f"exported: {tmp_path / 'tiny' / '1'}"
+    assert_session_answers_like_tf2_load(tmp_path / "tiny" / "1")
+
+
+def test_export_whose_variables_the_restore_op_misses_is_refused_in_one_line(
+    trained_run, tmp_path, monkeypatch, capsys
+):
+    # What every export did before: the signatures read Keras 3's tf.Variables,
+    # the restore op fills untracked copies, and only tf.saved_model.load works.
+    monkeypatch.setattr(export, "backend_variables", lambda classifier: [])
+    assert export.main(["--run", str(trained_run.run_dir), "--base-path", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith(
+        "error: TF Serving could not serve this export, so no version was written: "
+        "warm-up record 0 (serving_default): FailedPreconditionError: Could not find variable "
+    ), line
+    assert list((tmp_path / "tiny").iterdir()) == []
+
+
+def test_export_check_refuses_outputs_that_differ_from_the_exporting_process(exported_model):
+    from kerasbert.export_check import ExportCheckError, check_export
+    from kerasbert.saved_model_bundle import SavedModelBundle
+
+    bundle = SavedModelBundle(exported_model)
+
+    def shifted(key, inputs):
+        outputs = bundle.run(key, inputs)
+        name = "scores" if key == "classify" else "probabilities"
+        outputs[name] = outputs[name] + 1e-4
+        return outputs
+
+    assert check_export(exported_model, bundle.run) == 4
+    with pytest.raises(ExportCheckError, match=r"warm-up record 0 \(serving_default\): output 'probabilities' differs"):
+        check_export(exported_model, shifted)
 
 
 # === Atomicity ===

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the ops of loaded exports)
-from conftest import make_reviews, tiny_config_dict
+from conftest import assert_session_answers_like_tf2_load, make_reviews, tiny_config_dict
 
 from kerasbert import export
 
@@ -149,6 +149,14 @@ def pair_export(tmp_path_factory):
     assert status == 0
     version_dir = tmp / "saved_models" / "tiny" / "3"
     return result.run_dir, version_dir, printed.getvalue(), tf.saved_model.load(str(version_dir))
+
+
+def test_roberta_export_answers_in_a_session_like_tf2_load(roberta):
+    assert_session_answers_like_tf2_load(roberta[2])
+
+
+def test_pair_export_answers_in_a_session_like_tf2_load(pair_export):
+    assert_session_answers_like_tf2_load(pair_export[1])
 
 
 def test_cli_exports_a_pair_run_whose_signatures_take_text_and_text_pair(pair_export):

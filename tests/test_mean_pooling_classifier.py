@@ -15,7 +15,7 @@ import tensorflow as tf
 from kerasbert.config import config_from_dict
 from kerasbert.mean_pooling_classifier import MaskedMeanPooling, MeanPoolingClassifier
 from kerasbert.models import TextEncoder, layer_groups, trim_to_longest
-from tests.conftest import QUICKSTART_CSV, tiny_classifier, tiny_config_dict
+from tests.conftest import QUICKSTART_CSV, assert_session_answers_like_tf2_load, tiny_classifier, tiny_config_dict
 
 TEXTS = ["a fine film", "the plot was dull and the cast was flat", "great"]
 
@@ -116,3 +116,4 @@ def test_a_mean_pooling_run_exports_from_its_run_directory_in_a_new_process(tmp_
     loaded = tf.saved_model.load(str(tmp_path / "sm" / "tiny" / "1"))
     out = loaded.signatures["serving_default"](text=tf.constant(["a superb film", "dull"]))
     np.testing.assert_allclose(tf.reduce_sum(out["probabilities"], -1), [1.0, 1.0], rtol=1e-5)
+    assert_session_answers_like_tf2_load(tmp_path / "sm" / "tiny" / "1")

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import QUICKSTART_CSV, tiny_config_dict
+from tests.conftest import QUICKSTART_CSV, assert_session_answers_like_tf2_load, tiny_config_dict
 
 TRAIN = [sys.executable, "-m", "kerasbert.train"]
 # One thread per op pool: the interrupted and the uninterrupted run must
@@ -112,6 +112,12 @@ def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tmp_path):
     again = subprocess.run([*TRAIN, "--config", str(killed), "--resume", str(run_dir)], capture_output=True, text=True, timeout=120)
     assert again.returncode == 2
     assert again.stderr.strip().splitlines()[-1].endswith("the run finished already; start a new run instead")
+
+    # The resumed run exports, and the export answers as TF Serving loads it.
+    from kerasbert import export
+
+    assert export.main(["--run", str(run_dir), "--base-path", str(tmp_path / "sm")]) == 0
+    assert_session_answers_like_tf2_load(tmp_path / "sm" / "killed" / "1")
 
 
 def test_resume_of_a_directory_that_is_not_a_run(tmp_path):

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from kerasbert.config import RuntimeConfig, config_from_dict
 from kerasbert.runtime import Runtime, apply_runtime, resolve_runtime, usable_cpus
-from tests.conftest import QUICKSTART_CSV, tiny_config_dict
+from tests.conftest import QUICKSTART_CSV, assert_session_answers_like_tf2_load, tiny_config_dict
 
 
 def affinity():
@@ -96,3 +96,4 @@ def test_a_bfloat16_run_trains_and_exports_a_bfloat16_model_with_float32_variabl
     out = tf.saved_model.load(str(version)).signatures["serving_default"](text=tf.constant(["a superb film", ""]))
     assert out["probabilities"].dtype == tf.float32
     np.testing.assert_allclose(tf.reduce_sum(out["probabilities"], -1), [1.0, 1.0], rtol=1e-5)
+    assert_session_answers_like_tf2_load(version)

@@ -669,3 +669,34 @@ def test_tf_serving_style_boolean_flags_are_accepted():
     args = serve._parser().parse_args(["--enable_batching=true", "--rest_api_enable_cors_support"])
     assert args.enable_batching is True and args.rest_api_enable_cors_support is True
     assert serve._parser().parse_args(["--enable_batching=false"]).enable_batching is False
+
+
+def test_an_export_that_only_tf2_load_can_run_is_refused_at_load_with_its_error(
+    trained_run, tmp_path, monkeypatch
+):
+    """An export whose signatures read variables the restore op never fills
+    (what Keras 3 models saved in a tf.Module gave before their variables
+    were tracked) loads with `tf.saved_model.load` but not in TF Serving;
+    the server must refuse it the same way and say why in the status."""
+    import httpx
+    import tensorflow as tf
+
+    from kerasbert import export
+
+    monkeypatch.setattr(export, "backend_variables", lambda classifier: [])
+    monkeypatch.setattr(export, "check_export", lambda *args: 0)
+    version_dir = export.export_run_dir(trained_run.run_dir, base_path=tmp_path)
+    tf2 = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    assert tf2(text=tf.constant(["a superb film"]))["label"].shape == (1,)
+
+    manager = ModelManager([ModelConfig("tiny", version_dir.parent)], poll_wait_seconds=0)
+    manager.poll()
+    with serve.background_server(serve.create_app(manager)) as url:
+        status = httpx.get(f"{url}/v1/models/tiny", timeout=60)
+        predict = httpx.post(f"{url}/v1/models/tiny:predict", json={"instances": ["a"]}, timeout=60)
+    assert status.status_code == 200
+    (version,) = status.json()["model_version_status"]
+    assert (version["version"], version["state"]) == ("1", "END")
+    assert version["status"]["error_code"] == "FAILED_PRECONDITION"
+    assert version["status"]["error_message"].startswith("Could not find variable ")
+    assert predict.status_code == 404

@@ -29,8 +29,11 @@ Contenders (each runs in a fresh process, one after another):
     hf-torch/random+1thread  hf-torch/random with `torch.set_num_threads(1)`:
                           OpenMP's spinning threads suffer most on a shared machine
     infer:kerasbert       `serving_default` of kerasbert's export (text in, in-graph
-                          tokenization, each request cut to its longest text)
+                          tokenization, each request cut to its longest text),
+                          loaded as TF Serving loads it: a TF1 Session on the
+                          MetaGraph, run by tensor names (`SavedModelBundle`)
     infer:kerasbert+1thread  the same with one intra-op thread
+    infer:kerasbert-tf2load  the same export through `tf.saved_model.load`
     infer:hf-torch        fast tokenizer + `model(**batch)` under `inference_mode`
     infer:hf-torch+1thread   the same with `torch.set_num_threads(1)`
 
@@ -71,7 +74,13 @@ TRAIN_CONTENDERS = {
     "hf-torch/bucketed": dict(kind="hf", order="bucketed"),
     "hf-torch/random+1thread": dict(kind="hf", order="random", threads=1),
 }
-INFER_CONTENDERS = ["infer:kerasbert", "infer:kerasbert+1thread", "infer:hf-torch", "infer:hf-torch+1thread"]
+INFER_CONTENDERS = [
+    "infer:kerasbert",
+    "infer:kerasbert+1thread",
+    "infer:kerasbert-tf2load",
+    "infer:hf-torch",
+    "infer:hf-torch+1thread",
+]
 
 
 # === Setup: the shared inputs and the SavedModels ===
@@ -268,18 +277,35 @@ def _tf_threads():
 # === Inference (SavedModel) ===
 
 
-def infer_savedmodel(args, name="kerasbert", threads=None):
+def infer_savedmodel(args, name="kerasbert", threads=None, loader="session"):
+    """`serving_default` of the export, loaded as TF Serving loads it.
+
+    `loader="session"` is kerasbert's `SavedModelBundle` (a TF1 Session on
+    the MetaGraph, run by tensor names: TF Serving's path, and what
+    `kerasbert.serve`, `evaluate` and `predict` use); `"tf2"` is
+    `tf.saved_model.load`, for comparison.
+    """
+    import numpy as np
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  registers the tokenizer's ops
 
-    if threads is not None:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
     inputs = _inputs(args)
-    model = tf.saved_model.load(str(args.out / "saved_models" / name / "1"))
-    serve = model.signatures["serving_default"]
+    path = args.out / "saved_models" / name / "1"
+    if loader == "session":
+        from kerasbert.saved_model_bundle import SavedModelBundle
 
-    def run(batch):
-        return serve(text=tf.constant(batch))["probabilities"].numpy()
+        bundle = SavedModelBundle(path, intra_op_threads=threads or 0)
+
+        def run(batch):
+            return bundle.run("serving_default", {"text": np.array(batch, dtype=object)})["probabilities"]
+
+    else:
+        if threads is not None:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+
+        def run(batch):
+            return serve(text=tf.constant(batch))["probabilities"].numpy()
 
     return time_inference(run, inputs["test_texts"], args)
 
@@ -360,7 +386,9 @@ def worker(args):
         result = setup(args)
     elif name.startswith("infer:"):
         model, _, variant = name.split(":", 1)[1].partition("+")
-        result = infer_savedmodel(args, model, threads=1 if variant == "1thread" else None)
+        loader = "tf2" if model.endswith("-tf2load") else "session"
+        model = model.removesuffix("-tf2load")
+        result = infer_savedmodel(args, model, threads=1 if variant == "1thread" else None, loader=loader)
     else:
         spec = dict(TRAIN_CONTENDERS[name])
         kind = spec.pop("kind")

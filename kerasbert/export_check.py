@@ -198,35 +198,24 @@ def _serve_requests(saved_model_dir, responses_path) -> dict:
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
-    from kerasbert.saved_model_bundle import SavedModelBundle, warmup_requests
+    from kerasbert.saved_model_bundle import SavedModelBundle, WarmupError, describe_error, replay_warmup
 
     try:
         bundle = SavedModelBundle(saved_model_dir)
     except Exception as error:  # noqa: BLE001  (any failure is the answer)
-        return {"error": f"loading as TF Serving does: {_describe(error)}"}
+        return {"error": f"loading as TF Serving does: {describe_error(error)}"}
     count = 0
     with tf.io.TFRecordWriter(str(responses_path)) as writer:
-        for request in warmup_requests(saved_model_dir):
-            try:
-                outputs = bundle.run(request.signature_key, request.inputs)
-            except Exception as error:  # noqa: BLE001
-                return {"error": f"warm-up record {count} ({request.signature_key}): {_describe(error)}"}
-            response = predict_pb2.PredictResponse()
-            for name, value in outputs.items():
-                response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
-            writer.write(response.SerializeToString())
-            count += 1
+        try:
+            for _, outputs in replay_warmup(bundle):
+                response = predict_pb2.PredictResponse()
+                for name, value in outputs.items():
+                    response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+                writer.write(response.SerializeToString())
+                count += 1
+        except WarmupError as error:
+            return {"error": str(error)}
     return {"records": count}
-
-
-def _describe(error) -> str:
-    import tensorflow as tf
-
-    from kerasbert.saved_model_bundle import error_message
-
-    message = error_message(error) if isinstance(error, tf.errors.OpError) else str(error)
-    first = message.strip().splitlines()[0] if message.strip() else ""
-    return f"{type(error).__name__}: {first}"
 
 
 def main():

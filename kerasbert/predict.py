@@ -91,8 +91,9 @@ class SavedModelClassifier:
     """An exported kerasbert model, called through its `serving_default` signature.
 
     Loaded as TF Serving loads it (`kerasbert.saved_model_bundle`: a TF1
-    Session on the MetaGraph, the restore op, the init op), so what it
-    predicts is what TF Serving would answer.
+    Session on the MetaGraph, the restore op, the init op) and warmed up
+    with the export's warm-up records, so what it predicts is what TF
+    Serving would answer, and an export TF Serving would refuse is refused.
 
     Args:
         model_dir: a version directory (or its parent, for the highest version).
@@ -110,12 +111,28 @@ class SavedModelClassifier:
     """
 
     def __init__(self, model_dir):
-        from kerasbert.saved_model_bundle import DEFAULT_SIGNATURE, SavedModelBundle
+        import tensorflow as tf
+
+        from kerasbert.saved_model_bundle import (
+            DEFAULT_SIGNATURE,
+            SavedModelBundle,
+            WarmupError,
+            describe_error,
+            replay_warmup,
+        )
 
         self.model_dir = resolve_model_dir(model_dir)
         self.labels = read_model_labels(self.model_dir)
         self.bin_edges = read_model_bin_edges(self.model_dir)
-        self._bundle = SavedModelBundle(self.model_dir)
+        try:
+            self._bundle = SavedModelBundle(self.model_dir)
+        except tf.errors.OpError as error:
+            raise ValueError(f"{self.model_dir}: TF Serving could not load it: {describe_error(error)}") from None
+        try:
+            for _ in replay_warmup(self._bundle):
+                pass
+        except WarmupError as error:
+            raise WarmupError(f"{self.model_dir}: TF Serving would not load this export: {error}") from None
         signature = self._bundle.signature_defs.get(DEFAULT_SIGNATURE)
         if signature is None:
             raise ValueError(f"{self.model_dir}: the SavedModel has no serving_default signature")

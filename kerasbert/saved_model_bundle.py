@@ -151,6 +151,17 @@ def error_message(error: tf.errors.OpError) -> str:
     return "\n".join(kept).strip() or message.strip()
 
 
+def describe_error(error: BaseException) -> str:
+    """`Type: first line of the message`, TensorFlow's stack traces left out."""
+    message = error_message(error) if isinstance(error, tf.errors.OpError) else str(error)
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    return f"{type(error).__name__}: {first}"
+
+
+class WarmupError(ValueError):
+    """A warm-up record failed: TF Serving would not load the version."""
+
+
 @dataclasses.dataclass(frozen=True)
 class WarmupRequest:
     """One record of `assets.extra/tf_serving_warmup_requests`.
@@ -191,6 +202,27 @@ def warmup_requests(version_dir, limit=MAX_WARMUP_RECORDS) -> Iterator[WarmupReq
             yield WarmupRequest(kind or "", DEFAULT_SIGNATURE, {})
             continue
         yield WarmupRequest(kind, request.model_spec.signature_name or DEFAULT_SIGNATURE, inputs)
+
+
+def replay_warmup(bundle: SavedModelBundle) -> Iterator[tuple[WarmupRequest, dict]]:
+    """Runs the export's warm-up records in order, as TF Serving does while loading.
+
+    Yields:
+        `(request, outputs)` for each record.
+
+    Raises:
+        WarmupError: a record failed, or is of a kind kerasbert does not
+            replay; says which record, its signature and the error.
+    """
+    for index, request in enumerate(warmup_requests(bundle.path)):
+        where = f"warm-up record {index} ({request.signature_key})"
+        if request.kind not in ("predict_log", "classify_log", "regress_log"):
+            raise WarmupError(f"warm-up record {index}: unsupported kind {request.kind or 'none'}")
+        try:
+            outputs = bundle.run(request.signature_key, request.inputs)
+        except (tf.errors.OpError, KeyError, ValueError) as error:
+            raise WarmupError(f"{where}: {describe_error(error)}") from None
+        yield request, outputs
 
 
 def serialized_examples(request_input) -> list[bytes]:

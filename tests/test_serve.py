@@ -672,12 +672,13 @@ def test_tf_serving_style_boolean_flags_are_accepted():
 
 
 def test_an_export_that_only_tf2_load_can_run_is_refused_at_load_with_its_error(
-    trained_run, tmp_path, monkeypatch
+    trained_run, tmp_path, monkeypatch, capsys
 ):
     """An export whose signatures read variables the restore op never fills
     (what Keras 3 models saved in a tf.Module gave before their variables
     were tracked) loads with `tf.saved_model.load` but not in TF Serving;
-    the server must refuse it the same way and say why in the status."""
+    the server, `predict` and `evaluate` must refuse it the same way and
+    say why."""
     import httpx
     import tensorflow as tf
 
@@ -700,3 +701,18 @@ def test_an_export_that_only_tf2_load_can_run_is_refused_at_load_with_its_error(
     assert version["status"]["error_code"] == "FAILED_PRECONDITION"
     assert version["status"]["error_message"].startswith("Could not find variable ")
     assert predict.status_code == 404
+
+    from kerasbert import evaluate, predict as predict_cli
+
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\na superb film,positive\n", encoding="utf-8")
+    capsys.readouterr()
+    for command, argv in (
+        (predict_cli, ["--model", str(version_dir), "--input", str(data), "--output", str(tmp_path / "p.csv")]),
+        (evaluate, ["--model", str(version_dir), "--data", str(data), "--output", str(tmp_path / "eval")]),
+    ):
+        assert command.main(argv) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"error: {version_dir}: TF Serving would not load this export: warm-up record 0")
+        assert "FailedPreconditionError: Could not find variable " in line
+    assert not (tmp_path / "p.csv").exists() and not (tmp_path / "eval").exists()

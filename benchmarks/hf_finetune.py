@@ -32,12 +32,19 @@ def main(argv=None) -> int:
 
     import numpy as np
     import transformers
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        Trainer,
+        TrainingArguments,
+    )
 
     split = json.loads(args.split.read_text(encoding="utf-8"))
     transformers.set_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(split["model_dir"])
-    model = AutoModelForSequenceClassification.from_pretrained(split["model_dir"], num_labels=len(split["labels"]))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        split["model_dir"], num_labels=len(split["labels"])
+    )
 
     def encoded(name):
         part = split[name]
@@ -48,7 +55,9 @@ def main(argv=None) -> int:
         ]
 
     def accuracy(prediction):
-        return {"accuracy": float(np.mean(prediction.predictions.argmax(-1) == prediction.label_ids))}
+        return {
+            "accuracy": float(np.mean(prediction.predictions.argmax(-1) == prediction.label_ids))
+        }
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as output_dir:
@@ -84,7 +93,10 @@ def main(argv=None) -> int:
         "validation_accuracy": validation,
         "validation_accuracy_by_epoch": history[: int(np.ceil(args.epochs))],
         "seconds": time.perf_counter() - started,
-        "versions": {"torch": __import__("torch").__version__, "transformers": transformers.__version__},
+        "versions": {
+            "torch": __import__("torch").__version__,
+            "transformers": transformers.__version__,
+        },
     }
     print("RESULT " + json.dumps(result), flush=True)
     return 0

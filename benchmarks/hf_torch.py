@@ -34,7 +34,11 @@ def load(inputs):
 def nonembedding_params(model):
     total = sum(p.numel() for p in model.parameters())
     embeddings = model.base_model.embeddings
-    tables = (embeddings.word_embeddings, embeddings.position_embeddings, embeddings.token_type_embeddings)
+    tables = (
+        embeddings.word_embeddings,
+        embeddings.position_embeddings,
+        embeddings.token_type_embeddings,
+    )
     return total, total - sum(p.numel() for t in tables for p in t.parameters())
 
 
@@ -53,7 +57,8 @@ def train(args, inputs):
     labels = [inputs["train_label_ids"][i] for i in order]
     encoded = tokenizer(texts, truncation=True, max_length=inputs["sequence_length"])
     features = [
-        {**{key: encoded[key][i] for key in encoded.keys()}, "labels": labels[i]} for i in range(len(texts))
+        {**{key: encoded[key][i] for key in encoded.keys()}, "labels": labels[i]}
+        for i in range(len(texts))
     ]
     ends, cpu_ends, widths, real = [], [], [], []
     begin = time.perf_counter()
@@ -92,13 +97,21 @@ def infer(args, inputs):
     def run(batch):
         with torch.inference_mode():
             encoded = tokenizer(
-                batch, padding=True, truncation=True, max_length=inputs["sequence_length"], return_tensors="pt"
+                batch,
+                padding=True,
+                truncation=True,
+                max_length=inputs["sequence_length"],
+                return_tensors="pt",
             )
             return model(**encoded).logits.softmax(-1).numpy()
 
     from speed import time_inference  # benchmarks/ is this script's directory
 
-    return {"versions": versions(), "threads": torch.get_num_threads(), **time_inference(run, texts, args)}
+    return {
+        "versions": versions(),
+        "threads": torch.get_num_threads(),
+        **time_inference(run, texts, args),
+    }
 
 
 def versions():
@@ -117,7 +130,9 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--single-requests", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         import torch

@@ -29,6 +29,7 @@ import platform
 import sys
 import time
 import urllib.parse
+from pathlib import Path
 
 TEXTS = [
     "What a superb film, the cast is brilliant.",
@@ -110,7 +111,9 @@ class _Connection:
                 elif name == "transfer-encoding" and value.lower() == "chunked":
                     raise ValueError("chunked answers are not supported by this load generator")
             payload = (
-                await self.reader.readexactly(length) if length is not None else await self.reader.read()
+                await self.reader.readexactly(length)
+                if length is not None
+                else await self.reader.read()
             )
         except BaseException:
             self.close()
@@ -125,7 +128,9 @@ class _Connection:
         self.reader = self.writer = None
 
 
-async def _load(url, model_name, requests, concurrency, texts_per_request, timeout, deadline_seconds, warmup):
+async def _load(
+    url, model_name, requests, concurrency, texts_per_request, timeout, deadline_seconds, warmup
+):
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "http":
         raise ValueError(
@@ -135,7 +140,12 @@ async def _load(url, model_name, requests, concurrency, texts_per_request, timeo
     path = f"{parts.path.rstrip('/')}/v1/models/{urllib.parse.quote(model_name, safe='')}:predict"
     bodies = [
         json.dumps(
-            {"instances": [TEXTS[(i * texts_per_request + j) % len(TEXTS)] for j in range(texts_per_request)]}
+            {
+                "instances": [
+                    TEXTS[(i * texts_per_request + j) % len(TEXTS)]
+                    for j in range(texts_per_request)
+                ]
+            }
         ).encode()
         for i in range(len(TEXTS))
     ]
@@ -221,7 +231,16 @@ def run_load(
     """
     warmup = 2 * concurrency if warmup is None else warmup
     return asyncio.run(
-        _load(url, model_name, requests, concurrency, texts_per_request, timeout, deadline_seconds, warmup)
+        _load(
+            url,
+            model_name,
+            requests,
+            concurrency,
+            texts_per_request,
+            timeout,
+            deadline_seconds,
+            warmup,
+        )
     )
 
 
@@ -233,9 +252,13 @@ def _row(name, result: LoadResult) -> str:
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="benchmarks/load_test.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/load_test.py", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--model_name", default="quickstart")
-    parser.add_argument("--model_base_path", help="serve this model directory (started here, twice)")
+    parser.add_argument(
+        "--model_base_path", help="serve this model directory (started here, twice)"
+    )
     parser.add_argument("--url", help="instead, load a server that is already running")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -261,14 +284,22 @@ def main(argv=None) -> int:
 
     def load(url):
         return run_load(
-            url, args.model_name, args.requests, args.concurrency, args.texts_per_request, args.timeout
+            url,
+            args.model_name,
+            args.requests,
+            args.concurrency,
+            args.texts_per_request,
+            args.timeout,
         )
 
     results = []
     if args.url:
         results.append((args.url, load(args.url)))
     else:
-        from kerasbert.serve import ServerProcess
+        # The tests' harness for a server in a subprocess; this script runs
+        # from benchmarks/, so the repository root goes on the path first.
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.support.server_process import ServerProcess
 
         base = ["--model_name", args.model_name, "--model_base_path", args.model_base_path]
         batching = [

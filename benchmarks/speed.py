@@ -90,11 +90,12 @@ def setup(args):
     """Writes the texts, labels and batch orders every contender uses, and the exports."""
     import numpy as np
 
-    from kerasbert import export as export_lib
-    from kerasbert.config import load_config
-    from kerasbert.models import TextEncoder, build_classifier
-    from kerasbert import data as data_lib
-    from kerasbert.pipeline import BUCKET_WINDOW, encode_texts, sortish_order
+    from kerasbert.config_loading import load_config
+    from kerasbert.data import splits as data_lib
+    from kerasbert.data.pipeline import BUCKET_WINDOW, encode_texts, sortish_order
+    from kerasbert.exporting.exporter import export_model
+    from kerasbert.models.classifier import build_classifier
+    from kerasbert.models.tokenizers import TextEncoder
 
     config = load_config(args.config)
     splits = data_lib.load_splits(config.data)
@@ -127,8 +128,14 @@ def setup(args):
         import shutil
 
         shutil.rmtree(target)
-    export_lib.export_model(
-        classifier, tokenizer, config.model.sequence_length, splits.labels, exports, "kerasbert", version=1
+    export_model(
+        classifier,
+        tokenizer,
+        config.model.sequence_length,
+        splits.labels,
+        exports,
+        "kerasbert",
+        version=1,
     )
     return {"train_rows": len(texts), "tokenize_texts_per_s": len(texts) / tokenize_seconds}
 
@@ -175,9 +182,9 @@ def train_kerasbert(args, bucket_window=0, jit_compile="auto", inter_op="auto"):
     import numpy as np
     import tensorflow as tf
 
-    from kerasbert.config import load_config
-    from kerasbert import training
-    from kerasbert.pipeline import make_training_dataset
+    from kerasbert.config_loading import load_config
+    from kerasbert.data.pipeline import make_training_dataset
+    from kerasbert.training import fit as training
 
     # The variants are the config keys a user would set.
     overrides = [
@@ -204,8 +211,14 @@ def train_kerasbert(args, bucket_window=0, jit_compile="auto", inter_op="auto"):
     real = [int(np.sum(batch[0]["padding_mask"])) for batch in data]
     # One batch of every width first, so that tracing (and XLA's compile per
     # shape) is done before the clock runs, for every variant alike.
-    firsts = tf.constant(sorted({w: i for i, w in reversed(list(enumerate(widths)))}.values()), tf.int64)
-    prepass = data.enumerate().filter(lambda i, batch: tf.reduce_any(tf.equal(i, firsts))).map(lambda i, batch: batch)
+    firsts = tf.constant(
+        sorted({w: i for i, w in reversed(list(enumerate(widths)))}.values()), tf.int64
+    )
+    prepass = (
+        data.enumerate()
+        .filter(lambda i, batch: tf.reduce_any(tf.equal(i, firsts)))
+        .map(lambda i, batch: batch)
+    )
     started = time.perf_counter()
     model.fit(prepass, epochs=1, verbose=0)
     compile_seconds = time.perf_counter() - started
@@ -239,7 +252,9 @@ def train_keras_hub(args, sequence_length=None):
         kwargs["preprocessor"] = keras_hub.models.TextClassifierPreprocessor.from_preset(
             inputs["model_dir"], sequence_length=sequence_length
         )
-    classifier = keras_hub.models.TextClassifier.from_preset(inputs["model_dir"], num_classes=2, **kwargs)
+    classifier = keras_hub.models.TextClassifier.from_preset(
+        inputs["model_dir"], num_classes=2, **kwargs
+    )
     width = classifier.preprocessor.sequence_length
     data = tf.data.Dataset.from_tensor_slices((texts, labels)).batch(args.batch_size)
     clock = _StepClock()
@@ -292,12 +307,14 @@ def infer_savedmodel(args, name="kerasbert", threads=None, loader="session"):
     inputs = _inputs(args)
     path = args.out / "saved_models" / name / "1"
     if loader == "session":
-        from kerasbert.saved_model_bundle import SavedModelBundle
+        from kerasbert.serving.saved_model_bundle import SavedModelBundle
 
         bundle = SavedModelBundle(path, intra_op_threads=threads or 0)
 
         def run(batch):
-            return bundle.run("serving_default", {"text": np.array(batch, dtype=object)})["probabilities"]
+            return bundle.run("serving_default", {"text": np.array(batch, dtype=object)})[
+                "probabilities"
+            ]
 
     else:
         if threads is not None:
@@ -355,11 +372,16 @@ def run_worker(args, name):
     else:
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", name]
     command += [
-        "--out", str(args.out),
-        "--steps", str(args.steps),
-        "--warmup", str(args.warmup),
-        "--batch-size", str(args.batch_size),
-        "--single-requests", str(args.single_requests),
+        "--out",
+        str(args.out),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--batch-size",
+        str(args.batch_size),
+        "--single-requests",
+        str(args.single_requests),
     ]
     if not hf:
         command += ["--config", str(args.config)]
@@ -373,7 +395,7 @@ def run_worker(args, name):
     if done.returncode != 0 or not result_lines:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
         raise RuntimeError(f"{name} failed (exit {done.returncode}); see {log}:\n{tail}")
-    result = json.loads(result_lines[-1][len("RESULT "):])
+    result = json.loads(result_lines[-1][len("RESULT ") :])
     result["wall_seconds"] = time.perf_counter() - started
     result["load_before"] = load_before
     result["load_after"] = os.getloadavg()
@@ -388,7 +410,9 @@ def worker(args):
         model, _, variant = name.split(":", 1)[1].partition("+")
         loader = "tf2" if model.endswith("-tf2load") else "session"
         model = model.removesuffix("-tf2load")
-        result = infer_savedmodel(args, model, threads=1 if variant == "1thread" else None, loader=loader)
+        result = infer_savedmodel(
+            args, model, threads=1 if variant == "1thread" else None, loader=loader
+        )
     else:
         spec = dict(TRAIN_CONTENDERS[name])
         kind = spec.pop("kind")
@@ -399,15 +423,25 @@ def worker(args):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=CONFIG, help="the benchmark config (data, model)")
-    parser.add_argument("--out", type=Path, default=OUT_DIR, help="where inputs, exports and results go")
+    parser.add_argument(
+        "--config", type=Path, default=CONFIG, help="the benchmark config (data, model)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=OUT_DIR, help="where inputs, exports and results go"
+    )
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per contender")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps (or inference batches) first")
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="untimed steps (or inference batches) first"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--single-requests", type=int, default=200, help="batch-1 requests timed")
     parser.add_argument("--only", default=None, help="comma-separated contenders (default: all)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="run the contenders this many times, in turn, and keep each one's best")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the contenders this many times, in turn, and keep each one's best",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -425,8 +459,12 @@ def main(argv=None) -> int:
     results = json.loads(results_path.read_text()) if results_path.exists() and args.only else {}
     results["machine"] = machine_info()
     results["started"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    results["settings"] = {"steps": args.steps, "warmup": args.warmup, "batch_size": args.batch_size,
-                           "single_requests": args.single_requests}
+    results["settings"] = {
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "batch_size": args.batch_size,
+        "single_requests": args.single_requests,
+    }
     contenders = results.setdefault("contenders", {})
     if "setup" in names:
         print(f"[{time.strftime('%H:%M:%S')}] setup (load {os.getloadavg()[0]:.2f})", flush=True)
@@ -436,7 +474,9 @@ def main(argv=None) -> int:
     # spell of load from other jobs falls on every contender alike.
     for _ in range(args.repeat):
         for name in runs:
-            print(f"[{time.strftime('%H:%M:%S')}] {name} (load {os.getloadavg()[0]:.2f})", flush=True)
+            print(
+                f"[{time.strftime('%H:%M:%S')}] {name} (load {os.getloadavg()[0]:.2f})", flush=True
+            )
             runs[name].append(run_worker(args, name))
             contenders[name] = best_of(runs[name])
             results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
@@ -476,7 +516,11 @@ def machine_info():
                 info[key.strip()] = value.strip()
         flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0]
         info["avx512f"] = " avx512f " in flags + " "
-        mhz = [float(l.split(":")[1]) for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("cpu MHz")]
+        mhz = [
+            float(line.split(":")[1])
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("cpu MHz")
+        ]
         info["cpu_mhz"] = mhz[0] if mhz else None
         meminfo = Path("/proc/meminfo").read_text().splitlines()[0]
         info["mem_total_gib"] = round(int(meminfo.split()[1]) / 2**20, 1)
@@ -524,13 +568,17 @@ def report(results) -> str:
         "| tokens (real) | GFLOP/step | % of peak (wall) | % of peak per CPU-s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    rate = {n: steps * batch / contenders[n]["seconds"] for n in TRAIN_CONTENDERS if n in contenders}
+    rate = {
+        n: steps * batch / contenders[n]["seconds"] for n in TRAIN_CONTENDERS if n in contenders
+    }
     for name in TRAIN_CONTENDERS:
         if name not in contenders:
             continue
         r = contenders[name]
         flops, tokens = train_flops(r, batch)
-        vs_hub = f"{rate[name] / rate['keras-hub/default']:.2f}x" if "keras-hub/default" in rate else "-"
+        vs_hub = (
+            f"{rate[name] / rate['keras-hub/default']:.2f}x" if "keras-hub/default" in rate else "-"
+        )
         vs_hf = f"{rate[name] / rate['hf-torch/random']:.2f}x" if "hf-torch/random" in rate else "-"
         wall_share = flops / r["seconds"] / peak if peak else float("nan")
         cpu_share = flops / r["cpu_seconds"] / core_peak if peak else float("nan")
@@ -559,9 +607,15 @@ def report(results) -> str:
         lines.append(
             f"| {name.split(':', 1)[1]} | {b32['texts_per_s']:.1f} | {b1['texts_per_s']:.1f} | {vs32} | {vs1} | {cpu} |"
         )
-    lines += ["", "Load average (1 min) before each contender: " + ", ".join(
-        f"{n} {contenders[n]['load_before'][0]:.1f}" for n in contenders if "load_before" in contenders[n]
-    )]
+    lines += [
+        "",
+        "Load average (1 min) before each contender: "
+        + ", ".join(
+            f"{n} {contenders[n]['load_before'][0]:.1f}"
+            for n in contenders
+            if "load_before" in contenders[n]
+        ),
+    ]
     return "\n".join(lines)
 
 

@@ -44,6 +44,21 @@ def run(main, args) -> int:
         return 130
 
 
+def command(parse_args, main):
+    """A command line's entry point: `entry(argv=None) -> int`.
+
+    Parses `argv` with `parse_args`, then calls `main(args)` through `run`.
+
+    Example:
+    >>> main = cli.command(parse_args, _main)    # in kerasbert/train.py
+    """
+
+    def entry(argv=None) -> int:
+        return run(main, parse_args(argv))
+
+    return entry
+
+
 def error_line(error) -> str:
     """`error`'s message as one printable line of at most `MAX_MESSAGE` characters.
 
@@ -55,12 +70,35 @@ def error_line(error) -> str:
     if len(message) > MAX_MESSAGE:
         cut = f"... [cut at {MAX_MESSAGE} of {len(message)} characters; --debug shows all]"
         message = message[:MAX_MESSAGE]
-    printable = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
+    printable = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message
+    )
     return printable + cut
 
 
+def command_parser(module, description) -> ArgumentParser:
+    """The parser of `python -m <module>`: one-line usage errors, `--debug`."""
+    return ArgumentParser(prog=f"python -m {module}", description=description)
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, with a usage error as one line and exit status 2 like the rest."""
+    """argparse, with a usage error as one line and exit status 2 like the rest, and `--debug`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    def add_config_arguments(self):
+        """`--config FILE` and repeatable `--set KEY=VALUE`, for commands that read a run's config."""
+        self.add_argument("--config", required=True, help="the run's YAML config")
+        self.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config key, e.g. --set training.epochs=2 (repeatable)",
+        )
 
     def error(self, message):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")

@@ -52,7 +52,9 @@ class ServingClient:
     ...         print(label, max(probabilities))
     """
 
-    def __init__(self, url: str, model_name: str, version: int | None = None, timeout: float = 30.0):
+    def __init__(
+        self, url: str, model_name: str, version: int | None = None, timeout: float = 30.0
+    ):
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(
                 "Invalid value for argument `url`. Expected the server's http:// or https:// address, "
@@ -62,7 +64,9 @@ class ServingClient:
             raise ValueError(
                 f"Invalid value for argument `model_name`. Expected a non-empty string. Received: model_name={model_name!r}"
             )
-        if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 0):
+        if version is not None and (
+            isinstance(version, bool) or not isinstance(version, int) or version < 0
+        ):
             raise ValueError(
                 f"Invalid value for argument `version`. Expected None or an integer >= 0. Received: version={version!r}"
             )
@@ -161,7 +165,9 @@ class ServingClient:
                         f"{self._model_url} answered without `label` and `probabilities`; "
                         f"is it a kerasbert export? Received: {str(prediction)[:300]}"
                     )
-                results.append((_text(prediction["label"]), [float(p) for p in prediction["probabilities"]]))
+                results.append(
+                    (_text(prediction["label"]), [float(p) for p in prediction["probabilities"]])
+                )
         return results
 
     def classify(
@@ -184,7 +190,9 @@ class ServingClient:
                 for example, pair in zip(examples, pairs):
                     example["text_pair"] = pair
             data = self._request(
-                "POST", f"{self._model_url}:classify", {"signature_name": "classify", "examples": examples}
+                "POST",
+                f"{self._model_url}:classify",
+                {"signature_name": "classify", "examples": examples},
             )
             # TF Serving answers `results`; its REST guide says `result`.
             classes = data.get("results", data.get("result"))
@@ -192,7 +200,9 @@ class ServingClient:
                 raise ServingError(
                     f"Expected {len(batch)} results from {self._model_url}, received: {str(data)[:300]}"
                 )
-            results.extend([[(_text(label), float(score)) for label, score in row] for row in classes])
+            results.extend(
+                [[(_text(label), float(score)) for label, score in row] for row in classes]
+            )
         return results
 
 

@@ -1,29 +1,28 @@
-"""Typed, validated run configuration, loaded from YAML.
+"""Typed, validated run configuration: the schema of a run's YAML file.
 
 One YAML file describes a run in sections (`data`, `model`, `training`,
 `export`, and `distribution` and `runtime` for the machine). It is validated against the schema below before any data or model
 is touched; every problem is reported as one line that names the file, the
 dotted key, what was given and what is allowed.
 
-This module imports no TensorFlow, so validating a config is instant.
+`kerasbert.config_loading` reads the file into it. Neither imports
+TensorFlow, so validating a config is instant.
 """
 
 from __future__ import annotations
 
-import difflib
 import reprlib
-from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
+
+from kerasbert.training import schedules
 
 # Counts and sizes end up in TensorFlow as int32; a larger one is a typo that
 # would otherwise surface as an overflow deep inside training.
@@ -35,11 +34,11 @@ Seed = Annotated[int, Field(ge=0, lt=2**32)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 ROBERTA_MIN_VOCABULARY = 300
-# Longest rendering of a received value in an error message.
-_SHORT = reprlib.Repr()
-_SHORT.maxstring = _SHORT.maxother = 60
-_SHORT.maxlist = _SHORT.maxdict = _SHORT.maxset = 6
-_SHORT.maxlevel = 2
+# Renders a received value in an error message, cut short.
+SHORT = reprlib.Repr()
+SHORT.maxstring = SHORT.maxother = 60
+SHORT.maxlist = SHORT.maxdict = SHORT.maxset = 6
+SHORT.maxlevel = 2
 
 
 class ConfigError(ValueError):
@@ -86,7 +85,7 @@ class BinningConfig(_Section):
                 raise ValueError("`edges` needs at least one value")
             if any(b <= a for a, b in zip(self.edges, self.edges[1:])):
                 raise ValueError(
-                    f"`edges` must increase strictly; received {_SHORT.repr(self.edges)}"
+                    f"`edges` must increase strictly; received {SHORT.repr(self.edges)}"
                 )
         return self
 
@@ -115,9 +114,7 @@ class DataConfig(_Section):
                 "or `train` (with optional `validation` and `test` files)"
             )
         if self.path is not None and (self.validation or self.test):
-            raise ValueError(
-                "`validation`/`test` files go with `train`, not with `path`"
-            )
+            raise ValueError("`validation`/`test` files go with `train`, not with `path`")
         columns = {
             "text_column": self.text_column,
             "text_pair_column": self.text_pair_column,
@@ -129,7 +126,7 @@ class DataConfig(_Section):
                 if column == other_column:
                     raise ValueError(
                         f"`{key}` and `{other}` both name the column "
-                        f"{_SHORT.repr(column)}; each must name a different column"
+                        f"{SHORT.repr(column)}; each must name a different column"
                     )
         return self
 
@@ -159,8 +156,7 @@ class ScratchConfig(_Section):
             )
         if self.hidden_dim % self.num_heads:
             raise ValueError(
-                f"hidden_dim ({self.hidden_dim}) must be divisible by "
-                f"num_heads ({self.num_heads})"
+                f"hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})"
             )
         return self
 
@@ -201,7 +197,7 @@ class ModelConfig(_Section):
 
 
 class ScheduleConfig(_Section):
-    """Learning-rate schedule; see `kerasbert.schedules`.
+    """Learning-rate schedule; see `kerasbert.training.schedules`.
 
     `one_cycle` rises from `maximal_learning_rate / div_factor` to
     `maximal_learning_rate` over `pct_start` of the steps, then anneals to
@@ -211,9 +207,7 @@ class ScheduleConfig(_Section):
     half cycle of `step_size` batches.
     """
 
-    mode: Literal["constant", "triangular", "triangular2", "exp_range", "one_cycle"] = (
-        "constant"
-    )
+    mode: Literal[("constant",) + schedules.MODES] = "constant"
     initial_learning_rate: Optional[PositiveFloat] = None
     maximal_learning_rate: Optional[PositiveFloat] = None
     step_size: Optional[PositiveInt] = None
@@ -227,29 +221,43 @@ class ScheduleConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self):
-        cyclic = self.mode in ("triangular", "triangular2", "exp_range")
-        if cyclic:
+        if self.mode in schedules.CYCLIC_MODES:
             for key in ("initial_learning_rate", "maximal_learning_rate", "step_size"):
                 if getattr(self, key) is None:
                     raise ValueError(f"mode {self.mode!r} needs `{key}`")
         if self.mode == "one_cycle" and self.maximal_learning_rate is None:
             raise ValueError("mode 'one_cycle' needs `maximal_learning_rate`")
-        if (
-            self.initial_learning_rate is not None
-            and self.maximal_learning_rate is not None
-            and self.maximal_learning_rate < self.initial_learning_rate
-        ):
-            raise ValueError(
-                "maximal_learning_rate must be >= initial_learning_rate; "
-                f"received maximal_learning_rate={self.maximal_learning_rate}, "
-                f"initial_learning_rate={self.initial_learning_rate}"
-            )
-        if self.base_momentum > self.max_momentum:
-            raise ValueError(
-                "base_momentum must be <= max_momentum; received "
-                f"{self.base_momentum} > {self.max_momentum}"
-            )
+        # The schedule's constructor checks the rest: one set of rules for
+        # the config and for code that builds a schedule. A one-cycle length
+        # comes from the data; any length checks the other values.
+        self.build(total_steps=1)
         return self
+
+    def build(self, total_steps):
+        """The schedule object (`kerasbert.training.schedules`), or None for `constant`.
+
+        Args:
+            total_steps: batches in a one-cycle schedule's cycle.
+        """
+        if self.mode == "constant":
+            return None
+        if self.mode == "one_cycle":
+            return schedules.OneCycleSchedule(
+                self.maximal_learning_rate,
+                total_steps,
+                self.pct_start,
+                self.div_factor,
+                self.final_div_factor,
+                self.base_momentum,
+                self.max_momentum,
+            )
+        return schedules.CyclicalSchedule(
+            self.initial_learning_rate,
+            self.maximal_learning_rate,
+            self.step_size,
+            self.mode,
+            self.gamma,
+        )
 
 
 class StageConfig(_Section):
@@ -350,7 +358,7 @@ Threads = Annotated[int, Field(gt=0, le=1024)]
 
 
 class RuntimeConfig(_Section):
-    """How TensorFlow uses the machine; see `kerasbert.runtime`."""
+    """How TensorFlow uses the machine; see `kerasbert.training.runtime`."""
 
     intra_op_threads: Union[Literal["auto"], Threads] = "auto"
     inter_op_threads: Union[Literal["auto"], Threads] = "auto"
@@ -359,7 +367,7 @@ class RuntimeConfig(_Section):
 
 
 class DistributionConfig(_Section):
-    """Which `tf.distribute` strategy runs the model; see `kerasbert.distribute`.
+    """Which `tf.distribute` strategy runs the model; see `kerasbert.training.distribute`.
 
     `auto` is one device, or every local GPU when there are several.
     `multi_worker_mirrored` reads the cluster from `TF_CONFIG`. The
@@ -403,208 +411,3 @@ class Config(_Section):
 
 
 # === Loading ===
-
-
-def load_config(path, overrides=()) -> Config:
-    """Reads, overrides and validates a YAML config.
-
-    Args:
-        path: the YAML file.
-        overrides: `"dotted.key=value"` strings; the value is parsed as YAML,
-            so `training.epochs=2` gives an int and `model.preset=null` None.
-
-    Returns:
-        The validated `Config`.
-
-    Raises:
-        ConfigError: with one line naming the file and the offending key.
-
-    Example:
-    >>> cfg = load_config("configs/quickstart.yaml", ["training.epochs=1"])
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a config file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read the config: {e}") from None
-    raw = _parse_yaml(text, path)
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{path}: expected a mapping of sections at the top, "
-            f"received {type(raw).__name__}"
-        )
-    for override in overrides:
-        _apply_override(raw, override, path)
-    return config_from_dict(raw, source=str(path))
-
-
-def config_from_dict(raw: dict, source: str = "<config>") -> Config:
-    """Validates a plain dict; errors name `source` and the dotted key."""
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(f"{source}: {_describe(e, raw)}") from None
-
-
-def config_to_dict(config: Config) -> dict:
-    """The fully resolved config, defaults included, as plain data."""
-    return config.model_dump(mode="json")
-
-
-def dump_config(config: Config) -> str:
-    return yaml.safe_dump(config_to_dict(config), sort_keys=False)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` that refuses a key given twice in one mapping.
-
-    PyYAML keeps the last of duplicated keys without a word, so a config
-    that sets `epochs` twice would silently train with the second. Keys
-    merged in with `<<` may still be overridden, as YAML intends.
-    """
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen = set()
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=deep)
-                try:
-                    duplicate = key in seen
-                except TypeError:
-                    continue  # unhashable: the base class says so
-                if duplicate:
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping",
-                        node.start_mark,
-                        f"found duplicate key {_SHORT.repr(key)}",
-                        key_node.start_mark,
-                    )
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _parse_yaml(text: str, source):
-    """`yaml.safe_load` with duplicate keys refused and every failure a ConfigError."""
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or getattr(e, "reason", None)
-        why = f": {problem}" if problem else ""
-        raise ConfigError(f"{source}: not valid YAML{where}{why}") from None
-    except RecursionError:
-        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
-    except ValueError as e:
-        # e.g. "Exceeds the limit (4300 digits) for integer string conversion".
-        reason = str(e).split(":")[0][:200]
-        raise ConfigError(f"{source}: not valid YAML: {reason}") from None
-
-
-def _apply_override(raw: dict, override: str, path: Path) -> None:
-    key, sep, value = override.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(
-            f"--set expects key.path=value; received {_SHORT.repr(override)}"
-        )
-    try:
-        parsed = _parse_yaml(value, f"--set {key.strip()}")
-    except ConfigError:
-        # Not YAML: take the text as it is, as a string value.
-        parsed = value
-    node = raw
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(
-                f"{path}: --set {key}: `{part}` is not a section"
-            )
-        node = child
-    node[parts[-1]] = parsed
-
-
-def _describe(error: ValidationError, raw: dict) -> str:
-    """One line for the first problem pydantic found."""
-    problems = error.errors()
-    first = problems[0]
-    loc = _clean_loc(first["loc"])
-    # A union (e.g. an int or "all") fails once per member: say them together.
-    same = [p for p in problems if _clean_loc(p["loc"]) == loc]
-    more = len(problems) - len(same)
-    suffix = f" ({more} more problem{'s' if more > 1 else ''})" if more else ""
-    dotted = _dotted(loc)
-    kind = first["type"]
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
-        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
-        did_you_mean = f"; did you mean `{hint[0]}`?" if hint else ""
-        return (
-            f"{dotted}: unknown key{did_you_mean} "
-            f"(allowed: {', '.join(allowed)}){suffix}"
-        )
-    if kind == "missing":
-        return f"{dotted}: required key is missing{suffix}"
-    message = " or ".join(dict.fromkeys(_message(p) for p in same))
-    given = first.get("input")
-    if kind != "value_error" and not isinstance(given, (dict, list)):
-        return f"{dotted}: {message}; received {_SHORT.repr(given)}{suffix}"
-    return f"{dotted or '(top level)'}: {message}{suffix}"
-
-
-def _message(problem) -> str:
-    message = problem["msg"]
-    return message[len("Value error, ") :] if message.startswith("Value error, ") else message
-
-
-def _clean_loc(loc) -> list:
-    return [p for p in loc if not _is_union_tag(p)]
-
-
-def _is_union_tag(part) -> bool:
-    # pydantic names the union member it tried ("int", "constrained-int",
-    # "literal['all']", "function-after[...]"); those are not keys the user wrote.
-    return isinstance(part, str) and (
-        "[" in part
-        or part.startswith(("constrained-", "function-", "json-or-python", "lax-"))
-        or part in ("int", "str", "float", "bool", "dict", "list")
-    )
-
-
-def _dotted(loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _allowed_keys(loc) -> list[str]:
-    model: Any = Config
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part) if isinstance(model, type) else None
-        if field is None:
-            return []
-        model = _section_type(field.annotation)
-    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
-
-
-def _section_type(annotation):
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _section_type(arg)
-        if found is not None:
-            return found
-    return None

@@ -6,256 +6,69 @@ python -m kerasbert.evaluate --model saved_models/quickstart/1 --data test.csv -
 
 The model is loaded as TF Serving loads it (a TF1 Session on the
 MetaGraph, its variables restored by the restore op) and called through its
-`serving_default` signature, so what is measured is what is shipped. Writes `metrics.json` and `predictions.csv` to `--output`
-and prints a table; the metrics are those of `kerasbert.metrics`.
-
-`evaluate_saved_model` is the same evaluation as a function, which a
-training run calls on its test split.
+`serving_default` signature, so what is measured is what is shipped. Writes
+`metrics.json` and `predictions.csv` to `--output` and prints a table; the
+work is `kerasbert.evaluation.scoring`'s, the metrics
+`kerasbert.evaluation.metrics`'.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from kerasbert import cli
-from kerasbert import metrics as metrics_lib
-from kerasbert.data import bin_labels, read_table
-from kerasbert.predict import (
-    PROBABILITY_PREFIX,
+from kerasbert.evaluation import metrics as metrics_lib
+from kerasbert.evaluation.saved_model_classifier import (
     SavedModelClassifier,
-    check_columns,
-    predict_in_batches,
     read_model_bin_edges,
     read_model_labels,
     resolve_model_dir,
-    text_values,
-    write_table,
-    write_text,
 )
+from kerasbert.evaluation.scoring import (
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    evaluate_saved_model,
+    format_metrics,
+    label_ids,
+    load_labelled,
+)
+from kerasbert.files import write_json
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.csv"
-
-
-# === Library ===
-
-
-def label_ids(true_labels, labels) -> np.ndarray:
-    """Class ids of label strings.
-
-    Raises:
-        ValueError: some labels are not in `labels`; names them.
-    """
-    index = {label: i for i, label in enumerate(labels)}
-    unknown = sorted({label for label in true_labels if label not in index})
-    if unknown:
-        raise ValueError(
-            f"{len(unknown)} label(s) not in the model's label list: {unknown[:10]}; "
-            f"the model knows {list(labels)[:20]}"
-        )
-    return np.asarray([index[label] for label in true_labels], dtype=np.int64)
-
-
-def evaluate_predictions(true_labels, probabilities, labels, num_bins=metrics_lib.DEFAULT_NUM_BINS) -> dict:
-    """`kerasbert.metrics.classification_metrics` for label strings.
-
-    Args:
-        true_labels: one label string per example.
-        probabilities: `[N, len(labels)]`.
-        labels: class names by class id.
-        num_bins: confidence bins for the calibration error.
-
-    Raises:
-        ValueError: a label is not in `labels`.
-    """
-    return metrics_lib.classification_metrics(label_ids(true_labels, labels), probabilities, labels, num_bins)
-
-
-def predictions_table(texts, true_labels, probabilities, labels, text_pairs=None) -> pd.DataFrame:
-    """One row per example: text, label, predicted label, confidence, probabilities.
-
-    The predicted label is the most probable class, as in the metrics.
-    """
-    probabilities = np.asarray(probabilities)
-    columns = {"text": list(texts)}
-    if text_pairs is not None:
-        columns["text_pair"] = list(text_pairs)
-    columns["label"] = list(true_labels)
-    columns["predicted_label"] = [labels[i] for i in probabilities.argmax(axis=1)]
-    columns["confidence"] = probabilities.max(axis=1)
-    for i, label in enumerate(labels):
-        columns[PROBABILITY_PREFIX + str(label)] = probabilities[:, i]
-    return pd.DataFrame(columns)
-
-
-def evaluate_saved_model(
-    model_dir,
-    texts,
-    labels,
-    text_pairs=None,
-    batch_size=64,
-    num_bins=metrics_lib.DEFAULT_NUM_BINS,
-    progress=False,
-    predictions_path=None,
-) -> dict:
-    """Evaluates an exported model on labelled texts through its serving signature.
-
-    Args:
-        model_dir: a SavedModel version directory, or a loaded
-            `kerasbert.predict.SavedModelClassifier`.
-        texts: the strings to classify.
-        labels: their true label strings.
-        text_pairs: second segments, for sentence-pair models.
-        batch_size: texts per call.
-        num_bins: confidence bins for the expected calibration error.
-        progress: show a progress bar.
-        predictions_path: if given, also write the per-example predictions
-            there (see `predictions_table`).
-
-    Returns:
-        The metrics of `kerasbert.metrics.classification_metrics`.
-
-    Raises:
-        ValueError: a label the model does not know (checked before
-            predicting), or lengths that differ.
-        FileNotFoundError: no SavedModel at `model_dir`.
-
-    Example:
-
-    >>> metrics = evaluate_saved_model("saved_models/quickstart/1", ["A superb film."], ["positive"])
-    >>> metrics["accuracy"]
-    """
-    model = model_dir if isinstance(model_dir, SavedModelClassifier) else SavedModelClassifier(model_dir)
-    texts, labels = list(texts), list(labels)
-    if len(texts) != len(labels):
-        raise ValueError(f"{len(texts)} texts but {len(labels)} labels; give one label per text")
-    if not texts:
-        raise ValueError("nothing to evaluate: no texts")
-    y_true = label_ids(labels, model.labels)
-    if model.text_pair and text_pairs is None:
-        raise ValueError(f"{model.model_dir} takes sentence pairs; give the text pairs")
-    _, probabilities = predict_in_batches(
-        model, texts, text_pairs if model.text_pair else None, batch_size, progress, description="evaluating"
-    )
-    result = metrics_lib.classification_metrics(y_true, probabilities, model.labels, num_bins)
-    if predictions_path is not None:
-        table = predictions_table(texts, labels, probabilities, model.labels, text_pairs if model.text_pair else None)
-        write_table(table, predictions_path)
-    return result
-
-
-def write_metrics(metrics, path) -> Path:
-    """Writes metrics as indented UTF-8 JSON, atomically."""
-    path = Path(path)
-    write_text(path, json.dumps(metrics, indent=2, ensure_ascii=False, default=_json_default) + "\n")
-    return path
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-def format_metrics(metrics) -> str:
-    """A human-readable table of `classification_metrics` output."""
-    ece_name = f"ECE ({metrics.get('ece_bins', metrics_lib.DEFAULT_NUM_BINS)} bins)"
-    rows = [
-        ("examples", metrics.get("num_examples")),
-        ("accuracy", metrics.get("accuracy")),
-        ("macro F1", metrics.get("macro_f1")),
-        ("weighted F1", metrics.get("weighted_f1")),
-        ("ROC-AUC", metrics.get("roc_auc")),
-        ("log loss", metrics.get("log_loss")),
-        (ece_name, metrics.get("ece")),
-    ]
-    width = max(len(name) for name, _ in rows)
-    lines = [f"{name:<{width}}  {_number(value)}" for name, value in rows]
-    per_class = metrics.get("per_class")
-    if per_class:
-        table = pd.DataFrame.from_dict(per_class, orient="index")[["precision", "recall", "f1", "support"]]
-        lines += ["", table.to_string(float_format=lambda x: f"{x:.4f}")]
-    matrix = metrics.get("confusion_matrix")
-    if matrix:
-        labels = metrics["labels"]
-        frame = pd.DataFrame(matrix, index=labels, columns=labels)
-        lines += ["", "confusion matrix (rows: true label, columns: predicted)", frame.to_string()]
-    return "\n".join(lines)
-
-
-def _number(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, (int, np.integer)):
-        return str(value)
-    return f"{value:.4f}"
-
-
-def load_labelled(path, text_column="text", label_column="label", text_pair_column=None, bin_edges=None):
-    """Reads a labelled file into `text`, `label` (and `text_pair`) columns.
-
-    Missing texts become `""` and are evaluated; rows without a label are
-    dropped. Numeric labels are written as a CSV would (3.0 is "3"); with
-    `bin_edges` a numeric target is binned as in training.
-
-    Returns:
-        `(frame, dropped)`: the frame and the number of rows dropped.
-
-    Raises:
-        kerasbert.data.DataError: the file is missing or unreadable.
-        ValueError: a missing column.
-    """
-    frame = read_table(path)
-    check_columns(frame, [text_column, label_column, text_pair_column], path)
-    label = frame[label_column]
-    keep = label.notna() & (label.astype(str).str.strip() != "")
-    frame = frame[keep].reset_index(drop=True)
-    out = pd.DataFrame({"text": text_values(frame[text_column])})
-    if text_pair_column:
-        out["text_pair"] = text_values(frame[text_pair_column])
-    if bin_edges is not None:
-        out["label"] = bin_labels(frame[label_column], bin_edges, source=str(path)).to_numpy()
-    else:
-        out["label"] = [_label_text(v) for v in frame[label_column].tolist()]
-    return out, int((~keep).sum())
-
-
-def _label_text(value) -> str:
-    # As kerasbert.data does for training labels: JSON Lines and Parquet give
-    # numbers, and 3.0 read back from a column with gaps is the label "3".
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
-# === Command line ===
-
 
 def parse_args(argv=None):
-    parser = cli.ArgumentParser(
-        prog="python -m kerasbert.evaluate",
-        description="Evaluate an exported SavedModel on a labelled file.",
+    parser = cli.command_parser(
+        "kerasbert.evaluate", "Evaluate an exported SavedModel on a labelled file."
     )
-    parser.add_argument("--model", required=True, help="a SavedModel version directory, e.g. saved_models/quickstart/1")
-    parser.add_argument("--data", required=True, help="labelled CSV, TSV, JSON Lines or Parquet file")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a SavedModel version directory, e.g. saved_models/quickstart/1",
+    )
+    parser.add_argument(
+        "--data", required=True, help="labelled CSV, TSV, JSON Lines or Parquet file"
+    )
     parser.add_argument("--text-column", default="text", help="default: text")
     parser.add_argument("--label-column", default="label", help="default: label")
-    parser.add_argument("--text-pair-column", help="the second text's column, for sentence-pair models")
-    parser.add_argument("--output", default=".", help=f"directory for {METRICS_FILE} and {PREDICTIONS_FILE} (default: .)")
+    parser.add_argument(
+        "--text-pair-column", help="the second text's column, for sentence-pair models"
+    )
+    parser.add_argument(
+        "--output",
+        default=".",
+        help=f"directory for {METRICS_FILE} and {PREDICTIONS_FILE} (default: .)",
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="texts per call (default: 64)")
-    parser.add_argument("--num-bins", type=int, default=metrics_lib.DEFAULT_NUM_BINS, help="confidence bins for ECE (default: 15)")
+    parser.add_argument(
+        "--num-bins",
+        type=int,
+        default=metrics_lib.DEFAULT_NUM_BINS,
+        help="confidence bins for ECE (default: 15)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
 
 
@@ -270,10 +83,16 @@ def _main(args):
     # Cheap checks first: a bad path, column or label fails before TensorFlow loads.
     model_dir = resolve_model_dir(args.model)
     frame, dropped = load_labelled(
-        args.data, args.text_column, args.label_column, args.text_pair_column, read_model_bin_edges(model_dir)
+        args.data,
+        args.text_column,
+        args.label_column,
+        args.text_pair_column,
+        read_model_bin_edges(model_dir),
     )
     if frame.empty:
-        raise ValueError(f"{args.data}: no labelled rows to evaluate ({dropped} dropped without a label)")
+        raise ValueError(
+            f"{args.data}: no labelled rows to evaluate ({dropped} dropped without a label)"
+        )
     label_ids(frame["label"], read_model_labels(model_dir))
     model = SavedModelClassifier(model_dir)
     if model.text_pair and not args.text_pair_column:
@@ -290,16 +109,19 @@ def _main(args):
         progress=not args.no_progress,
         predictions_path=output / PREDICTIONS_FILE,
     )
-    report = {"model": str(model.model_dir), "data": str(args.data), "dropped_rows": dropped, **metrics}
-    write_metrics(report, output / METRICS_FILE)
+    report = {
+        "model": str(model.model_dir),
+        "data": str(args.data),
+        "dropped_rows": dropped,
+        **metrics,
+    }
+    write_json(output / METRICS_FILE, report)
     print(format_metrics(report))
     print(f"\nwrote {output / METRICS_FILE} and {output / PREDICTIONS_FILE}")
     return 0
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    return cli.run(_main, args)
+main = cli.command(parse_args, _main)
 
 
 if __name__ == "__main__":

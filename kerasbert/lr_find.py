@@ -10,38 +10,47 @@ import json
 import sys
 from pathlib import Path
 
-from kerasbert import cli
+from kerasbert import cli, rundir
 
 
+# Each command declares its own flags; `cli` gives them --debug and one-line errors.
 def parse_args(argv=None):
-    parser = cli.ArgumentParser(
-        prog="python -m kerasbert.lr_find",
-        description="Exponential learning-rate sweep on the configured model and data.",
+    parser = cli.command_parser(
+        "kerasbert.lr_find", "Exponential learning-rate sweep on the configured model and data."
     )
-    parser.add_argument("--config", required=True, help="the run's YAML config")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--stage", type=int, default=None, help="index into training.unfreezing: sweep with that stage's layers trainable")
+    parser.add_config_arguments()
+    parser.add_argument(
+        "--stage",
+        type=int,
+        default=None,
+        help="index into training.unfreezing: sweep with that stage's layers trainable",
+    )
     parser.add_argument("--steps", type=int, default=100, help="the most steps (default 100)")
     parser.add_argument("--min-lr", type=float, default=1e-7)
     parser.add_argument("--max-lr", type=float, default=1.0)
-    parser.add_argument("--output", default=None, help="directory for the results (default runs/<name>/lr_find-<timestamp>)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="directory for the results (default runs/<name>/lr_find-<timestamp>)",
+    )
     return parser.parse_args(argv)
 
 
 def _main(args):
-    from kerasbert.config import load_config
+    from kerasbert.config_loading import load_config
 
     config = load_config(args.config, args.overrides)
     stages = config.training.unfreezing or []
     if args.stage is not None and not 0 <= args.stage < len(stages):
         raise ValueError(
             f"--stage {args.stage}: the config has {len(stages)} unfreezing stage(s); "
-            f"give 0 to {len(stages) - 1}" if stages else f"--stage {args.stage}: the config has no training.unfreezing stages"
+            f"give 0 to {len(stages) - 1}"
+            if stages
+            else f"--stage {args.stage}: the config has no training.unfreezing stages"
         )
     cli.setup(args.debug)
-    from kerasbert.lr_range import lr_range_test, write_range_test
-    from kerasbert.training import compile_for_stage, make_run_dir, prepare
+    from kerasbert.training.fit import compile_for_stage, prepare
+    from kerasbert.training.lr_range import lr_range_test, write_range_test
 
     prepared = prepare(config)
     trainable_layers = stages[args.stage].trainable_layers if args.stage is not None else "all"
@@ -53,7 +62,11 @@ def _main(args):
         max_learning_rate=args.max_lr,
         num_steps=args.steps,
     )
-    output = Path(args.output) if args.output else make_run_dir(config.training.runs_dir, config.name, prefix="lr_find-")
+    output = (
+        Path(args.output)
+        if args.output
+        else rundir.make_run_dir(config.training.runs_dir, config.name, prefix="lr_find-")
+    )
     output.mkdir(parents=True, exist_ok=True)
     write_range_test(result, output)
     summary = {
@@ -63,14 +76,15 @@ def _main(args):
         "diverged": result.diverged,
         "trainable_layers": trainable_layers,
     }
-    (output / "lr_find.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"suggested maximal_learning_rate: {result.suggestion:.3g} (minimum of the smoothed loss / 10)")
+    (output / rundir.LR_FIND_SUGGESTION).write_text(json.dumps(summary, indent=2) + "\n")
+    print(
+        f"suggested maximal_learning_rate: {result.suggestion:.3g} (minimum of the smoothed loss / 10)"
+    )
     print(f"wrote {output / 'lr_find.csv'} and {output / 'lr_find.png'}")
     return 0
 
 
-def main(argv=None) -> int:
-    return cli.run(_main, parse_args(argv))
+main = cli.command(parse_args, _main)
 
 
 if __name__ == "__main__":

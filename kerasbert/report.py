@@ -5,557 +5,55 @@ python -m kerasbert.report runs/quickstart/20261125-144351        # rebuilds its
 python -m kerasbert.report runs/a/<stamp> runs/b/<stamp> --output comparison/
 ```
 
-A report is built from the run directory alone, so it can be rebuilt at any
-time: the training run leaves there what exists only while it runs
-(`data_summary.json` from `write_data_summary`, `baseline.json` from
-`kerasbert.baseline.write_baseline`, `test_predictions.csv` from
-`kerasbert.evaluate.evaluate_saved_model`), next to `config.yaml`,
-`labels.json`, `history.csv` and `metrics.json`. Sections whose files are
-absent (`lr_trace.csv`, `stages.json`, `lr_find.csv`/`lr_find.png`, ...) are
-left out and listed at the end. `report.html` is self-contained (figures are
-embedded as base64 PNG); the figures are also written to `plots/`.
+The report is `kerasbert.evaluation.report`'s; this is its command line.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import json
-import logging
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from kerasbert import cli
-from kerasbert import metrics as metrics_lib
-from kerasbert import plots
-from kerasbert.baseline import BASELINE_FILE
-from kerasbert.predict import PROBABILITY_PREFIX, write_text
-
-log = logging.getLogger(__name__)
-
-DATA_SUMMARY_FILE = "data_summary.json"
-TEST_PREDICTIONS_FILE = "test_predictions.csv"
-REPORT_FILE = "report.html"
-PLOTS_DIR = "plots"
-COMPARISON_FILES = ("comparison.html", "comparison.png", "comparison.csv")
-RUN_MARKERS = ("config.yaml", "history.csv", "metrics.json")
-NUM_MISTAKES = 20
-# The metrics shown side by side, in this order; lower is better for the last two.
-HEADLINE = ("accuracy", "macro_f1", "weighted_f1", "roc_auc", "log_loss", "ece")
-PLOT_NAMES = ("class_balance", "text_lengths", "training_curves", "learning_rate", "lr_find", "confusion_matrix", "reliability")
-
+from kerasbert.evaluation.report import NUM_MISTAKES, write_comparison, write_report
+from kerasbert.evaluation.runs import resolve_run_dir
 
 # === Data summary (written at training time) ===
-
-
-def summarize_splits(splits, num_bins=30) -> dict:
-    """Rows, class balance and text lengths of each split.
-
-    Args:
-        splits: a `kerasbert.data.Splits`.
-        num_bins: bins of the word-count histogram, shared by all splits.
-
-    Returns:
-        `{"labels", "splits": {split: {"rows", "class_counts", "words",
-        "characters"}}, "length_histogram": {"edges", "counts": {split:
-        [...]}}, "dropped_rows"}`. Lengths count a sentence pair's two
-        texts together; `words` and `characters` hold `min`, `median`,
-        `mean`, `p95` and `max`.
-    """
-    words, summary = {}, {}
-    for name, frame in splits.items():
-        texts = frame["text"].astype(str)
-        if "text_pair" in frame:
-            texts = texts + " " + frame["text_pair"].astype(str)
-        words[name] = texts.str.split().str.len().to_numpy(dtype=float)
-        counts = frame["label"].value_counts()
-        summary[name] = {
-            "rows": int(len(frame)),
-            "class_counts": {label: int(counts.get(label, 0)) for label in splits.labels},
-            "words": _describe(words[name]),
-            "characters": _describe(texts.str.len().to_numpy(dtype=float)),
-        }
-    everything = np.concatenate(list(words.values()))
-    edges = np.histogram_bin_edges(everything, bins=min(num_bins, max(1, int(everything.max() - everything.min()) + 1)))
-    return {
-        "labels": list(splits.labels),
-        "splits": summary,
-        "length_histogram": {
-            "edges": edges.tolist(),
-            "counts": {name: np.histogram(values, edges)[0].tolist() for name, values in words.items()},
-        },
-        "dropped_rows": dict(splits.dropped),
-    }
-
-
-def _describe(values) -> dict:
-    return {
-        "min": float(values.min()),
-        "median": float(np.median(values)),
-        "mean": float(values.mean()),
-        "p95": float(np.percentile(values, 95)),
-        "max": float(values.max()),
-    }
-
-
-def write_data_summary(splits, run_dir) -> dict:
-    """Writes `summarize_splits(splits)` to `<run_dir>/data_summary.json`."""
-    summary = summarize_splits(splits)
-    write_text(Path(run_dir) / DATA_SUMMARY_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    return summary
 
 
 # === Reading a run ===
 
 
-@dataclass
-class Run:
-    """What a run directory holds; None for what it lacks."""
-
-    path: Path
-    name: str
-    config_text: str | None = None
-    label_map: dict | None = None
-    history: pd.DataFrame | None = None
-    metrics: dict = field(default_factory=dict)
-    baseline: dict | None = None
-    data_summary: dict | None = None
-    stages: list | None = None
-    lr_trace: pd.DataFrame | None = None
-    lr_find: pd.DataFrame | None = None
-    lr_find_png: bytes | None = None
-    lr_find_summary: dict | None = None
-    test_predictions: pd.DataFrame | None = None
-    missing: list = field(default_factory=list)
-    problems: list = field(default_factory=list)
-
-    @property
-    def labels(self) -> list[str] | None:
-        for source in (self.label_map or {}, self.metrics.get("test", {}), self.data_summary or {}):
-            if source.get("labels"):
-                return list(source["labels"])
-        return None
-
-
-def resolve_run_dir(path) -> Path:
-    """A run directory: `path`, or the latest run under `runs/<name>`.
-
-    Raises:
-        FileNotFoundError: `path` is missing or holds no run.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such run directory")
-    if any((path / marker).is_file() for marker in RUN_MARKERS):
-        return path
-    runs = sorted(p for p in path.iterdir() if p.is_dir() and any((p / m).is_file() for m in RUN_MARKERS))
-    if not runs:
-        raise FileNotFoundError(
-            f"{path}: not a run directory (no {', '.join(RUN_MARKERS)}) and no runs in it"
-        )
-    return runs[-1]
-
-
-def load_run(path) -> Run:
-    """Reads every artefact a run directory has.
-
-    An optional file that cannot be read is reported in `Run.problems` and
-    its section left out, rather than failing the whole report.
-
-    Raises:
-        FileNotFoundError: not a run directory.
-    """
-    path = resolve_run_dir(path)
-    run = Run(path=path, name=f"{path.parent.name}/{path.name}")
-    readers = {
-        "config.yaml": ("config_text", lambda p: p.read_text(encoding="utf-8")),
-        "labels.json": ("label_map", _read_json),
-        "history.csv": ("history", pd.read_csv),
-        "metrics.json": ("metrics", _read_json),
-        BASELINE_FILE: ("baseline", _read_json),
-        DATA_SUMMARY_FILE: ("data_summary", _read_json),
-        "stages.json": ("stages", _read_stages),
-        "lr_trace.csv": ("lr_trace", pd.read_csv),
-        "lr_find.csv": ("lr_find", pd.read_csv),
-        "lr_find.png": ("lr_find_png", lambda p: p.read_bytes()),
-        "lr_find.json": ("lr_find_summary", _read_json),
-        TEST_PREDICTIONS_FILE: ("test_predictions", _read_predictions),
-    }
-    for filename, (attribute, reader) in readers.items():
-        file = path / filename
-        if not file.is_file():
-            run.missing.append(filename)
-            continue
-        try:
-            setattr(run, attribute, reader(file))
-        except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
-            run.problems.append(f"{filename}: {' '.join(str(e).split()) or type(e).__name__}")
-            log.warning("%s: cannot read %s: %s", path, filename, e)
-    if run.stages is None and run.history is not None:
-        run.stages = stages_from_history(run.history)
-    return run
-
-
-def stages_from_history(history) -> list | None:
-    """Unfreezing stages from history.csv's `stage` column, when there is one.
-
-    `ProgressiveUnfreezing` logs the stage of every epoch; a stage begins
-    where that value changes. Used when a run has no `stages.json`.
-    """
-    if "stage" not in history or history["stage"].isna().all() or "epoch" not in history:
-        return None
-    changes = history["stage"].ne(history["stage"].shift())
-    stages = []
-    for _, row in history[changes].iterrows():
-        stage = {"stage": row["stage"], "first_epoch": int(row["epoch"])}
-        if "trainable_params" in row:
-            stage["trainable_params"] = row["trainable_params"]
-        stages.append(stage)
-    return stages
-
-
-def _read_json(path):
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _read_stages(path) -> list:
-    stages = _read_json(path)
-    if isinstance(stages, dict):
-        stages = stages.get("stages")
-    if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
-        raise ValueError("expected a list of {stage, first_epoch, epochs, trainable_layers, trainable_params}")
-    return stages
-
-
-def _read_predictions(path) -> pd.DataFrame:
-    # Texts and labels stay strings ("NA", "1", "" are texts and labels here).
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    for column in frame.columns:
-        if column == "confidence" or column.startswith(PROBABILITY_PREFIX):
-            frame[column] = pd.to_numeric(frame[column])
-    return frame
-
-
 # === One run ===
-
-
-def most_confident_mistakes(predictions, n=NUM_MISTAKES) -> pd.DataFrame:
-    """The `n` wrong predictions with the highest confidence, most confident first."""
-    wrong = predictions[predictions["label"] != predictions["predicted_label"]]
-    columns = [c for c in ("text", "text_pair", "label", "predicted_label", "confidence") if c in wrong]
-    return wrong.sort_values("confidence", ascending=False, kind="stable").head(n)[columns].reset_index(drop=True)
-
-
-def metrics_table(metrics) -> pd.DataFrame:
-    """The scalar metrics of each split (rows) in `metrics.json`."""
-    rows = {}
-    for split, values in metrics.items():
-        if isinstance(values, dict):
-            scalars = {k: v for k, v in values.items() if metrics_lib.is_number(v) and k not in ("ece_bins",)}
-            if scalars:
-                rows[split] = scalars
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    order = [c for c in ("num_examples", "loss", *HEADLINE) if c in table] + [c for c in table if c not in ("num_examples", "loss", *HEADLINE)]
-    return table[order] if len(table) else table
-
-
-def baseline_comparison(metrics, baseline) -> pd.DataFrame:
-    """Model against baseline for each split and headline metric.
-
-    Returns:
-        Rows are metrics, columns `"<split>: model"` and `"<split>: baseline"`;
-        values a run did not record are NaN.
-    """
-    columns = {}
-    for split in ("validation", "test"):
-        if split not in (baseline or {}):
-            continue
-        model_values = metrics.get(split, {})
-        columns[f"{split}: model"] = [_value(model_values.get(m)) for m in HEADLINE]
-        columns[f"{split}: baseline"] = [_value(baseline[split].get(m)) for m in HEADLINE]
-    return pd.DataFrame(columns, index=list(HEADLINE))
-
-
-def _value(value):
-    return float(value) if metrics_lib.is_number(value) else np.nan
-
-
-def _test_probabilities(run):
-    """`(y_true, probabilities)` from test_predictions.csv, or None."""
-    predictions, labels = run.test_predictions, run.labels
-    if predictions is None or not labels:
-        return None
-    columns = [PROBABILITY_PREFIX + label for label in labels]
-    if any(c not in predictions for c in columns):
-        return None
-    index = {label: i for i, label in enumerate(labels)}
-    if not predictions["label"].isin(index).all() or predictions.empty:
-        return None
-    return predictions["label"].map(index).to_numpy(dtype=np.int64), predictions[columns].to_numpy(dtype=float)
-
-
-def build_figures(run) -> dict:
-    """The figures of a run's report, by name (only those it has data for)."""
-    figures = {}
-    summary = run.data_summary
-    if summary:
-        counts = {split: values["class_counts"] for split, values in summary["splits"].items()}
-        figures["class_balance"] = plots.plot_class_balance(counts, summary["labels"])
-        figures["text_lengths"] = plots.plot_text_lengths(summary["length_histogram"])
-    if run.history is not None and len(run.history):
-        figures["training_curves"] = plots.plot_training_curves(run.history, run.stages)
-    if run.lr_trace is not None and "learning_rate" in run.lr_trace and len(run.lr_trace):
-        figures["learning_rate"] = plots.plot_learning_rate(run.lr_trace, run.stages)
-    if run.lr_find_png is None and run.lr_find is not None:
-        try:
-            figures["lr_find"] = plots.plot_lr_find(run.lr_find)
-        except ValueError as e:
-            run.problems.append(f"lr_find.csv: {e}")
-    matrix = run.metrics.get("test", {}).get("confusion_matrix")
-    labels = run.metrics.get("test", {}).get("labels") or run.labels
-    scored = _test_probabilities(run)
-    if matrix is None and scored is not None:
-        matrix = metrics_lib.confusion_matrix(scored[0], scored[1].argmax(axis=1), len(labels))
-    if matrix is not None and labels:
-        figures["confusion_matrix"] = plots.plot_confusion_matrix(matrix, labels)
-    if scored is not None:
-        bins = metrics_lib.calibration_bins(*scored, num_bins=run.metrics.get("test", {}).get("ece_bins", metrics_lib.DEFAULT_NUM_BINS))
-        figures["reliability"] = plots.plot_reliability(bins)
-    return figures
-
-
-def write_report(run_dir, num_mistakes=NUM_MISTAKES) -> Path:
-    """Writes `report.html` and `plots/*.png` for a run, from its directory alone.
-
-    Args:
-        run_dir: the run directory (or `runs/<name>` for its latest run).
-        num_mistakes: how many of the most confident test mistakes to list.
-
-    Returns:
-        The path of `report.html`.
-
-    Raises:
-        FileNotFoundError: not a run directory.
-
-    Example:
-
-    >>> write_report("runs/quickstart/20261125-144351")
-    PosixPath('runs/quickstart/20261125-144351/report.html')
-    """
-    run = load_run(run_dir)
-    figures = build_figures(run)
-    plots_dir = run.path / PLOTS_DIR
-    for name in PLOT_NAMES:
-        stale = plots_dir / f"{name}.png"
-        if name not in figures and stale.exists():
-            stale.unlink()
-    pngs = {name: plots.png_bytes(figure, plots_dir / f"{name}.png") for name, figure in figures.items()}
-    if run.lr_find_png is not None:
-        pngs["lr_find"] = run.lr_find_png
-    path = run.path / REPORT_FILE
-    write_text(path, render_report(run, pngs, num_mistakes))
-    return path
-
-
-def render_report(run, pngs, num_mistakes=NUM_MISTAKES) -> str:
-    """The report's HTML, with `pngs` (`{name: bytes}`) embedded."""
-    sections = [f"<h1>kerasbert run {_e(run.name)}</h1>", f"<p class='meta'>{_e(str(run.path))} &middot; report built {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>"]
-
-    table = metrics_table(run.metrics)
-    if len(table):
-        sections.append(_section("Metrics", _table(table)))
-    if run.baseline:
-        comparison = baseline_comparison(run.metrics, run.baseline)
-        note = f"<p>Baseline: {_e(run.baseline.get('model', 'baseline'))}, trained on {run.baseline.get('train_rows', '?')} rows in {run.baseline.get('seconds', '?')} s. Lower is better for log_loss and ece.</p>"
-        sections.append(_section("Baseline comparison", note + _table(comparison)))
-
-    if run.data_summary:
-        summary = run.data_summary
-        rows = {}
-        for split, values in summary["splits"].items():
-            row = {"rows": values["rows"]}
-            row.update({f"words {k}": v for k, v in values["words"].items()})
-            row.update({f"n({label})": n for label, n in values["class_counts"].items()})
-            rows[split] = row
-        body = _table(pd.DataFrame.from_dict(rows, orient="index"))
-        dropped = {k: v for k, v in summary.get("dropped_rows", {}).items() if v}
-        if dropped:
-            body += f"<p>Rows dropped for an empty text or a missing label: {_e(json.dumps(dropped))}</p>"
-        body += _images(pngs, "class_balance", "text_lengths")
-        sections.append(_section("Data", body))
-
-    training = _images(pngs, "training_curves")
-    if run.stages:
-        training += "<h3>Unfreezing stages</h3>" + _table(pd.DataFrame(run.stages))
-    if training:
-        sections.append(_section("Training curves", training))
-    if "learning_rate" in pngs:
-        sections.append(_section("Learning rate and momentum per step", _images(pngs, "learning_rate")))
-    if "lr_find" in pngs:
-        body = _images(pngs, "lr_find")
-        suggestion = (run.lr_find_summary or {}).get("suggested_maximal_learning_rate")
-        if metrics_lib.is_number(suggestion):
-            rule = run.lr_find_summary.get("rule", "")
-            body = f"<p>Suggested maximal learning rate: {suggestion:.3g} ({_e(rule)})</p>" + body
-        sections.append(_section("LR range test", body))
-
-    test = run.metrics.get("test", {})
-    test_body = _images(pngs, "confusion_matrix", "reliability")
-    if isinstance(test.get("per_class"), dict):
-        test_body += "<h3>Per class</h3>" + _table(pd.DataFrame.from_dict(test["per_class"], orient="index"))
-    if test_body:
-        sections.append(_section("Test set", test_body))
-    if run.test_predictions is not None and {"label", "predicted_label", "confidence"} <= set(run.test_predictions):
-        mistakes = most_confident_mistakes(run.test_predictions, num_mistakes)
-        mistakes.index = np.arange(1, len(mistakes) + 1)
-        body = _table(mistakes, "text") if len(mistakes) else "<p>No mistakes on the test set.</p>"
-        sections.append(_section(f"The {num_mistakes} most confident test mistakes", body))
-
-    if run.config_text:
-        sections.append(_section("Resolved configuration", f"<pre>{_e(run.config_text)}</pre>"))
-    notes = []
-    if run.missing:
-        notes.append(f"<p>Not in this run directory (sections left out): {_e(', '.join(run.missing))}</p>")
-    if run.problems:
-        notes.append("<p>Could not use:</p><ul>" + "".join(f"<li>{_e(p)}</li>" for p in run.problems) + "</ul>")
-    if notes:
-        sections.append(_section("Notes", "".join(notes)))
-    return _page(f"kerasbert run {run.name}", "\n".join(sections))
 
 
 # === Several runs ===
 
 
-def compare_runs(runs) -> pd.DataFrame:
-    """One row per run: training length, best validation and final test metrics.
-
-    Args:
-        runs: `Run` objects (see `load_run`).
-    """
-    rows = {}
-    for run in runs:
-        history = run.history if run.history is not None else pd.DataFrame()
-        test = run.metrics.get("test", {})
-        baseline_test = (run.baseline or {}).get("test", {})
-        rows[run.name] = {
-            "epochs": len(history),
-            "best val_accuracy": _column_max(history, "val_accuracy"),
-            "final val_loss": _last(history, "val_loss"),
-            **{f"test {m}": _value(test.get(m)) for m in HEADLINE},
-            "baseline test accuracy": _value(baseline_test.get("accuracy")),
-            "baseline test macro_f1": _value(baseline_test.get("macro_f1")),
-        }
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("run")
-
-
-def _column_max(frame, column):
-    return float(frame[column].max()) if column in frame and len(frame) else np.nan
-
-
-def _last(frame, column):
-    return float(frame[column].iloc[-1]) if column in frame and len(frame) else np.nan
-
-
-def _unique_names(runs):
-    seen = {}
-    for run in runs:
-        if run.name in seen:
-            seen[run.name] += 1
-            run.name = f"{run.name} ({seen[run.name]})"
-        else:
-            seen[run.name] = 1
-    return runs
-
-
-def write_comparison(run_dirs, output_dir) -> tuple[pd.DataFrame, Path]:
-    """Writes `comparison.html`, `comparison.png` and `comparison.csv` for several runs.
-
-    Args:
-        run_dirs: run directories.
-        output_dir: where to write (created if needed).
-
-    Returns:
-        `(table, html path)`.
-
-    Raises:
-        FileNotFoundError: one of `run_dirs` is not a run (checked before
-            anything is written).
-    """
-    runs = _unique_names([load_run(path) for path in run_dirs])
-    table = compare_runs(runs)
-    histories = {run.name: run.history for run in runs if run.history is not None}
-    figure = plots.plot_comparison(histories, {run.name: run.metrics.get("test", {}) for run in runs})
-    output_dir = Path(output_dir)
-    png = plots.png_bytes(figure, output_dir / "comparison.png")
-    write_text(output_dir / "comparison.csv", table.to_csv())
-    listing = "<ul>" + "".join(f"<li>{_e(run.name)}: {_e(str(run.path))}</li>" for run in runs) + "</ul>"
-    body = _section("Runs", listing + _table(table)) + _section("Validation accuracy and test metrics", _img(png, "comparison"))
-    path = output_dir / "comparison.html"
-    write_text(path, _page("kerasbert run comparison", "<h1>kerasbert run comparison</h1>" + body))
-    return table, path
-
-
 # === HTML ===
-
-
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
-h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.6em; }
-table { border-collapse: collapse; margin: .6em 0; font-size: .9em; }
-th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; vertical-align: top; }
-td:first-child, th:first-child, table.text td { text-align: left; } th { background: #f4f4f4; }
-td { max-width: 40em; overflow-wrap: anywhere; }
-img { max-width: 100%; display: block; margin: .6em 0; }
-pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: .85em; }
-.meta { color: #666; font-size: .9em; }
-"""
-
-
-def _page(title, body) -> str:
-    return (
-        "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
-        f"<title>{_e(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
-    )
-
-
-def _section(title, body) -> str:
-    return f"<section>\n<h2>{_e(title)}</h2>\n{body}\n</section>"
-
-
-def _e(text) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _table(frame, classes=None) -> str:
-    return frame.to_html(escape=True, na_rep="n/a", float_format=lambda x: f"{x:.4g}", border=0, classes=classes)
-
-
-def _img(data, name) -> str:
-    encoded = base64.b64encode(data).decode("ascii")
-    return f"<img alt='{_e(name)}' src='data:image/png;base64,{encoded}'>"
-
-
-def _images(pngs, *names) -> str:
-    return "".join(_img(pngs[name], name) for name in names if name in pngs)
 
 
 # === Command line ===
 
 
+# Each command declares its own flags; `cli` gives them --debug and one-line errors.
 def parse_args(argv=None):
-    parser = cli.ArgumentParser(
-        prog="python -m kerasbert.report",
-        description="Rebuild a run's report.html, or compare several runs.",
+    parser = cli.command_parser(
+        "kerasbert.report", "Rebuild a run's report.html, or compare several runs."
     )
-    parser.add_argument("runs", nargs="+", help="run directories (runs/<name> means its latest run)")
-    parser.add_argument("--output", help="with several runs: directory for comparison.html/.png/.csv (default: .)")
-    parser.add_argument("--num-mistakes", type=int, default=NUM_MISTAKES, help="test mistakes listed in a report (default: 20)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument(
+        "runs", nargs="+", help="run directories (runs/<name> means its latest run)"
+    )
+    parser.add_argument(
+        "--output", help="with several runs: directory for comparison.html/.png/.csv (default: .)"
+    )
+    parser.add_argument(
+        "--num-mistakes",
+        type=int,
+        default=NUM_MISTAKES,
+        help="test mistakes listed in a report (default: 20)",
+    )
     return parser.parse_args(argv)
 
 
@@ -564,7 +62,9 @@ def _main(args):
     run_dirs = [resolve_run_dir(path) for path in args.runs]
     if len(run_dirs) == 1:
         if args.output is not None:
-            raise ValueError("--output is for comparing several runs; one run's report.html goes into its run directory")
+            raise ValueError(
+                "--output is for comparing several runs; one run's report.html goes into its run directory"
+            )
         if args.num_mistakes < 0:
             raise ValueError(f"--num-mistakes must be 0 or more; received {args.num_mistakes}")
         print(f"wrote {write_report(run_dirs[0], args.num_mistakes)}")
@@ -579,9 +79,7 @@ def _main(args):
     return 0
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    return cli.run(_main, args)
+main = cli.command(parse_args, _main)
 
 
 if __name__ == "__main__":

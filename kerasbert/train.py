@@ -9,35 +9,25 @@ from kerasbert import cli
 
 
 def parse_args(argv=None):
-    parser = cli.ArgumentParser(
-        prog="python -m kerasbert.train",
-        description="Fine-tune a BERT or RoBERTa classifier from a YAML config.",
+    parser = cli.command_parser(
+        "kerasbert.train", "Fine-tune a BERT or RoBERTa classifier from a YAML config."
     )
-    parser.add_argument("--config", required=True, help="the run's YAML config")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set training.epochs=2 (repeatable)",
-    )
+    parser.add_config_arguments()
     parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
         default=None,
         help="continue a killed run (runs/<name>/<timestamp>) from its last epoch",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
 
 
 def _main(args):
-    from kerasbert.config import load_config
+    from kerasbert.config_loading import load_config
 
     config = load_config(args.config, args.overrides)
     cli.setup(args.debug)
-    from kerasbert.training import summarize, train
+    from kerasbert.training.run import summarize, train
 
     result = train(config, resume_dir=args.resume)
     log = logging.getLogger("kerasbert.train")
@@ -48,9 +38,7 @@ def _main(args):
     return 0
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    return cli.run(_main, args)
+main = cli.command(parse_args, _main)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from tests.conftest import make_reviews
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, log_loss
 
-from kerasbert.baseline import evaluate_baseline, write_baseline
-from kerasbert.data import Splits
+from kerasbert.data.splits import Splits
+from kerasbert.training.baseline import evaluate_baseline, write_baseline
+from tests.support.tiny import make_reviews
 
 LABELS = ["bad", "good", "info"]
 
@@ -28,13 +28,22 @@ def test_baseline_scores_like_an_independent_scikit_learn_fit():
     results = evaluate_baseline(train_texts, train_ids, {"test": (test_texts, test_ids)}, LABELS)
 
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-    model = LogisticRegression(max_iter=1000, random_state=0).fit(vectorizer.fit_transform(train_texts), train_ids)
+    model = LogisticRegression(max_iter=1000, random_state=0).fit(
+        vectorizer.fit_transform(train_texts), train_ids
+    )
     probabilities = model.predict_proba(vectorizer.transform(test_texts))
     test = results["test"]
     assert test["accuracy"] == pytest.approx(accuracy_score(test_ids, probabilities.argmax(axis=1)))
     assert test["log_loss"] == pytest.approx(log_loss(test_ids, probabilities))
     assert test["accuracy"] > 0.9  # the classes are separable by their words
-    assert set(test) >= {"macro_f1", "weighted_f1", "roc_auc", "ece", "per_class", "confusion_matrix"}
+    assert set(test) >= {
+        "macro_f1",
+        "weighted_f1",
+        "roc_auc",
+        "ece",
+        "per_class",
+        "confusion_matrix",
+    }
 
 
 def test_classes_unseen_in_training_get_probability_zero():
@@ -43,7 +52,9 @@ def test_classes_unseen_in_training_get_probability_zero():
     texts = ["awful dull film", "great fun film"] * 5
     ids = np.array([0, 2] * 5)
 
-    test = evaluate_baseline(texts, ids, {"test": (["awful dull", "great fun"], [0, 2])}, labels)["test"]
+    test = evaluate_baseline(texts, ids, {"test": (["awful dull", "great fun"], [0, 2])}, labels)[
+        "test"
+    ]
 
     assert test["per_class"]["unused"]["support"] == 0
     assert [row[1] for row in test["confusion_matrix"]] == [0, 0, 0]
@@ -51,7 +62,10 @@ def test_classes_unseen_in_training_get_probability_zero():
 
 
 def test_write_baseline_scores_exactly_the_run_validation_and_test_rows(tmp_path):
-    frames = {name: make_reviews(n, seed=s) for name, n, s in (("train", 60, 0), ("validation", 21, 1), ("test", 15, 2))}
+    frames = {
+        name: make_reviews(n, seed=s)
+        for name, n, s in (("train", 60, 0), ("validation", 21, 1), ("test", 15, 2))
+    }
     splits = Splits(frames["train"], frames["validation"], frames["test"], labels=LABELS)
 
     record = write_baseline(splits, tmp_path)
@@ -62,12 +76,20 @@ def test_write_baseline_scores_exactly_the_run_validation_and_test_rows(tmp_path
     assert written["validation"]["num_examples"] == 21
     assert written["test"]["num_examples"] == 15
     expected_counts = frames["test"]["label"].value_counts()
-    assert [sum(row) for row in written["test"]["confusion_matrix"]] == [int(expected_counts[label]) for label in LABELS]
+    assert [sum(row) for row in written["test"]["confusion_matrix"]] == [
+        int(expected_counts[label]) for label in LABELS
+    ]
 
 
 def test_sentence_pairs_are_scored_on_both_texts(tmp_path):
     # The class is only visible in the second text.
-    train = pd.DataFrame({"text": ["the film"] * 20, "text_pair": ["awful dull", "great fun"] * 10, "label": ["bad", "good"] * 10})
+    train = pd.DataFrame(
+        {
+            "text": ["the film"] * 20,
+            "text_pair": ["awful dull", "great fun"] * 10,
+            "label": ["bad", "good"] * 10,
+        }
+    )
     splits = Splits(train, train.copy(), None, labels=["bad", "good"])
 
     record = write_baseline(splits, tmp_path)

@@ -12,14 +12,16 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
+from tests.support.tiny import REPO
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def assets():
-    spec = importlib.util.spec_from_file_location("fetch_assets", REPO / "benchmarks" / "fetch_assets.py")
+    spec = importlib.util.spec_from_file_location(
+        "fetch_assets", REPO / "benchmarks" / "fetch_assets.py"
+    )
     fetch_assets = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = fetch_assets  # its dataclass looks its module up there
     spec.loader.exec_module(fetch_assets)
@@ -32,15 +34,17 @@ def assets():
 @pytest.fixture(scope="module")
 def minilm(assets):
     from kerasbert.config import ModelConfig
-    from kerasbert.models import build_classifier
+    from kerasbert.models.classifier import build_classifier
 
-    return build_classifier(ModelConfig(preset=str(assets.model_dir), sequence_length=64), num_classes=2)
+    return build_classifier(
+        ModelConfig(preset=str(assets.model_dir), sequence_length=64), num_classes=2
+    )
 
 
 def test_minilm_loads_as_a_bert_classifier(minilm):
     import keras_hub
 
-    from kerasbert.models import layer_groups
+    from kerasbert.models.layer_groups import layer_groups
 
     classifier, tokenizer = minilm
     assert isinstance(classifier, keras_hub.models.BertTextClassifier)
@@ -64,7 +68,7 @@ def test_minilm_weights_are_the_pretrained_ones(assets, minilm):
 def test_minilm_tokenizer_is_uncased_wordpiece(minilm):
     import tensorflow as tf
 
-    from kerasbert.models import TextEncoder
+    from kerasbert.models.tokenizers import TextEncoder
 
     _, tokenizer = minilm
     assert tokenizer.vocabulary_size() == 30522
@@ -72,7 +76,8 @@ def test_minilm_tokenizer_is_uncased_wordpiece(minilm):
     inputs = encoder(tf.constant(["A Three-Hour cinema master class.", "unbelievably dull"]))
     # The ids bert-base-uncased's tokenizer gives: [CLS] a three - hour cinema master class . [SEP]
     np.testing.assert_array_equal(
-        inputs["token_ids"][0, :10].numpy(), [101, 1037, 2093, 1011, 3178, 5988, 3040, 2465, 1012, 102]
+        inputs["token_ids"][0, :10].numpy(),
+        [101, 1037, 2093, 1011, 3178, 5988, 3040, 2465, 1012, 102],
     )
     assert tokenizer.id_to_token(int(inputs["token_ids"][1, 1])) == "un"
     assert inputs["padding_mask"].numpy().sum(axis=1).tolist() == [10, 8]
@@ -81,10 +86,12 @@ def test_minilm_tokenizer_is_uncased_wordpiece(minilm):
 def test_minilm_forward_pass_gives_finite_logits(minilm):
     import tensorflow as tf
 
-    from kerasbert.models import TextEncoder
+    from kerasbert.models.tokenizers import TextEncoder
 
     classifier, tokenizer = minilm
-    inputs = TextEncoder(tokenizer, sequence_length=64)(tf.constant(["What a superb film.", "A dull, lifeless mess."]))
+    inputs = TextEncoder(tokenizer, sequence_length=64)(
+        tf.constant(["What a superb film.", "A dull, lifeless mess."])
+    )
     logits = classifier(inputs, training=False).numpy()
     assert logits.shape == (2, 2)
     assert np.all(np.isfinite(logits))

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from keras import ops
 
-from kerasbert.callbacks import CyclicalLearningRate
-from kerasbert.optimizers import LayerwiseAdam, LayerwiseSGD
+from kerasbert.training.cyclical_learning_rate import CyclicalLearningRate
+from kerasbert.training.optimizers import LayerwiseAdam, LayerwiseSGD
+from kerasbert.training.schedules import CyclicalSchedule, OneCycleSchedule
 
 BASE, TOP, STEP_SIZE = 0.1, 1.0, 4
 
@@ -70,8 +71,13 @@ def fit_and_record(model, callback, epochs=3, batches=4):
     )
     x = np.ones((4 * batches, 3), "float32")
     history = model.fit(
-        x, np.zeros((4 * batches, 1), "float32"), batch_size=4, epochs=epochs,
-        callbacks=[callback, record], verbose=0, shuffle=False,
+        x,
+        np.zeros((4 * batches, 1), "float32"),
+        batch_size=4,
+        epochs=epochs,
+        callbacks=[callback, record],
+        verbose=0,
+        shuffle=False,
     )
     return np.array(weights), history
 
@@ -98,7 +104,7 @@ def run_hooks(callback, model, steps, epoch_size=None):
 @pytest.mark.parametrize("mode", ["triangular", "triangular2", "exp_range"])
 def test_hooks_set_the_closed_form_rate_before_each_batch(mode):
     model = constant_gradient_model(LayerwiseSGD(0.5))
-    callback = CyclicalLearningRate(BASE, TOP, STEP_SIZE, mode=mode, gamma=0.9)
+    callback = CyclicalLearningRate(CyclicalSchedule(BASE, TOP, STEP_SIZE, mode=mode, gamma=0.9))
     callback.set_model(model)
     callback.on_train_begin()
     for step in range(20):
@@ -113,7 +119,7 @@ def test_hooks_set_the_closed_form_rate_before_each_batch(mode):
 
 def test_hooks_set_one_cycle_rate_and_momentum():
     model = constant_gradient_model(LayerwiseAdam(0.5))
-    callback = CyclicalLearningRate.one_cycle(1e-3, total_steps=30)
+    callback = CyclicalLearningRate(OneCycleSchedule(1e-3, total_steps=30))
     batch_logs = run_hooks(callback, model, steps=30, epoch_size=10)
     for step in (0, 3, 7, 8, 15, 22, 29):
         lr, momentum = fastai_one_cycle(step, 30, 1e-3)
@@ -129,41 +135,47 @@ def test_hooks_set_one_cycle_rate_and_momentum():
 
 def test_restart_starts_the_cycle_again():
     model = constant_gradient_model(LayerwiseSGD(0.5))
-    callback = CyclicalLearningRate.one_cycle(1.0, total_steps=10)
+    callback = CyclicalLearningRate(OneCycleSchedule(1.0, total_steps=10))
     run_hooks(callback, model, steps=4)
     callback.restart(total_steps=20)
     callback.on_train_batch_begin(0)
     assert callback.step == 0
     assert callback.trace[-1]["learning_rate"] == pytest.approx(1.0 / 25, rel=1e-7)
-    assert callback.total_steps == 20
+    assert callback.schedule.total_steps == 20
 
 
 def test_restart_with_a_new_peak_follows_the_closed_form_of_that_peak():
     model = constant_gradient_model(LayerwiseSGD(0.5))
-    callback = CyclicalLearningRate.one_cycle(1.0, total_steps=10)
+    callback = CyclicalLearningRate(OneCycleSchedule(1.0, total_steps=10))
     run_hooks(callback, model, steps=4)
     callback.restart(total_steps=8, maximal_learning_rate=0.2)
     for step in range(8):
         callback.on_train_batch_begin(step)
         callback.on_train_batch_end(step)
     expected = [fastai_one_cycle(step, 8, 0.2)[0] for step in range(8)]
-    assert [row["learning_rate"] for row in callback.trace[-8:]] == pytest.approx(expected, rel=1e-6)
+    assert [row["learning_rate"] for row in callback.trace[-8:]] == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 def test_restart_refuses_a_peak_below_the_cyclical_floor_and_keeps_its_own():
-    callback = CyclicalLearningRate(BASE, TOP, STEP_SIZE)
+    callback = CyclicalLearningRate(CyclicalSchedule(BASE, TOP, STEP_SIZE))
     with pytest.raises(ValueError, match="maximal_learning_rate"):
         callback.restart(maximal_learning_rate=BASE / 2)
-    assert callback.maximal_learning_rate == TOP
+    assert callback.schedule.maximal_learning_rate == TOP
 
 
 def test_state_round_trip_keeps_a_restarted_peak():
-    callback = CyclicalLearningRate.one_cycle(1.0, total_steps=10)
+    callback = CyclicalLearningRate(OneCycleSchedule(1.0, total_steps=10))
     callback.restart(total_steps=6, maximal_learning_rate=0.3)
     callback._step = 4
-    fresh = CyclicalLearningRate.one_cycle(1.0, total_steps=10)
+    fresh = CyclicalLearningRate(OneCycleSchedule(1.0, total_steps=10))
     fresh.set_state(callback.get_state())
-    assert (fresh.step, fresh.total_steps, fresh.maximal_learning_rate) == (4, 6, 0.3)
+    assert (fresh.step, fresh.schedule.total_steps, fresh.schedule.maximal_learning_rate) == (
+        4,
+        6,
+        0.3,
+    )
     assert fresh.rates(4) == callback.rates(4)
 
 
@@ -173,7 +185,7 @@ def test_state_round_trip_keeps_a_restarted_peak():
 @pytest.mark.parametrize("mode", ["triangular", "triangular2", "exp_range"])
 def test_fit_uses_the_closed_form_rate_at_steps_counted_across_epochs(mode):
     model = constant_gradient_model(LayerwiseSGD(0.5))
-    callback = CyclicalLearningRate(BASE, TOP, STEP_SIZE, mode=mode, gamma=0.9)
+    callback = CyclicalLearningRate(CyclicalSchedule(BASE, TOP, STEP_SIZE, mode=mode, gamma=0.9))
 
     weights, history = fit_and_record(model, callback, epochs=3, batches=4)
 
@@ -189,7 +201,7 @@ def test_fit_uses_the_closed_form_rate_at_steps_counted_across_epochs(mode):
 
 def test_fit_with_one_cycle_moves_the_momentum_sgd_uses():
     model = constant_gradient_model(LayerwiseSGD(0.5, momentum=0.9))
-    callback = CyclicalLearningRate.one_cycle(0.5, total_steps=12)
+    callback = CyclicalLearningRate(OneCycleSchedule(0.5, total_steps=12))
 
     weights, history = fit_and_record(model, callback, epochs=3, batches=4)
 
@@ -207,7 +219,7 @@ def test_fit_with_one_cycle_moves_the_momentum_sgd_uses():
 
 def test_fit_with_one_cycle_moves_the_beta_1_adam_uses():
     model = constant_gradient_model(LayerwiseAdam(0.5))
-    callback = CyclicalLearningRate.one_cycle(0.01, total_steps=8)
+    callback = CyclicalLearningRate(OneCycleSchedule(0.01, total_steps=8))
 
     weights, _ = fit_and_record(model, callback, epochs=2, batches=4)
 
@@ -228,14 +240,14 @@ def test_fit_with_one_cycle_moves_the_beta_1_adam_uses():
 
 def test_steps_are_counted_with_several_steps_per_execution():
     model = constant_gradient_model(LayerwiseSGD(0.5), steps_per_execution=2)
-    callback = CyclicalLearningRate(BASE, TOP, STEP_SIZE)
+    callback = CyclicalLearningRate(CyclicalSchedule(BASE, TOP, STEP_SIZE))
     fit_and_record(model, callback, epochs=2, batches=4)
     assert [row["step"] for row in callback.trace] == [0, 2, 4, 6]
 
 
 def test_write_trace_writes_every_step_to_lr_trace_csv(tmp_path):
     model = constant_gradient_model(LayerwiseSGD(0.5, momentum=0.9))
-    callback = CyclicalLearningRate.one_cycle(0.5, total_steps=8)
+    callback = CyclicalLearningRate(OneCycleSchedule(0.5, total_steps=8))
     fit_and_record(model, callback, epochs=2, batches=4)
 
     written = callback.write_trace(tmp_path)
@@ -256,39 +268,58 @@ def test_write_trace_writes_every_step_to_lr_trace_csv(tmp_path):
 @pytest.mark.parametrize(
     "args, kwargs, message",
     [
-        ((1e-3, 1e-4, 4), {}, r"`maximal_learning_rate`. Expected a value >= initial_learning_rate=0.001"),
-        ((1e-4, 1e-3, 0), {}, r"Invalid value for argument `step_size`. Expected a positive integer. Received: step_size=0"),
-        ((1e-4, 1e-3, 4), {"mode": "cosine"}, r"`mode`. Expected one of 'triangular', 'triangular2', 'exp_range', 'one_cycle'. Received: mode='cosine'"),
-        ((1e-4, 1e-3, 4), {"mode": "constant"}, r"A constant learning rate needs no callback"),
-        ((1e-4, 1e-3, 4), {"mode": "one_cycle", "total_steps": 10}, r"`initial_learning_rate`: mode 'one_cycle' does not use it"),
-        ((1e-4, 1e-3, 4), {"total_steps": 10}, r"`total_steps`: mode 'triangular' does not use it"),
+        (
+            (1e-3, 1e-4, 4),
+            {},
+            r"`maximal_learning_rate`. Expected a value >= initial_learning_rate=0.001",
+        ),
+        (
+            (1e-4, 1e-3, 0),
+            {},
+            r"Invalid value for argument `step_size`. Expected a positive integer. Received: step_size=0",
+        ),
+        (
+            (1e-4, 1e-3, 4),
+            {"mode": "cosine"},
+            r"`mode`. Expected one of 'triangular', 'triangular2', 'exp_range'. Received: mode='cosine'",
+        ),
+        (
+            (1e-4, 1e-3, 4),
+            {"gamma": 1.5},
+            r"`gamma`. Expected a number in \(0, 1\]. Received: gamma=1.5",
+        ),
     ],
 )
-def test_bad_constructor_values_are_rejected(args, kwargs, message):
+def test_bad_schedule_values_are_rejected_in_the_constructor(args, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        CyclicalLearningRate(*args, **kwargs)
+        CyclicalSchedule(*args, **kwargs)
+
+
+def test_the_callback_refuses_what_is_not_a_schedule():
+    with pytest.raises(TypeError, match="Expected a schedule of kerasbert.training.schedules"):
+        CyclicalLearningRate(lambda step: 1e-3)
 
 
 def test_one_cycle_rejects_a_zero_length_cycle():
     message = r"`total_steps`. Expected a positive integer. Received: total_steps=0"
     with pytest.raises(ValueError, match=message):
-        CyclicalLearningRate.one_cycle(1e-3, total_steps=0)
+        CyclicalLearningRate(OneCycleSchedule(1e-3, total_steps=0))
 
 
 def test_an_optimizer_with_a_learning_rate_schedule_is_refused():
     schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)
     model = constant_gradient_model(LayerwiseSGD(schedule))
-    callback = CyclicalLearningRate(BASE, TOP, STEP_SIZE)
+    callback = CyclicalLearningRate(CyclicalSchedule(BASE, TOP, STEP_SIZE))
     with pytest.raises(TypeError, match="sets the learning rate itself.*float `learning_rate`"):
         fit_and_record(model, callback, epochs=1, batches=1)
 
 
 def test_one_cycle_refuses_a_momentum_baked_into_the_train_step():
     model = constant_gradient_model(keras.optimizers.SGD(0.5, momentum=0.9))
-    callback = CyclicalLearningRate.one_cycle(0.5, total_steps=8)
+    callback = CyclicalLearningRate(OneCycleSchedule(0.5, total_steps=8))
     with pytest.raises(TypeError, match="as a Python float.*build_optimizer.*cycle_momentum=False"):
         fit_and_record(model, callback, epochs=1, batches=1)
 
-    callback = CyclicalLearningRate.one_cycle(0.5, total_steps=4, cycle_momentum=False)
+    callback = CyclicalLearningRate(OneCycleSchedule(0.5, total_steps=4, cycle_momentum=False))
     fit_and_record(model, callback, epochs=1, batches=4)
     assert [row["momentum"] for row in callback.trace] == pytest.approx([0.9] * 4)

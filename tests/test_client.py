@@ -7,7 +7,10 @@ import pytest
 import tensorflow as tf
 
 from kerasbert.client import ServingClient, ServingError
-from kerasbert.serve import ModelConfig, ModelManager, background_server, create_app
+from kerasbert.serving.app import create_app
+from kerasbert.serving.model_config import ServedModelConfig
+from kerasbert.serving.model_manager import ModelManager
+from kerasbert.serving.server import background_server
 
 TEXTS = [
     "the film was great and lovely",
@@ -48,7 +51,8 @@ def url(exported_model, tmp_path_factory):
         module, str(base / "pairs" / "1"), signatures={"serving_default": module.serving_default}
     )
     manager = ModelManager(
-        [ModelConfig("tiny", base / "tiny"), ModelConfig("pairs", base / "pairs")], poll_wait_seconds=0
+        [ServedModelConfig("tiny", base / "tiny"), ServedModelConfig("pairs", base / "pairs")],
+        poll_wait_seconds=0,
     )
     manager.poll()
     with background_server(create_app(manager)) as server_url:
@@ -122,7 +126,11 @@ def test_empty_input_sends_nothing():
             "Expected a list of strings. Received: texts='one text'",
         ),
         (lambda c: c.predict(["a", 3]), TypeError, r"Received: texts\[1\]=3 \(int\)"),
-        (lambda c: c.predict(["a"], text_pairs=["b", "c"]), ValueError, "Expected one pair per text"),
+        (
+            lambda c: c.predict(["a"], text_pairs=["b", "c"]),
+            ValueError,
+            "Expected one pair per text",
+        ),
         (
             lambda c: c.predict(["a"], batch_size=0),
             ValueError,
@@ -138,7 +146,10 @@ def test_bad_arguments_are_refused_before_any_request(call, error, message):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"url": "localhost:8501", "model_name": "m"}, "Expected the server's http:// or https:// address"),
+        (
+            {"url": "localhost:8501", "model_name": "m"},
+            "Expected the server's http:// or https:// address",
+        ),
         ({"url": "http://x", "model_name": ""}, "Expected a non-empty string"),
         ({"url": "http://x", "model_name": "m", "version": -1}, "Expected None or an integer >= 0"),
         ({"url": "http://x", "model_name": "m", "timeout": 0}, "Expected a number > 0"),

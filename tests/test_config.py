@@ -1,7 +1,8 @@
 import pytest
 
-from kerasbert.config import ConfigError, config_from_dict, load_config
-from tests.conftest import REPO, tiny_config_dict
+from kerasbert.config import ConfigError
+from kerasbert.config_loading import config_from_dict, load_config
+from tests.support.tiny import REPO, tiny_config_dict
 
 
 def write_yaml(tmp_path, text):
@@ -29,7 +30,9 @@ def test_overrides_parse_values_as_yaml(tmp_path):
 def test_unknown_key_suggests_the_nearest(tmp_path):
     raw = tiny_config_dict("x.csv", tmp_path)
     raw["training"]["lerning_rate"] = 0.1
-    with pytest.raises(ConfigError, match=r"training\.lerning_rate: unknown key; did you mean `learning_rate`\?"):
+    with pytest.raises(
+        ConfigError, match=r"training\.lerning_rate: unknown key; did you mean `learning_rate`\?"
+    ):
         config_from_dict(raw, source="run.yaml")
 
 
@@ -43,7 +46,9 @@ def test_wrong_type_names_key_and_value(tmp_path):
 def test_out_of_range_value_is_refused(tmp_path):
     raw = tiny_config_dict("x.csv", tmp_path)
     raw["model"]["dropout"] = 1.5
-    with pytest.raises(ConfigError, match=r"model\.dropout: Input should be less than 1; received 1\.5"):
+    with pytest.raises(
+        ConfigError, match=r"model\.dropout: Input should be less than 1; received 1\.5"
+    ):
         config_from_dict(raw)
 
 
@@ -100,11 +105,26 @@ def test_roberta_vocabulary_too_small_for_bpe(tmp_path):
     "training, message",
     [
         (
-            {"schedule": {"mode": "triangular", "initial_learning_rate": 1e-3, "maximal_learning_rate": 1e-4, "step_size": 10}},
-            r"training\.schedule: maximal_learning_rate must be >= initial_learning_rate",
+            {
+                "schedule": {
+                    "mode": "triangular",
+                    "initial_learning_rate": 1e-3,
+                    "maximal_learning_rate": 1e-4,
+                    "step_size": 10,
+                }
+            },
+            r"training\.schedule: Invalid value for argument `maximal_learning_rate`\. Expected a value "
+            r">= initial_learning_rate=0\.001",
         ),
         (
-            {"schedule": {"mode": "triangular", "initial_learning_rate": 1e-4, "maximal_learning_rate": 1e-3, "step_size": 0}},
+            {
+                "schedule": {
+                    "mode": "triangular",
+                    "initial_learning_rate": 1e-4,
+                    "maximal_learning_rate": 1e-3,
+                    "step_size": 0,
+                }
+            },
             r"training\.schedule\.step_size: Input should be greater than 0; received 0",
         ),
         (
@@ -112,11 +132,23 @@ def test_roberta_vocabulary_too_small_for_bpe(tmp_path):
             r"training\.schedule: mode 'one_cycle' needs `maximal_learning_rate`",
         ),
         (
-            {"epochs": 3, "unfreezing": [{"epochs": 1, "trainable_layers": 0}, {"epochs": 1, "trainable_layers": "all"}]},
+            {
+                "epochs": 3,
+                "unfreezing": [
+                    {"epochs": 1, "trainable_layers": 0},
+                    {"epochs": 1, "trainable_layers": "all"},
+                ],
+            },
             r"training: unfreezing stages sum to 2 epochs but epochs is 3",
         ),
         (
-            {"epochs": 2, "unfreezing": [{"epochs": 1, "trainable_layers": 0}, {"epochs": 1, "trainable_layers": 5}]},
+            {
+                "epochs": 2,
+                "unfreezing": [
+                    {"epochs": 1, "trainable_layers": 0},
+                    {"epochs": 1, "trainable_layers": 5},
+                ],
+            },
             r"training\.unfreezing\[1\]\.trainable_layers is 5 but the backbone has 2 layers",
         ),
         (
@@ -124,13 +156,20 @@ def test_roberta_vocabulary_too_small_for_bpe(tmp_path):
             r"training\.unfreezing\[0\]\.trainable_layers: .*received 'most'",
         ),
         (
-            {"epochs": 1, "unfreezing": [{"epochs": 1, "trainable_layers": 0, "maximal_learning_rate": 1e-3}]},
+            {
+                "epochs": 1,
+                "unfreezing": [{"epochs": 1, "trainable_layers": 0, "maximal_learning_rate": 1e-3}],
+            },
             r"training: unfreezing\[0\]\.maximal_learning_rate needs a cyclical or one_cycle schedule",
         ),
         (
             {
                 "epochs": 1,
-                "schedule": {"mode": "one_cycle", "maximal_learning_rate": 1e-3, "restart_each_stage": False},
+                "schedule": {
+                    "mode": "one_cycle",
+                    "maximal_learning_rate": 1e-3,
+                    "restart_each_stage": False,
+                },
                 "unfreezing": [{"epochs": 1, "trainable_layers": 0, "maximal_learning_rate": 1e-2}],
             },
             r"needs .* restart_each_stage: true; received mode 'one_cycle', restart_each_stage False",
@@ -138,7 +177,12 @@ def test_roberta_vocabulary_too_small_for_bpe(tmp_path):
         (
             {
                 "epochs": 1,
-                "schedule": {"mode": "triangular", "initial_learning_rate": 1e-4, "maximal_learning_rate": 1e-3, "step_size": 10},
+                "schedule": {
+                    "mode": "triangular",
+                    "initial_learning_rate": 1e-4,
+                    "maximal_learning_rate": 1e-3,
+                    "step_size": 10,
+                },
                 "unfreezing": [{"epochs": 1, "trainable_layers": 0, "maximal_learning_rate": 1e-5}],
             },
             r"training: unfreezing\[0\]\.maximal_learning_rate \(1e-05\) is below schedule\.initial_learning_rate",
@@ -163,7 +207,9 @@ def test_bad_schedules_are_refused_at_validation(tmp_path, training, message):
 def test_unknown_key_with_a_dash_is_named_as_written(tmp_path):
     raw = tiny_config_dict("x.csv", tmp_path)
     raw["training"]["learning-rate"] = 0.1
-    with pytest.raises(ConfigError, match=r"training\.learning-rate: unknown key; did you mean `learning_rate`\?"):
+    with pytest.raises(
+        ConfigError, match=r"training\.learning-rate: unknown key; did you mean `learning_rate`\?"
+    ):
         config_from_dict(raw)
 
 
@@ -171,9 +217,15 @@ def test_unknown_key_with_a_dash_is_named_as_written(tmp_path):
     "runtime, message",
     [
         ({"intra_op_threads": 0}, r"runtime\.intra_op_threads: .*received 0"),
-        ({"intra_op_threads": 100000}, r"runtime\.intra_op_threads: .*less than or equal to 1024.*received 100000"),
+        (
+            {"intra_op_threads": 100000},
+            r"runtime\.intra_op_threads: .*less than or equal to 1024.*received 100000",
+        ),
         ({"inter_op_threads": "many"}, r"runtime\.inter_op_threads: .*received 'many'"),
-        ({"mixed_precision": "mixed_float16"}, r"runtime\.mixed_precision: .*'float32' or 'mixed_bfloat16'.*received 'mixed_float16'"),
+        (
+            {"mixed_precision": "mixed_float16"},
+            r"runtime\.mixed_precision: .*'float32' or 'mixed_bfloat16'.*received 'mixed_float16'",
+        ),
         ({"jit_compile": "sometimes"}, r"runtime\.jit_compile: .*received 'sometimes'"),
         ({"threads": 2}, r"runtime\.threads: unknown key"),
     ],
@@ -187,7 +239,12 @@ def test_bad_runtime_settings_are_refused(tmp_path, runtime, message):
 def test_runtime_and_new_training_keys_default_to_automatic_choices(tmp_path):
     config = config_from_dict(tiny_config_dict("x.csv", tmp_path))
     runtime = config.runtime
-    assert (runtime.intra_op_threads, runtime.inter_op_threads, runtime.jit_compile, runtime.mixed_precision) == (
+    assert (
+        runtime.intra_op_threads,
+        runtime.inter_op_threads,
+        runtime.jit_compile,
+        runtime.mixed_precision,
+    ) == (
         "auto",
         "auto",
         "auto",

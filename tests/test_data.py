@@ -5,16 +5,9 @@ import pandas as pd
 import pytest
 
 from kerasbert.config import DataConfig
-from kerasbert.data import (
-    DataError,
-    bin_edges_for,
-    bin_labels,
-    bin_names,
-    class_weights,
-    load_splits,
-    read_table,
-)
-from tests.conftest import make_reviews
+from kerasbert.data.splits import bin_edges_for, bin_labels, bin_names, class_weights, load_splits
+from kerasbert.data.tables import DataError, read_table
+from tests.support.tiny import make_reviews
 
 
 def write(frame, path):
@@ -33,7 +26,7 @@ def write(frame, path):
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
 def test_four_formats_read_the_same_rows(tmp_path, suffix):
     frame = make_reviews(30)
-    frame.loc[0, "text"] = "naïve, 😀 and a\ttab-free \"quote\""
+    frame.loc[0, "text"] = 'naïve, 😀 and a\ttab-free "quote"'
     path = write(frame, tmp_path / f"reviews{suffix}")
     read = read_table(path)
     assert read["text"].tolist() == frame["text"].tolist()
@@ -96,7 +89,9 @@ def test_empty_text_and_missing_label_rows_are_dropped_and_counted(tmp_path):
 
 def test_missing_column_lists_what_was_found(tmp_path):
     path = write(make_reviews(30), tmp_path / "r.csv")
-    with pytest.raises(DataError, match=r"missing column\(s\) \['review'\]; found \['text', 'label'\]"):
+    with pytest.raises(
+        DataError, match=r"missing column\(s\) \['review'\]; found \['text', 'label'\]"
+    ):
         load_splits(DataConfig(path=str(path), text_column="review"))
 
 
@@ -114,7 +109,9 @@ def test_unseen_validation_label_is_refused(tmp_path):
     other = frame.copy()
     other.loc[0, "label"] = "surprise"
     validation = write(other, tmp_path / "validation.csv")
-    with pytest.raises(DataError, match=r"validation split has labels not seen in training: \['surprise'\]"):
+    with pytest.raises(
+        DataError, match=r"validation split has labels not seen in training: \['surprise'\]"
+    ):
         load_splits(DataConfig(train=str(train), validation=str(validation)))
 
 
@@ -135,9 +132,13 @@ def test_too_small_class_for_a_stratified_split(tmp_path):
 
 
 def test_quantile_binning_makes_equal_bins_and_saves_edges(tmp_path):
-    frame = pd.DataFrame({"text": [f"pitch number {i}" for i in range(400)], "label": np.arange(400) * 10.0})
+    frame = pd.DataFrame(
+        {"text": [f"pitch number {i}" for i in range(400)], "label": np.arange(400) * 10.0}
+    )
     path = write(frame, tmp_path / "pitches.csv")
-    splits = load_splits(DataConfig(path=str(path), binning={"num_bins": 4}, split={"validation": 0.1, "test": 0.1}))
+    splits = load_splits(
+        DataConfig(path=str(path), binning={"num_bins": 4}, split={"validation": 0.1, "test": 0.1})
+    )
     assert len(splits.bin_edges) == 3
     assert splits.labels == bin_names(splits.bin_edges)
     counts = splits.train["label"].value_counts()
@@ -147,7 +148,13 @@ def test_quantile_binning_makes_equal_bins_and_saves_edges(tmp_path):
 def test_explicit_edges_bin_by_half_open_intervals():
     edges = [1000.0, 10000.0]
     labels = bin_labels(pd.Series(["5", "1000", "9999.5", "10000", "1e6"]), edges)
-    assert labels.tolist() == ["[-inf, 1000)", "[1000, 10000)", "[1000, 10000)", "[10000, inf)", "[10000, inf)"]
+    assert labels.tolist() == [
+        "[-inf, 1000)",
+        "[1000, 10000)",
+        "[1000, 10000)",
+        "[10000, inf)",
+        "[10000, inf)",
+    ]
     assert bin_names(edges) == ["[-inf, 1000)", "[1000, 10000)", "[10000, inf)"]
 
 

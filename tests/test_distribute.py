@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from kerasbert import distribute, keras_compat
-from tests.conftest import QUICKSTART_CSV, assert_session_answers_like_tf2_load, tiny_config_dict
+from kerasbert.training import distribute, keras_compat
+from tests.support.exports import assert_session_answers_like_tf2_load
+from tests.support.tiny import QUICKSTART_CSV, tiny_config_dict
 
 # Runs kerasbert.train in a process whose one CPU is split into two logical
 # devices, so MirroredStrategy has two replicas as the two workers do.
@@ -43,7 +44,10 @@ def write_config(tmp_path, name, strategy):
             "batch_size": 16,
             "layerwise_decay": 0.8,
             "schedule": {"mode": "one_cycle", "maximal_learning_rate": 2e-3},
-            "unfreezing": [{"epochs": 1, "trainable_layers": 0}, {"epochs": 1, "trainable_layers": "all"}],
+            "unfreezing": [
+                {"epochs": 1, "trainable_layers": 0},
+                {"epochs": 1, "trainable_layers": "all"},
+            ],
             "runs_dir": str(tmp_path / name / "runs"),
         },
         export={"base_path": str(tmp_path / name / "saved_models")},
@@ -58,7 +62,9 @@ def write_config(tmp_path, name, strategy):
 def weights_of(path):
     out = {}
     with h5py.File(path) as f:
-        f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+        f.visititems(
+            lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None
+        )
     return out
 
 
@@ -73,11 +79,20 @@ def test_is_chief_follows_tf_config(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert distribute.is_chief()
     cluster = {"worker": ["a:1", "b:2"]}
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})
+    )
     assert distribute.is_chief()
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}})
+    )
     assert not distribute.is_chief()
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {**cluster, "chief": ["c:3"]}, "task": {"type": "worker", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps(
+            {"cluster": {**cluster, "chief": ["c:3"]}, "task": {"type": "worker", "index": 0}}
+        ),
+    )
     assert not distribute.is_chief()
 
 
@@ -95,7 +110,12 @@ def test_installed_keras_still_needs_the_multi_worker_fix():
 
 def test_two_workers_match_one_process_mirrored(tmp_path):
     mirrored = write_config(tmp_path, "mirrored", "mirrored")
-    done = subprocess.run([sys.executable, "-c", TWO_CPU_TRAIN, "--config", str(mirrored)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", TWO_CPU_TRAIN, "--config", str(mirrored)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     reference_dir = run_dir_from(done.stderr)
 
@@ -104,11 +124,21 @@ def test_two_workers_match_one_process_mirrored(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     workers = []
     for index in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "kerasbert.train", "--config", str(config)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        ))
+        env = {
+            **os.environ,
+            "TF_CONFIG": json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            ),
+        }
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "kerasbert.train", "--config", str(config)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        )
     outputs = []
     try:
         for worker in workers:

@@ -10,11 +10,11 @@ import tensorflow_text  # noqa: F401  the exported tokenizer's ops
 from sklearn import metrics as sk
 
 from kerasbert import evaluate
-from kerasbert.config import load_config
-from kerasbert.data import load_splits
-from kerasbert.evaluate import evaluate_saved_model, format_metrics, load_labelled
-from kerasbert.predict import SavedModelClassifier
-from tests.conftest import QUICKSTART_CSV
+from kerasbert.config_loading import load_config
+from kerasbert.data.splits import load_splits
+from kerasbert.evaluation.saved_model_classifier import SavedModelClassifier
+from kerasbert.evaluation.scoring import evaluate_saved_model, format_metrics, load_labelled
+from tests.support.tiny import QUICKSTART_CSV
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -37,10 +37,22 @@ def signature_probabilities(exported_model, texts):
     return loaded.signatures["serving_default"](text=tf.constant(texts))["probabilities"].numpy()
 
 
-def test_cli_metrics_match_scikit_learn_on_the_signature_outputs(exported_model, labelled_csv, tmp_path, capsys):
+def test_cli_metrics_match_scikit_learn_on_the_signature_outputs(
+    exported_model, labelled_csv, tmp_path, capsys
+):
     output = tmp_path / "eval"
 
-    status = evaluate.main(["--model", str(exported_model), "--data", str(labelled_csv), "--output", str(output), "--no-progress"])
+    status = evaluate.main(
+        [
+            "--model",
+            str(exported_model),
+            "--data",
+            str(labelled_csv),
+            "--output",
+            str(output),
+            "--no-progress",
+        ]
+    )
 
     stdout = capsys.readouterr().out
     assert status == 0
@@ -54,12 +66,18 @@ def test_cli_metrics_match_scikit_learn_on_the_signature_outputs(exported_model,
     assert m["macro_f1"] == pytest.approx(sk.f1_score(y_true, y_pred, average="macro"))
     assert m["weighted_f1"] == pytest.approx(sk.f1_score(y_true, y_pred, average="weighted"))
     assert m["confusion_matrix"] == sk.confusion_matrix(y_true, y_pred, labels=[0, 1, 2]).tolist()
-    assert m["log_loss"] == pytest.approx(sk.log_loss(y_true, probabilities, labels=[0, 1, 2]), rel=1e-5)
-    assert m["roc_auc"] == pytest.approx(sk.roc_auc_score(y_true, probabilities, multi_class="ovr"), rel=1e-5)
+    assert m["log_loss"] == pytest.approx(
+        sk.log_loss(y_true, probabilities, labels=[0, 1, 2]), rel=1e-5
+    )
+    assert m["roc_auc"] == pytest.approx(
+        sk.roc_auc_score(y_true, probabilities, multi_class="ovr"), rel=1e-5
+    )
     recall = sk.recall_score(y_true, y_pred, average=None, labels=[0, 1, 2])
     assert [m["per_class"][label]["recall"] for label in LABELS] == pytest.approx(recall)
     assert m["model"] == str(exported_model) and m["dropped_rows"] == 0
-    assert "accuracy" in stdout and "confusion matrix" in stdout and f"{m['accuracy']:.4f}" in stdout
+    assert (
+        "accuracy" in stdout and "confusion matrix" in stdout and f"{m['accuracy']:.4f}" in stdout
+    )
     predictions = pd.read_csv(output / "predictions.csv")
     assert predictions["text"].tolist() == frame["text"].tolist()
     np.testing.assert_allclose(predictions["confidence"], probabilities.max(axis=1), atol=1e-6)
@@ -83,15 +101,24 @@ def test_predictions_file_lists_each_example(model, tmp_path):
     table = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
     assert table["text"].tolist() == texts and table["label"].tolist() == labels
     assert (table["predicted_label"] == table["label"]).mean() == pytest.approx(m["accuracy"])
-    assert {"confidence", "probability_negative", "probability_neutral", "probability_positive"} <= set(table)
+    assert {
+        "confidence",
+        "probability_negative",
+        "probability_neutral",
+        "probability_positive",
+    } <= set(table)
 
 
 def test_labels_unknown_to_the_model_exit_2_and_write_nothing(exported_model, tmp_path, capsys):
     data = tmp_path / "odd.csv"
-    pd.DataFrame({"text": ["fine", "meh", "bad"], "label": ["positive", "sarcastic", "ironic"]}).to_csv(data, index=False)
+    pd.DataFrame(
+        {"text": ["fine", "meh", "bad"], "label": ["positive", "sarcastic", "ironic"]}
+    ).to_csv(data, index=False)
     output = tmp_path / "eval"
 
-    status = evaluate.main(["--model", str(exported_model), "--data", str(data), "--output", str(output)])
+    status = evaluate.main(
+        ["--model", str(exported_model), "--data", str(data), "--output", str(output)]
+    )
 
     err = capsys.readouterr().err.strip()
     assert status == 2
@@ -108,8 +135,14 @@ def test_labels_unknown_to_the_model_exit_2_and_write_nothing(exported_model, tm
         ({"--label-column": "sentiment"}, "missing column(s) ['sentiment']"),
     ],
 )
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(change, message, exported_model, labelled_csv, tmp_path, capsys):
-    args = {"--model": str(exported_model), "--data": str(labelled_csv), "--output": str(tmp_path / "eval")}
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    change, message, exported_model, labelled_csv, tmp_path, capsys
+):
+    args = {
+        "--model": str(exported_model),
+        "--data": str(labelled_csv),
+        "--output": str(tmp_path / "eval"),
+    }
     args.update({k: str(tmp_path / v) if k != "--label-column" else v for k, v in change.items()})
 
     status = evaluate.main([part for item in args.items() for part in item])
@@ -125,7 +158,16 @@ def test_an_existing_metrics_file_is_untouched_when_evaluation_fails(exported_mo
     output.mkdir()
     (output / "metrics.json").write_text("{}\n")
 
-    status = evaluate.main(["--model", str(exported_model), "--data", str(tmp_path / "missing.csv"), "--output", str(output)])
+    status = evaluate.main(
+        [
+            "--model",
+            str(exported_model),
+            "--data",
+            str(tmp_path / "missing.csv"),
+            "--output",
+            str(output),
+        ]
+    )
 
     assert status == 2
     assert (output / "metrics.json").read_text() == "{}\n"
@@ -134,7 +176,9 @@ def test_an_existing_metrics_file_is_untouched_when_evaluation_fails(exported_mo
 
 def test_load_labelled_keeps_empty_texts_and_drops_rows_without_a_label(tmp_path):
     path = tmp_path / "d.jsonl"
-    path.write_text('{"text": "ok", "label": 1.0}\n{"text": null, "label": 2}\n{"text": "no label", "label": null}\n')
+    path.write_text(
+        '{"text": "ok", "label": 1.0}\n{"text": null, "label": 2}\n{"text": "no label", "label": null}\n'
+    )
 
     frame, dropped = load_labelled(path)
 
@@ -144,7 +188,9 @@ def test_load_labelled_keeps_empty_texts_and_drops_rows_without_a_label(tmp_path
 
 
 def test_format_metrics_shows_undefined_values_as_na():
-    text = format_metrics({"num_examples": 2, "accuracy": 0.5, "roc_auc": None, "ece": 0.25, "ece_bins": 10})
+    text = format_metrics(
+        {"num_examples": 2, "accuracy": 0.5, "roc_auc": None, "ece": 0.25, "ece_bins": 10}
+    )
 
     assert "ROC-AUC        n/a" in text
     assert "ECE (10 bins)  0.2500" in text

@@ -16,9 +16,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the ops of loaded exports)
-from conftest import QUICKSTART_CSV, assert_session_answers_like_tf2_load
 
 from kerasbert import export
+from kerasbert.exporting import serving_module
+from kerasbert.exporting.exporter import export_model, next_version
+from kerasbert.exporting.inspection import signature_summary
+from kerasbert.exporting.op_check import UnsupportedOpsError, check_ops, graph_ops, op_sources
+from kerasbert.models.tokenizers import load_tokenizer
+from kerasbert.serving.saved_model_bundle import WARMUP_FILE
+from tests.support.exports import assert_session_answers_like_tf2_load
+from tests.support.tiny import QUICKSTART_CSV
 
 LABELS = ["negative", "neutral", "positive"]
 
@@ -58,7 +65,7 @@ def run_model(trained_run):
     import keras
 
     classifier = keras.saving.load_model(trained_run.run_dir / "model.keras", compile=False)
-    tokenizer = export._load_tokenizer(trained_run.run_dir / "tokenizer")
+    tokenizer = load_tokenizer(trained_run.run_dir / "tokenizer")
     return classifier, tokenizer
 
 
@@ -69,7 +76,7 @@ def loaded(exported_model):
 
 def keras_outputs(run_model, texts, sequence_length=16):
     """Logits and probabilities of the Keras classifier on `TextEncoder` inputs."""
-    from kerasbert.models import TextEncoder
+    from kerasbert.models.tokenizers import TextEncoder
 
     classifier, tokenizer = run_model
     inputs = TextEncoder(tokenizer, sequence_length)(tf.constant(texts))
@@ -103,7 +110,7 @@ def test_version_directory_has_model_assets_and_warmup(trained_run, exported_mod
     vocabulary = (assets / "vocabulary.txt").read_text(encoding="utf-8").splitlines()
     assert vocabulary[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     assert not (assets / "bin_edges.json").exists()
-    assert (exported_model / "assets.extra" / export.WARMUP_FILE).stat().st_size > 0
+    assert (exported_model / "assets.extra" / WARMUP_FILE).stat().st_size > 0
 
 
 def test_signature_defs_have_exact_names_dtypes_and_methods(exported_model):
@@ -113,7 +120,7 @@ def test_signature_defs_have_exact_names_dtypes_and_methods(exported_model):
         "label": ("string", (-1,)),
         "label_id": ("int64", (-1,)),
     }
-    assert export.signature_summary(exported_model) == {
+    assert signature_summary(exported_model) == {
         "serving_default": {
             "method": "tensorflow/serving/predict",
             "inputs": {"text": ("string", (-1,))},
@@ -197,8 +204,14 @@ def fresh_client(run_model, exported_model, tmp_path_factory):
     logits, probabilities, tokens = keras_outputs(run_model, texts)
     np.savez(tmp / "in.npz", texts=np.array(texts), **{f"tokens/{k}": v for k, v in tokens.items()})
     subprocess.run(
-        [sys.executable, "-c", FRESH_CLIENT, str(exported_model), str(tmp / "in.npz"),
-         str(tmp / "out.npz")],
+        [
+            sys.executable,
+            "-c",
+            FRESH_CLIENT,
+            str(exported_model),
+            str(tmp / "in.npz"),
+            str(tmp / "out.npz"),
+        ],
         check=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
@@ -224,11 +237,15 @@ def test_inspect_as_a_module_loads_neither_keras_hub_nor_training_code(fresh_cli
     out, _, _ = fresh_client
     assert int(out["inspect_exit"]) == 0
     assert "labels (3): negative, neutral, positive" in str(out["inspect_stdout"])
+    # Reading files with TensorFlow alone: no Keras model, tokenizer or training code.
     assert list(out["inspect_modules"]) == [
         "kerasbert",
         "kerasbert.cli",
-        "kerasbert.export_check",
-        "kerasbert.saved_model_bundle",
+        "kerasbert.exporting",
+        "kerasbert.exporting.inspection",
+        "kerasbert.rundir",
+        "kerasbert.serving",
+        "kerasbert.serving.saved_model_bundle",
     ]
 
 
@@ -250,14 +267,14 @@ def test_keras_model_around_tfsm_layer_predicts_the_same(run_model, exported_mod
 def test_warmup_requests_parse_and_run_against_their_signatures(exported_model, loaded):
     from tensorflow_serving.apis import prediction_log_pb2
 
-    path = exported_model / "assets.extra" / export.WARMUP_FILE
+    path = exported_model / "assets.extra" / WARMUP_FILE
     records = [
         prediction_log_pb2.PredictionLog.FromString(record.numpy())
         for record in tf.data.TFRecordDataset(str(path))
     ]
     kinds = [record.WhichOneof("log_type") for record in records]
     assert kinds.count("predict_log") >= 2 and kinds.count("classify_log") == 1
-    methods = {k: v["method"] for k, v in export.signature_summary(exported_model).items()}
+    methods = {k: v["method"] for k, v in signature_summary(exported_model).items()}
     sent_texts = []
     for record in records:
         if record.HasField("predict_log"):
@@ -286,8 +303,10 @@ def test_warmup_requests_parse_and_run_against_their_signatures(exported_model, 
     assert any(not text.isascii() for text in sent_texts)
 
 
-def test_a_text_gets_the_same_logits_alone_batched_with_a_longer_one_and_at_full_width(run_model, loaded):
-    from kerasbert.models import TextEncoder
+def test_a_text_gets_the_same_logits_alone_batched_with_a_longer_one_and_at_full_width(
+    run_model, loaded
+):
+    from kerasbert.models.tokenizers import TextEncoder
 
     short, long = "superb", ODD_TEXTS[-1]
     serve = loaded.signatures["serving_default"]
@@ -321,7 +340,7 @@ def test_empty_long_non_ascii_and_emoji_texts_return_one_row_each(loaded):
 def test_op_sources_leave_out_op_libraries_that_tensorflow_loads():
     from tensorflow.python.framework import op_def_registry
 
-    sources = export.op_sources()
+    sources = op_sources()
     assert {"MatMul", "Softmax", "ParseExampleV2"} <= sources.core
     assert {"RegexSplitWithOffsets", "FastWordpieceTokenizeWithOffsets"} <= sources.text
     assert not sources.core & sources.text
@@ -334,10 +353,10 @@ def test_op_sources_leave_out_op_libraries_that_tensorflow_loads():
 
 
 def test_op_check_passes_bert_export_and_lists_its_ops(exported_model):
-    ops = export.check_ops(exported_model)
+    ops = check_ops(exported_model)
     assert {"FastWordpieceTokenizeWithOffsets", "RegexSplitWithOffsets"} <= set(ops["text"])
     assert {"Softmax", "ParseExampleV2", "StatefulPartitionedCall"} <= set(ops["core"])
-    assert set(ops["core"]) | set(ops["text"]) == export.graph_ops(exported_model)
+    assert set(ops["core"]) | set(ops["text"]) == graph_ops(exported_model)
 
 
 class ClassifierWithForeignOp(tf.Module):
@@ -362,11 +381,11 @@ class ClassifierWithForeignOp(tf.Module):
 def test_export_with_an_op_outside_core_and_text_fails_and_leaves_nothing(run_model, tmp_path):
     _, tokenizer = run_model
     with pytest.raises(
-        export.UnsupportedOpsError,
+        UnsupportedOpsError,
         match=r"neither core TensorFlow nor TensorFlow Text ops: "
         r"AudioMicrofrontend \(from _audio_microfrontend_op.so\)\.",
     ):
-        export.export_model(ClassifierWithForeignOp(), tokenizer, 16, LABELS, tmp_path, "foreign")
+        export_model(ClassifierWithForeignOp(), tokenizer, 16, LABELS, tmp_path, "foreign")
     # Everything had been written when the check failed; none of it is left.
     assert list((tmp_path / "foreign").iterdir()) == []
 
@@ -389,7 +408,7 @@ def test_export_whose_variables_the_restore_op_misses_is_refused_in_one_line(
 ):
     # What every export did before: the signatures read Keras 3's tf.Variables,
     # the restore op fills untracked copies, and only tf.saved_model.load works.
-    monkeypatch.setattr(export, "backend_variables", lambda classifier: [])
+    monkeypatch.setattr(serving_module, "backend_variables", lambda classifier: [])
     assert export.main(["--run", str(trained_run.run_dir), "--base-path", str(tmp_path)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -402,8 +421,8 @@ def test_export_whose_variables_the_restore_op_misses_is_refused_in_one_line(
 
 
 def test_export_check_refuses_outputs_that_differ_from_the_exporting_process(exported_model):
-    from kerasbert.export_check import ExportCheckError, check_export
-    from kerasbert.saved_model_bundle import SavedModelBundle
+    from kerasbert.exporting.bundle_check import ExportCheckError, check_export
+    from kerasbert.serving.saved_model_bundle import SavedModelBundle
 
     bundle = SavedModelBundle(exported_model)
 
@@ -414,7 +433,10 @@ def test_export_check_refuses_outputs_that_differ_from_the_exporting_process(exp
         return outputs
 
     assert check_export(exported_model, bundle.run) == 4
-    with pytest.raises(ExportCheckError, match=r"warm-up record 0 \(serving_default\): output 'probabilities' differs"):
+    with pytest.raises(
+        ExportCheckError,
+        match=r"warm-up record 0 \(serving_default\): output 'probabilities' differs",
+    ):
         check_export(exported_model, shifted)
 
 
@@ -424,13 +446,13 @@ def test_export_check_refuses_outputs_that_differ_from_the_exporting_process(exp
 KILLED_BEFORE_RENAME = textwrap.dedent(
     """
     import os, signal, sys
-    from kerasbert import export
+    from kerasbert.exporting.exporter import export_run_dir
 
     def killed(src, dst):
         os.kill(os.getpid(), signal.SIGKILL)
 
     os.rename = killed
-    export.export_run_dir(sys.argv[1], base_path=sys.argv[2])
+    export_run_dir(sys.argv[1], base_path=sys.argv[2])
     """
 )
 
@@ -446,9 +468,9 @@ def test_export_killed_before_rename_leaves_no_loadable_version(trained_run, tmp
     # Everything was written; only the rename was missing. TF Serving loads
     # integer-named directories only, and this one is hidden and isn't.
     assert (leftover / "saved_model.pb").exists()
-    assert (leftover / "assets.extra" / export.WARMUP_FILE).exists()
+    assert (leftover / "assets.extra" / WARMUP_FILE).exists()
     assert leftover.name.startswith(".") and not leftover.name.isdigit()
-    assert export.next_version(tmp_path / "tiny") == 1
+    assert next_version(tmp_path / "tiny") == 1
 
 
 # === Command line ===

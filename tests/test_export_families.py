@@ -14,9 +14,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the ops of loaded exports)
-from conftest import assert_session_answers_like_tf2_load, make_reviews, tiny_config_dict
 
 from kerasbert import export
+from kerasbert.exporting.exporter import export_model, tokenizer_assets
+from kerasbert.exporting.inspection import signature_summary
+from kerasbert.exporting.op_check import check_ops
+from kerasbert.exporting.warmup import make_example
+from kerasbert.models.tokenizers import load_tokenizer
+from kerasbert.serving.saved_model_bundle import WARMUP_FILE
+from tests.support.exports import assert_session_answers_like_tf2_load
+from tests.support.tiny import make_reviews, tiny_config_dict
 
 LABELS = ["bad", "good", "info"]
 TEXTS = [
@@ -36,7 +43,7 @@ def replay_warmup(version_dir, loaded):
     from tensorflow_serving.apis import prediction_log_pb2
 
     signatures = []
-    for raw in tf.data.TFRecordDataset(str(version_dir / "assets.extra" / export.WARMUP_FILE)):
+    for raw in tf.data.TFRecordDataset(str(version_dir / "assets.extra" / WARMUP_FILE)):
         record = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
         if record.HasField("predict_log"):
             request = record.predict_log.request
@@ -58,28 +65,28 @@ def replay_warmup(version_dir, loaded):
 @pytest.fixture(scope="module")
 def roberta(tmp_path_factory):
     """`(classifier, tokenizer, version_dir, loaded SavedModel)`, untrained."""
-    from kerasbert.config import config_from_dict
-    from kerasbert.models import build_classifier
+    from kerasbert.config_loading import config_from_dict
+    from kerasbert.models.classifier import build_classifier
 
     tmp = tmp_path_factory.mktemp("roberta")
     texts = make_reviews()["text"].tolist()
     config = config_from_dict(tiny_config_dict(tmp / "unused.csv", tmp, family="roberta"))
     classifier, tokenizer = build_classifier(config.model, len(LABELS), texts=texts)
-    version_dir = export.export_model(
+    version_dir = export_model(
         classifier,
         tokenizer,
         config.model.sequence_length,
         LABELS,
         tmp / "saved_models",
         "roberta",
-        assets=export.tokenizer_assets(tokenizer),
+        assets=tokenizer_assets(tokenizer),
     )
     return classifier, tokenizer, version_dir, tf.saved_model.load(str(version_dir))
 
 
 def test_roberta_export_passes_the_op_check_with_byte_pair_assets(roberta):
     _, tokenizer, version_dir, _ = roberta
-    ops = export.check_ops(version_dir)
+    ops = check_ops(version_dir)
     assert {"RegexSplitWithOffsets", "TFText>RoundRobinTrim"} <= set(ops["text"])
     assets = version_dir / "assets"
     vocabulary = json.loads((assets / "vocabulary.json").read_text(encoding="utf-8"))
@@ -87,14 +94,14 @@ def test_roberta_export_passes_the_op_check_with_byte_pair_assets(roberta):
     merges = (assets / "merges.txt").read_text(encoding="utf-8").splitlines()
     assert merges == list(tokenizer.merges)
     assert not (assets / "vocabulary.txt").exists()
-    assert export.signature_summary(version_dir)["predict_tokens"]["inputs"] == {
+    assert signature_summary(version_dir)["predict_tokens"]["inputs"] == {
         "token_ids": ("int32", (-1, -1)),
         "padding_mask": ("bool", (-1, -1)),
     }
 
 
 def test_roberta_export_serves_raw_text_like_keras(roberta):
-    from kerasbert.models import TextEncoder
+    from kerasbert.models.tokenizers import TextEncoder
 
     classifier, tokenizer, version_dir, loaded = roberta
     tokens = TextEncoder(tokenizer, 16)(tf.constant(TEXTS))
@@ -112,7 +119,7 @@ def test_roberta_export_serves_raw_text_like_keras(roberta):
 def test_roberta_tokenizer_reloads_from_a_run_directory(roberta, tmp_path):
     _, tokenizer, _, _ = roberta
     tokenizer.save_to_preset(str(tmp_path / "tokenizer"))
-    reloaded = export._load_tokenizer(tmp_path / "tokenizer")
+    reloaded = load_tokenizer(tmp_path / "tokenizer")
     assert type(reloaded) is type(tokenizer)
     # keras-hub hands ragged eager results back as lists of ids.
     ids = tokenizer(tf.constant(TEXTS))
@@ -126,8 +133,8 @@ def test_roberta_tokenizer_reloads_from_a_run_directory(roberta, tmp_path):
 @pytest.fixture(scope="module")
 def pair_export(tmp_path_factory):
     """`(run_dir, version_dir, what the CLI printed, loaded SavedModel)` of a BERT pair run."""
-    from kerasbert.config import config_from_dict
-    from kerasbert.training import train
+    from kerasbert.config_loading import config_from_dict
+    from kerasbert.training.run import train
 
     tmp = tmp_path_factory.mktemp("pair")
     frame = make_reviews()
@@ -162,7 +169,7 @@ def test_pair_export_answers_in_a_session_like_tf2_load(pair_export):
 def test_cli_exports_a_pair_run_whose_signatures_take_text_and_text_pair(pair_export):
     _, version_dir, printed, _ = pair_export
     assert printed.strip() == f"exported: {version_dir}"
-    summary = export.signature_summary(version_dir)
+    summary = signature_summary(version_dir)
     assert summary["serving_default"]["inputs"] == {
         "text": ("string", (-1,)),
         "text_pair": ("string", (-1,)),
@@ -178,11 +185,11 @@ def test_cli_exports_a_pair_run_whose_signatures_take_text_and_text_pair(pair_ex
 def test_pair_model_serves_like_keras_and_classifies_pair_examples(pair_export):
     import keras
 
-    from kerasbert.models import TextEncoder
+    from kerasbert.models.tokenizers import TextEncoder
 
     run_dir, version_dir, _, loaded = pair_export
     classifier = keras.saving.load_model(run_dir / "model.keras", compile=False)
-    encoder = TextEncoder(export._load_tokenizer(run_dir / "tokenizer"), 16)
+    encoder = TextEncoder(load_tokenizer(run_dir / "tokenizer"), 16)
     tokens = encoder(tf.constant(TEXTS), tf.constant(PAIRS))
     probabilities = tf.nn.softmax(classifier.predict(tokens, verbose=0)).numpy()
 
@@ -193,13 +200,13 @@ def test_pair_model_serves_like_keras_and_classifies_pair_examples(pair_export):
 
     classify = loaded.signatures["classify"]
     examples = [
-        export.make_example({"text": text, "text_pair": pair}).SerializeToString()
+        make_example({"text": text, "text_pair": pair}).SerializeToString()
         for text, pair in zip(TEXTS, PAIRS)
     ]
     scores = classify(inputs=tf.constant(examples))["scores"]
     np.testing.assert_array_equal(scores, out["probabilities"])
     # An example without its pair feature is classified with an empty pair.
-    lone = export.make_example({"text": TEXTS[0]}).SerializeToString()
+    lone = make_example({"text": TEXTS[0]}).SerializeToString()
     np.testing.assert_array_equal(
         classify(inputs=tf.constant([lone]))["scores"],
         serve(text=tf.constant(TEXTS[:1]), text_pair=tf.constant([""]))["probabilities"],

@@ -17,9 +17,11 @@ import pytest
 import yaml
 
 from kerasbert import cli, train
-from kerasbert.config import ConfigError, DataConfig, dump_config, load_config
-from kerasbert.data import DataError, load_splits
-from tests.conftest import QUICKSTART_CSV, REPO, make_reviews, tiny_config_dict
+from kerasbert.config import ConfigError, DataConfig
+from kerasbert.config_loading import dump_config, load_config
+from kerasbert.data.splits import load_splits
+from kerasbert.data.tables import DataError
+from tests.support.tiny import QUICKSTART_CSV, REPO, make_reviews, tiny_config_dict
 
 SEED = 8  # issue 8; change it to explore other cases, not to make one pass
 CASE_SECONDS = 20  # generous: the machine is shared; a real hang takes forever
@@ -80,8 +82,22 @@ def assert_refused(status, err, expected=None):
 
 SWAPS = ["text", 7, -3, 2.5, [1, "a"], {"key": "value"}, None, True, False, "", []]
 ABSURD = [
-    -1, 0, -0.0, 1e308, -1e308, float("nan"), float("inf"), float("-inf"), 5e-324,
-    2**31, 2**32, 2**64, 10**100, -(2**63), "1e999", 10**4000,
+    -1,
+    0,
+    -0.0,
+    1e308,
+    -1e308,
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    5e-324,
+    2**31,
+    2**32,
+    2**64,
+    10**100,
+    -(2**63),
+    "1e999",
+    10**4000,
 ]
 JUNK_KEYS = ["foo", "", "🙂", "k" * 300, "1", "null", "learning_rate", "data"]
 
@@ -96,7 +112,13 @@ def _typos(key):
 
 def _paths(node, prefix=()):
     """Every key path in a nested dict/list, e.g. ("training", "schedule", "mode")."""
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    items = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
     for key, value in items:
         yield prefix + (key,)
         yield from _paths(value, prefix + (key,))
@@ -156,7 +178,9 @@ def structural_cases(count):
 def _corrupt_text(text, rng):
     lines = text.splitlines(keepends=True)
     i = rng.randrange(1, len(lines))
-    op = rng.choice(["tab", "unclosed", "binary", "truncate", "duplicate", "nul", "indent", "colon", "quote"])
+    op = rng.choice(
+        ["tab", "unclosed", "binary", "truncate", "duplicate", "nul", "indent", "colon", "quote"]
+    )
     if op == "tab":
         lines[i] = "\t" + lines[i]
     elif op == "unclosed":
@@ -168,13 +192,19 @@ def _corrupt_text(text, rng):
     elif op == "truncate":
         return op, text[: rng.randrange(len(text))]
     elif op == "duplicate":
-        keyed = [j for j, line in enumerate(lines) if ":" in line and not line.lstrip().startswith(("-", "#"))]
+        keyed = [
+            j
+            for j, line in enumerate(lines)
+            if ":" in line and not line.lstrip().startswith(("-", "#"))
+        ]
         j = rng.choice(keyed)
         lines.insert(j + 1, lines[j])
     elif op == "nul":
         lines[i] = lines[i].replace(":", ":\x00", 1) if ":" in lines[i] else "\x00" + lines[i]
     elif op == "indent":
-        lines[i] = rng.choice(["   ", " "]) + lines[i] if rng.random() < 0.5 else lines[i].lstrip(" ")
+        lines[i] = (
+            rng.choice(["   ", " "]) + lines[i] if rng.random() < 0.5 else lines[i].lstrip(" ")
+        )
     elif op == "colon":
         lines[i] = lines[i].replace(": ", " ", 1).replace(":", "", 1)
     else:
@@ -215,10 +245,19 @@ HANDWRITTEN = {
     "top-level-list": "- name: x\n- data: y\n",
     "top-level-scalar": "quickstart\n",
     "two-documents": "name: a\n---\nname: b\n",
-    "bomb-as-name": "\n".join(BOMB_LINES + [f"name: {BOMB}", "data: {path: x.csv}", "model: {preset: p}"]) + "\n",
+    "bomb-as-name": "\n".join(
+        BOMB_LINES + [f"name: {BOMB}", "data: {path: x.csv}", "model: {preset: p}"]
+    )
+    + "\n",
     "bomb-in-unknown-key": "\n".join(BOMB_LINES) + "\n" + QS,
-    "bomb-as-edges": "\n".join(BOMB_LINES + ["name: x", f"data: {{path: x.csv, binning: {{edges: {BOMB}}}}}", "model: {preset: p}"]) + "\n",
-    "bomb-as-stages": QS.replace("  unfreezing:", f"  unfreezing: {BOMB}\n  x:").replace("name: quickstart", "\n".join(BOMB_LINES) + "\nname: quickstart"),
+    "bomb-as-edges": "\n".join(
+        BOMB_LINES
+        + ["name: x", f"data: {{path: x.csv, binning: {{edges: {BOMB}}}}}", "model: {preset: p}"]
+    )
+    + "\n",
+    "bomb-as-stages": QS.replace("  unfreezing:", f"  unfreezing: {BOMB}\n  x:").replace(
+        "name: quickstart", "\n".join(BOMB_LINES) + "\nname: quickstart"
+    ),
     "recursive-alias": "name: &n [*n]\ndata: &d {path: x.csv, split: *d}\nmodel: {preset: p}\n",
     "deeply-nested-lists": "name: x\ndata: " + "[" * 3_000 + "]" * 3_000 + "\n",
     "deeply-nested-maps": "name: x\ndata: " + "{a: " * 3_000 + "1" + "}" * 3_000 + "\n",
@@ -361,8 +400,8 @@ def tensorflow_started():
     `train.main` reaches the data only after `make_strategy`, which starts
     TensorFlow; the first start takes long on a busy machine.
     """
-    import kerasbert.training  # noqa: F401  keras and keras-hub, as train.main imports them
-    from kerasbert.distribute import make_strategy
+    import kerasbert.training.fit  # noqa: F401  keras and keras-hub, as train.main imports them
+    from kerasbert.training.distribute import make_strategy
 
     make_strategy("auto")
 
@@ -377,8 +416,27 @@ def _clean_bytes():
 
 
 DATA_JUNK = [
-    b'"', b",", b"\t", b"\n", b"\r", b"\x00", b"\xff\xfe", b"\xe9", b"\\", b"{", b"}", b"[", b"]",
-    b":", b"\xef\xbb\xbf", "é".encode(), "😀".encode(), b"\xed\xa0\x80", b"NaN", b"null", b'"""',
+    b'"',
+    b",",
+    b"\t",
+    b"\n",
+    b"\r",
+    b"\x00",
+    b"\xff\xfe",
+    b"\xe9",
+    b"\\",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b":",
+    b"\xef\xbb\xbf",
+    "é".encode(),
+    "😀".encode(),
+    b"\xed\xa0\x80",
+    b"NaN",
+    b"null",
+    b'"""',
 ]
 
 
@@ -453,7 +511,9 @@ def check_data_case(suffix, data, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("suffix, data", text_file_cases(45) + parquet_cases(15))
-def test_corrupted_data_file_loads_or_is_refused_in_one_line(suffix, data, tmp_path, capsys, tensorflow_started):
+def test_corrupted_data_file_loads_or_is_refused_in_one_line(
+    suffix, data, tmp_path, capsys, tensorflow_started
+):
     check_data_case(suffix, data, tmp_path, capsys)
 
 

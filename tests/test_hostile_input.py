@@ -29,8 +29,10 @@ import yaml
 
 from kerasbert import evaluate, export, predict, train
 from kerasbert.config import DataConfig
-from kerasbert.data import DataError, load_splits, read_table
-from tests.conftest import QUICKSTART_CSV, REPO, tiny_config_dict
+from kerasbert.data.splits import load_splits
+from kerasbert.data.tables import DataError, read_table
+from kerasbert.evaluation.saved_model_classifier import read_model_labels
+from tests.support.tiny import QUICKSTART_CSV, REPO, tiny_config_dict
 from tests.test_fuzz import assert_refused, run_cli, tensorflow_started, time_limit  # noqa: F401
 
 SUBPROCESS_SECONDS = 240  # a cold TensorFlow import on a busy two-core machine
@@ -73,7 +75,11 @@ def _parquet_with_bad_utf8() -> bytes:
 
 
 def _jsonl(frame=None) -> bytes:
-    return (_reviews() if frame is None else frame).to_json(orient="records", lines=True, force_ascii=False).encode()
+    return (
+        (_reviews() if frame is None else frame)
+        .to_json(orient="records", lines=True, force_ascii=False)
+        .encode()
+    )
 
 
 @dataclass
@@ -101,20 +107,54 @@ class Hostile:
 
 HOSTILE = [
     Hostile("broken-quoting.csv", lambda: _csv() + b'"never closed,positive\n', "unreadable"),
-    Hostile("latin1-in-utf8.csv", lambda: _csv() + "café au lait,positive\n".encode("latin-1"), "unreadable"),
+    Hostile(
+        "latin1-in-utf8.csv",
+        lambda: _csv() + "café au lait,positive\n".encode("latin-1"),
+        "unreadable",
+    ),
     Hostile("utf16-with-bom.csv", lambda: _reviews().to_csv(index=False).encode("utf-16"), "loads"),
-    Hostile("utf16-big-endian.tsv", lambda: b"\xfe\xff" + _reviews().to_csv(index=False, sep="\t").encode("utf-16-be"), "loads"),
+    Hostile(
+        "utf16-big-endian.tsv",
+        lambda: b"\xfe\xff" + _reviews().to_csv(index=False, sep="\t").encode("utf-16-be"),
+        "loads",
+    ),
     Hostile("utf8-with-bom.csv", lambda: b"\xef\xbb\xbf" + _csv(), "loads"),
-    Hostile("nul-bytes.csv", lambda: _csv(_odd_rows().head(60).assign(text=lambda f: f.text.str.slice(0, 100))), "loads"),
+    Hostile(
+        "nul-bytes.csv",
+        lambda: _csv(_odd_rows().head(60).assign(text=lambda f: f.text.str.slice(0, 100))),
+        "loads",
+    ),
     Hostile("megabyte-text.csv", lambda: _csv(_odd_rows()), "loads"),
-    Hostile("nul-in-header.csv", lambda: b"te\x00xt,label\n" + _csv().split(b"\n", 1)[1], "no-columns"),
-    Hostile("megabyte-header.csv", lambda: ("h" * 1_000_000 + ",label\n").encode() + _csv().split(b"\n", 1)[1], "no-columns"),
-    Hostile("some-labels-missing.csv", lambda: _csv(_reviews().assign(label=lambda f: f.label.mask(f.index % 10 == 0))), "loads"),
+    Hostile(
+        "nul-in-header.csv", lambda: b"te\x00xt,label\n" + _csv().split(b"\n", 1)[1], "no-columns"
+    ),
+    Hostile(
+        "megabyte-header.csv",
+        lambda: ("h" * 1_000_000 + ",label\n").encode() + _csv().split(b"\n", 1)[1],
+        "no-columns",
+    ),
+    Hostile(
+        "some-labels-missing.csv",
+        lambda: _csv(_reviews().assign(label=lambda f: f.label.mask(f.index % 10 == 0))),
+        "loads",
+    ),
     Hostile("no-labels.csv", lambda: _csv(_reviews().assign(label=None)), "unusable"),
     Hostile("one-class.csv", lambda: _csv(_reviews().assign(label="positive")), "unusable"),
-    Hostile("repeated-header.csv", lambda: b"text,label,label\n" + b"a,positive,negative\n" * 30, "unreadable"),
-    Hostile("repeated-text-header.csv", lambda: _csv().replace(b"text,label", b"text,text", 1), "unreadable"),
-    Hostile("dotted-names.csv", lambda: _csv(_reviews().assign(**{"text.1": "a column, not a repeat"})), "loads"),
+    Hostile(
+        "repeated-header.csv",
+        lambda: b"text,label,label\n" + b"a,positive,negative\n" * 30,
+        "unreadable",
+    ),
+    Hostile(
+        "repeated-text-header.csv",
+        lambda: _csv().replace(b"text,label", b"text,text", 1),
+        "unreadable",
+    ),
+    Hostile(
+        "dotted-names.csv",
+        lambda: _csv(_reviews().assign(**{"text.1": "a column, not a repeat"})),
+        "loads",
+    ),
     Hostile("empty.csv", lambda: b"", "unreadable"),
     Hostile("blank-lines.csv", lambda: b"\n\n\n", "unreadable"),
     Hostile("only-a-bom.csv", lambda: b"\xef\xbb\xbf", "unreadable"),
@@ -130,12 +170,18 @@ HOSTILE = [
     Hostile("truncated.parquet", lambda: _parquet()[: len(_parquet()) // 2], "unreadable"),
     Hostile("empty.parquet", lambda: b"", "unreadable"),
     Hostile("bad-utf8-strings.parquet", _parquet_with_bad_utf8, "unreadable"),
-    Hostile("nulls.parquet", lambda: _parquet(_reviews().assign(text=lambda f: f.text.mask(f.index % 10 == 0))), "loads"),
+    Hostile(
+        "nulls.parquet",
+        lambda: _parquet(_reviews().assign(text=lambda f: f.text.mask(f.index % 10 == 0))),
+        "loads",
+    ),
     Hostile("cut-line.jsonl", lambda: _jsonl() + b'{"text": "b", "label\n', "unreadable"),
     Hostile("csv-named.jsonl", _csv, "unreadable"),
     Hostile("arrays.jsonl", lambda: b"[1, 2]\n[3, 4]\n", "no-columns"),
     Hostile("empty.jsonl", lambda: b"", "no-columns"),
-    Hostile("huge-number.jsonl", lambda: b'{"text": "a", "label": 1' + b"0" * 400 + b"}\n", "unreadable"),
+    Hostile(
+        "huge-number.jsonl", lambda: b'{"text": "a", "label": 1' + b"0" * 400 + b"}\n", "unreadable"
+    ),
     Hostile(
         "lone-surrogates.jsonl",
         lambda: _jsonl().replace(b'"text":"', b'"text":"\\ud800 ', 5),
@@ -238,7 +284,7 @@ def _snapshot(*roots) -> dict:
         if root.is_file():
             found[str(root)] = hashlib.sha256(root.read_bytes()).hexdigest()
             continue
-        for directory, dirnames, filenames in os.walk(root):
+        for directory, _, filenames in os.walk(root):
             found[directory] = "dir"
             for name in filenames:
                 path = Path(directory) / name
@@ -247,7 +293,9 @@ def _snapshot(*roots) -> dict:
 
 
 @pytest.mark.parametrize("hostile", UNREADABLE, ids=_ids(UNREADABLE))
-def test_predict_refuses_hostile_input_and_keeps_the_existing_output(hostile, tmp_path, capsys, exported_model, existing_output):
+def test_predict_refuses_hostile_input_and_keeps_the_existing_output(
+    hostile, tmp_path, capsys, exported_model, existing_output
+):
     path = hostile.write(tmp_path)
     before = _snapshot(existing_output.parent)
     status, _, err = run_cli(
@@ -260,14 +308,18 @@ def test_predict_refuses_hostile_input_and_keeps_the_existing_output(hostile, tm
 
 
 @pytest.mark.parametrize("hostile", UNREADABLE, ids=_ids(UNREADABLE))
-def test_evaluate_refuses_hostile_data_and_keeps_the_output_directory(hostile, tmp_path, capsys, exported_model):
+def test_evaluate_refuses_hostile_data_and_keeps_the_output_directory(
+    hostile, tmp_path, capsys, exported_model
+):
     path = hostile.write(tmp_path)
     output = tmp_path / "evaluation"
     output.mkdir()
     (output / "metrics.json").write_text('{"accuracy": 1.0}\n', encoding="utf-8")
     before = _snapshot(output)
     status, _, err = run_cli(
-        evaluate.main, ["--model", exported_model, "--data", path, "--output", output, "--no-progress"], capsys
+        evaluate.main,
+        ["--model", exported_model, "--data", path, "--output", output, "--no-progress"],
+        capsys,
     )
     assert_refused(status, err)
     assert _snapshot(output) == before
@@ -284,13 +336,16 @@ def test_predict_writes_every_row_of_an_odd_utf16_file_in_order(tmp_path, capsys
     path.write_bytes(frame.to_csv(index=False).encode("utf-16"))
     output = tmp_path / "predictions.csv"
     status, out, err = run_cli(
-        predict.main, ["--model", exported_model, "--input", path, "--output", output, "--no-progress"], capsys, seconds=120
+        predict.main,
+        ["--model", exported_model, "--input", path, "--output", output, "--no-progress"],
+        capsys,
+        seconds=120,
     )
     assert status == 0, err
     written = pd.read_csv(output, keep_default_na=False)
     assert len(written) == 6
     assert written["label"].tolist() == frame["label"].tolist()
-    assert set(written["predicted_label"]) <= set(predict.read_model_labels(exported_model))
+    assert set(written["predicted_label"]) <= set(read_model_labels(exported_model))
     assert written.loc[2, "text"] == "x" * 1_000_000
 
 
@@ -299,7 +354,10 @@ def test_predict_reads_lone_surrogates_in_json_lines(tmp_path, capsys, exported_
     path.write_bytes(b'{"text": "\\ud800 lone high surrogate"}\n{"text": "fine"}\n{"text": null}\n')
     output = tmp_path / "predictions.jsonl"
     status, _, err = run_cli(
-        predict.main, ["--model", exported_model, "--input", path, "--output", output, "--no-progress"], capsys, seconds=120
+        predict.main,
+        ["--model", exported_model, "--input", path, "--output", output, "--no-progress"],
+        capsys,
+        seconds=120,
     )
     assert status == 0, err
     assert len(output.read_text(encoding="utf-8").splitlines()) == 3
@@ -313,7 +371,10 @@ def test_evaluate_drops_rows_without_a_label(tmp_path, capsys, exported_model):
     frame.to_csv(path, index=False)
     output = tmp_path / "evaluation"
     status, _, err = run_cli(
-        evaluate.main, ["--model", exported_model, "--data", path, "--output", output, "--no-progress"], capsys, seconds=120
+        evaluate.main,
+        ["--model", exported_model, "--data", path, "--output", output, "--no-progress"],
+        capsys,
+        seconds=120,
     )
     assert status == 0, err
     metrics = json.loads((output / "metrics.json").read_text(encoding="utf-8"))
@@ -325,7 +386,10 @@ def test_evaluate_refuses_a_file_whose_labels_are_all_missing(tmp_path, capsys, 
     _reviews(10).assign(label=None).to_csv(path, index=False)
     output = tmp_path / "evaluation"
     status, _, err = run_cli(
-        evaluate.main, ["--model", exported_model, "--data", path, "--output", output, "--no-progress"], capsys, seconds=120
+        evaluate.main,
+        ["--model", exported_model, "--data", path, "--output", output, "--no-progress"],
+        capsys,
+        seconds=120,
     )
     assert_refused(status, err)
     assert not (output / "metrics.json").exists()
@@ -334,19 +398,21 @@ def test_evaluate_refuses_a_file_whose_labels_are_all_missing(tmp_path, capsys, 
 # === A file that vanishes ===
 
 
-def test_train_refuses_data_deleted_after_the_config_is_read(tmp_path, capsys, monkeypatch, tensorflow_started):
+def test_train_refuses_data_deleted_after_the_config_is_read(
+    tmp_path, capsys, monkeypatch, tensorflow_started
+):
     data = tmp_path / "reviews.csv"
     data.write_bytes(_csv())
-    import kerasbert.config
+    import kerasbert.config_loading
 
-    read_config = kerasbert.config.load_config
+    read_config = kerasbert.config_loading.load_config
 
     def read_then_delete(*args, **kwargs):
         config = read_config(*args, **kwargs)
         data.unlink()
         return config
 
-    monkeypatch.setattr(kerasbert.config, "load_config", read_then_delete)
+    monkeypatch.setattr(kerasbert.config_loading, "load_config", read_then_delete)
     status, _, err = run_cli(train.main, ["--config", _train_config(tmp_path, data)], capsys)
     assert_refused(status, err)
     assert f"{data}: no such data file" in err
@@ -354,7 +420,9 @@ def test_train_refuses_data_deleted_after_the_config_is_read(tmp_path, capsys, m
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
-def test_data_deleted_while_it_is_being_opened_is_refused(tmp_path, capsys, monkeypatch, exported_model, suffix):
+def test_data_deleted_while_it_is_being_opened_is_refused(
+    tmp_path, capsys, monkeypatch, exported_model, suffix
+):
     # The file is there when read_table checks, and gone when pandas opens it.
     path = tmp_path / f"reviews{suffix}"
     path.write_bytes({".csv": _csv, ".jsonl": _jsonl, ".parquet": _parquet}[suffix]())
@@ -370,7 +438,17 @@ def test_data_deleted_while_it_is_being_opened_is_refused(tmp_path, capsys, monk
         read_table(path)
     path.write_bytes(b"text\nback again\n")
     status, _, err = run_cli(
-        predict.main, ["--model", exported_model, "--input", path, "--output", tmp_path / "p.csv", "--no-progress"], capsys
+        predict.main,
+        [
+            "--model",
+            exported_model,
+            "--input",
+            path,
+            "--output",
+            tmp_path / "p.csv",
+            "--no-progress",
+        ],
+        capsys,
     )
     assert_refused(status, err)
     assert not (tmp_path / "p.csv").exists()
@@ -379,9 +457,11 @@ def test_data_deleted_while_it_is_being_opened_is_refused(tmp_path, capsys, monk
 # === Nothing corrupts an existing run or export ===
 
 
-def test_bad_input_to_every_command_leaves_run_export_and_outputs_untouched(trained_run, tmp_path, capsys, tensorflow_started):
+def test_bad_input_to_every_command_leaves_run_export_and_outputs_untouched(
+    trained_run, tmp_path, capsys, tensorflow_started
+):
     run_dir, export_dir = trained_run.run_dir, trained_run.export_dir
-    from kerasbert.resume import read_status
+    from kerasbert.training.resume import read_status
 
     assert read_status(run_dir) == "finished"  # so --resume below can never train
     model_base = export_dir.parent  # saved_models/<name>, every version
@@ -389,9 +469,16 @@ def test_bad_input_to_every_command_leaves_run_export_and_outputs_untouched(trai
     outputs.mkdir()
     earlier = outputs / "predictions.csv"
     earlier.write_text("text,predicted_label\nkeep me,positive\n", encoding="utf-8")
-    hostile = {h.name: h.write(tmp_path) for h in HOSTILE if h.name in ("broken-quoting.csv", "junk.parquet", "arrays.jsonl")}
+    hostile = {
+        h.name: h.write(tmp_path)
+        for h in HOSTILE
+        if h.name in ("broken-quoting.csv", "junk.parquet", "arrays.jsonl")
+    }
     broken_yaml = tmp_path / "broken.yaml"
-    broken_yaml.write_text((run_dir / "config.yaml").read_text(encoding="utf-8") + "\tname: [unclosed\n", encoding="utf-8")
+    broken_yaml.write_text(
+        (run_dir / "config.yaml").read_text(encoding="utf-8") + "\tname: [unclosed\n",
+        encoding="utf-8",
+    )
     other_config = tmp_path / "other.yaml"
     raw = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     raw["data"]["path"] = str(hostile["broken-quoting.csv"])
@@ -426,17 +513,34 @@ def test_bad_input_to_every_command_leaves_run_export_and_outputs_untouched(trai
         (predict.main, ["--model", model, "--input", QUICKSTART_CSV, "--output", run_dir]),
         # evaluate: hostile data into the run directory itself, and onto a file.
         *[
-            (evaluate.main, ["--model", model, "--data", path, "--output", run_dir, "--no-progress"])
+            (
+                evaluate.main,
+                ["--model", model, "--data", path, "--output", run_dir, "--no-progress"],
+            )
             for path in hostile.values()
         ],
         (evaluate.main, ["--model", model, "--data", QUICKSTART_CSV, "--output", earlier]),
-        (evaluate.main, ["--model", model, "--data", QUICKSTART_CSV, "--label-column", "text", "--output", run_dir]),
+        (
+            evaluate.main,
+            [
+                "--model",
+                model,
+                "--data",
+                QUICKSTART_CSV,
+                "--label-column",
+                "text",
+                "--output",
+                run_dir,
+            ],
+        ),
     ]
     for main, argv in cases:
         status, _, err = run_cli(main, argv, capsys)
         assert_refused(status, err)
     # Loads the model, then cannot create the model directory under a file.
-    status, _, err = run_cli(export.main, ["--run", run_dir, "--base-path", a_file], capsys, seconds=180)
+    status, _, err = run_cli(
+        export.main, ["--run", run_dir, "--base-path", a_file], capsys, seconds=180
+    )
     assert_refused(status, err)
     assert _snapshot(run_dir.parent, model_base, outputs) == before
     assert a_file.read_text(encoding="utf-8") == "not a directory\n"
@@ -466,9 +570,18 @@ def test_commands_refuse_hostile_input_as_processes(tmp_path, exported_model, ex
     for module, args in [
         ("kerasbert.train", ["--config", broken_yaml]),
         ("kerasbert.train", ["--config", tmp_path]),
-        ("kerasbert.predict", ["--model", exported_model, "--input", hostile, "--output", existing_output]),
-        ("kerasbert.predict", ["--model", exported_model, "--input", QUICKSTART_CSV, "--output", long_name]),
-        ("kerasbert.evaluate", ["--model", exported_model, "--data", long_name, "--output", tmp_path]),
+        (
+            "kerasbert.predict",
+            ["--model", exported_model, "--input", hostile, "--output", existing_output],
+        ),
+        (
+            "kerasbert.predict",
+            ["--model", exported_model, "--input", QUICKSTART_CSV, "--output", long_name],
+        ),
+        (
+            "kerasbert.evaluate",
+            ["--model", exported_model, "--data", long_name, "--output", tmp_path],
+        ),
     ]:
         status, err = _run_process(module, *args, cwd=REPO)
         assert_refused(status, err)
@@ -478,7 +591,12 @@ def test_commands_refuse_hostile_input_as_processes(tmp_path, exported_model, ex
 def test_export_of_an_existing_version_is_refused_as_a_process(trained_run):
     before = _snapshot(trained_run.export_dir.parent)
     status, err = _run_process(
-        "kerasbert.export", "--run", trained_run.run_dir, "--version", trained_run.export_dir.name, cwd=REPO
+        "kerasbert.export",
+        "--run",
+        trained_run.run_dir,
+        "--version",
+        trained_run.export_dir.name,
+        cwd=REPO,
     )
     assert_refused(status, err)
     assert "already exists" in err

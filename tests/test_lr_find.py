@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import yaml
 
-from kerasbert.config import config_from_dict
-from kerasbert.lr_range import (
+from kerasbert.config_loading import config_from_dict
+from kerasbert.training.fit import compile_for_stage, prepare
+from kerasbert.training.lr_range import (
     lr_range_test,
     smooth_losses,
     suggest_learning_rate,
     sweep_learning_rate,
 )
-from kerasbert.training import compile_for_stage, prepare
-from tests.conftest import tiny_config_dict
+from tests.support.tiny import tiny_config_dict
 
 
 def test_sweep_is_exponential_from_min_to_max():
@@ -37,12 +37,14 @@ def test_smoothing_is_the_bias_corrected_moving_average():
 
 
 def test_suggestion_is_a_tenth_of_the_minimum_loss_rate():
-    assert suggest_learning_rate([1e-4, 1e-3, 1e-2, 1e-1], [2.0, 1.5, 1.0, math.nan]) == pytest.approx(1e-3)
+    assert suggest_learning_rate(
+        [1e-4, 1e-3, 1e-2, 1e-1], [2.0, 1.5, 1.0, math.nan]
+    ) == pytest.approx(1e-3)
 
 
 @pytest.fixture(scope="module")
 def prepared_tiny(tmp_path_factory, request):
-    from tests.conftest import QUICKSTART_CSV
+    from tests.support.tiny import QUICKSTART_CSV
 
     tmp = tmp_path_factory.mktemp("lr_find")
     config = config_from_dict(tiny_config_dict(QUICKSTART_CSV, tmp))
@@ -56,18 +58,24 @@ def test_range_test_stops_on_divergence_and_restores_weights(prepared_tiny):
     model = prepared.classifier
     before = [w.numpy().copy() for w in model.weights]
     result = lr_range_test(
-        model, prepared.dataset("train", 8, shuffle=True), min_learning_rate=1e-5, max_learning_rate=1e3, num_steps=60
+        model,
+        prepared.dataset("train", 8, shuffle=True),
+        min_learning_rate=1e-5,
+        max_learning_rate=1e3,
+        num_steps=60,
     )
     assert result.diverged and len(result.learning_rates) < 60
     assert result.learning_rates[0] == pytest.approx(1e-5)
     np.testing.assert_allclose(result.smoothed, smooth_losses(result.losses), rtol=1e-12)
-    assert result.suggestion == pytest.approx(suggest_learning_rate(result.learning_rates, result.smoothed))
+    assert result.suggestion == pytest.approx(
+        suggest_learning_rate(result.learning_rates, result.smoothed)
+    )
     for w, b in zip(model.weights, before):
         np.testing.assert_array_equal(w.numpy(), b)
 
 
 def test_range_test_for_a_stage_leaves_frozen_layers_alone(prepared_tiny):
-    from kerasbert.models import layer_groups
+    from kerasbert.models.layer_groups import layer_groups
 
     config, prepared = prepared_tiny
     compile_for_stage(prepared, config.training, 0)
@@ -84,15 +92,39 @@ def test_bad_range_is_refused(prepared_tiny):
 
 
 def test_cli_writes_csv_png_and_suggestion(tmp_path):
-    from tests.conftest import QUICKSTART_CSV
+    from tests.support.tiny import QUICKSTART_CSV
 
-    raw = tiny_config_dict(QUICKSTART_CSV, tmp_path, training={"epochs": 2, "unfreezing": [{"epochs": 1, "trainable_layers": 0}, {"epochs": 1, "trainable_layers": "all"}]})
+    raw = tiny_config_dict(
+        QUICKSTART_CSV,
+        tmp_path,
+        training={
+            "epochs": 2,
+            "unfreezing": [
+                {"epochs": 1, "trainable_layers": 0},
+                {"epochs": 1, "trainable_layers": "all"},
+            ],
+        },
+    )
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(raw))
     out = tmp_path / "sweep"
     done = subprocess.run(
-        [sys.executable, "-m", "kerasbert.lr_find", "--config", str(path), "--stage", "1", "--steps", "30", "--output", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "kerasbert.lr_find",
+            "--config",
+            str(path),
+            "--stage",
+            "1",
+            "--steps",
+            "30",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "suggested maximal_learning_rate" in done.stdout
@@ -103,13 +135,17 @@ def test_cli_writes_csv_png_and_suggestion(tmp_path):
 
 
 def test_cli_refuses_a_stage_that_does_not_exist(tmp_path):
-    from tests.conftest import QUICKSTART_CSV
+    from tests.support.tiny import QUICKSTART_CSV
 
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(tiny_config_dict(QUICKSTART_CSV, tmp_path)))
     done = subprocess.run(
         [sys.executable, "-m", "kerasbert.lr_find", "--config", str(path), "--stage", "3"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == ["error: --stage 3: the config has no training.unfreezing stages"]
+    assert done.stderr.strip().splitlines() == [
+        "error: --stage 3: the config has no training.unfreezing stages"
+    ]

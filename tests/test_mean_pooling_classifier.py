@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasbert.config import config_from_dict
-from kerasbert.mean_pooling_classifier import MaskedMeanPooling, MeanPoolingClassifier
-from kerasbert.models import TextEncoder, layer_groups, trim_to_longest
-from tests.conftest import QUICKSTART_CSV, assert_session_answers_like_tf2_load, tiny_classifier, tiny_config_dict
+from kerasbert.config_loading import config_from_dict
+from kerasbert.data.pipeline import trim_to_longest
+from kerasbert.models.layer_groups import layer_groups
+from kerasbert.models.mean_pooling import MaskedMeanPooling, MeanPoolingClassifier
+from kerasbert.models.tokenizers import TextEncoder
+from tests.support.exports import assert_session_answers_like_tf2_load
+from tests.support.tiny import QUICKSTART_CSV, tiny_classifier, tiny_config_dict
 
 TEXTS = ["a fine film", "the plot was dull and the cast was flat", "great"]
 
@@ -61,8 +64,8 @@ def test_bert_pooler_is_frozen_and_left_out_of_the_groups_and_of_training():
     assert not pooler.trainable
     assert [layer.name for layer in groups.head] == ["logits"]
 
-    from kerasbert.callbacks import build_optimizer_variables
-    from kerasbert.optimizers import build_optimizer
+    from kerasbert.models.layer_groups import build_optimizer_variables
+    from kerasbert.training.optimizers import build_optimizer
 
     classifier.compile(
         optimizer=build_optimizer("adamw", 1e-2, layerwise_decay=0.8, groups=groups),
@@ -89,21 +92,30 @@ def test_saved_model_keras_reloads_in_a_fresh_process_with_the_same_logits(tmp_p
     script = (
         "import os, sys, numpy as np; os.environ['KERAS_BACKEND'] = 'tensorflow'\n"
         "import keras, keras_hub\n"
-        "import kerasbert.mean_pooling_classifier\n"
+        "import kerasbert.models.mean_pooling\n"
         "d = sys.argv[1]\n"
         "model = keras.saving.load_model(d + '/model.keras', compile=False)\n"
         "assert type(model).__name__ == 'MeanPoolingClassifier', type(model)\n"
         "inputs = dict(np.load(d + '/inputs.npz'))\n"
         "np.testing.assert_allclose(model.predict(inputs, verbose=0), np.load(d + '/expected.npy'), atol=1e-5)\n"
     )
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        check=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
 
 
 def test_a_mean_pooling_run_exports_from_its_run_directory_in_a_new_process(tmp_path):
-    from kerasbert.training import train
+    from kerasbert.training.run import train
 
     config = config_from_dict(
-        tiny_config_dict(QUICKSTART_CSV, tmp_path, model={"pooling": "mean"}, export={"enabled": False, "base_path": str(tmp_path / "sm")})
+        tiny_config_dict(
+            QUICKSTART_CSV,
+            tmp_path,
+            model={"pooling": "mean"},
+            export={"enabled": False, "base_path": str(tmp_path / "sm")},
+        )
     )
     result = train(config)
     done = subprocess.run(

@@ -1,10 +1,10 @@
-"""kerasbert.metrics against scikit-learn and against values worked out by hand."""
+"""kerasbert.evaluation.metrics against scikit-learn and against values worked out by hand."""
 
 import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from kerasbert.metrics import (
+from kerasbert.evaluation.metrics import (
     calibration_bins,
     classification_metrics,
     confusion_matrix,
@@ -35,16 +35,22 @@ def test_metrics_match_scikit_learn():
     assert m["accuracy"] == pytest.approx(sk.accuracy_score(y_true, y_pred))
     assert m["macro_f1"] == pytest.approx(sk.f1_score(y_true, y_pred, average="macro"))
     assert m["weighted_f1"] == pytest.approx(sk.f1_score(y_true, y_pred, average="weighted"))
-    precision, recall, f1, support = sk.precision_recall_fscore_support(y_true, y_pred, labels=[0, 1, 2, 3])
+    precision, recall, f1, support = sk.precision_recall_fscore_support(
+        y_true, y_pred, labels=[0, 1, 2, 3]
+    )
     for i, label in enumerate(labels):
         assert m["per_class"][label]["precision"] == pytest.approx(precision[i])
         assert m["per_class"][label]["recall"] == pytest.approx(recall[i])
         assert m["per_class"][label]["f1"] == pytest.approx(f1[i])
         assert m["per_class"][label]["support"] == support[i]
-    assert m["confusion_matrix"] == sk.confusion_matrix(y_true, y_pred, labels=[0, 1, 2, 3]).tolist()
+    assert (
+        m["confusion_matrix"] == sk.confusion_matrix(y_true, y_pred, labels=[0, 1, 2, 3]).tolist()
+    )
     assert m["log_loss"] == pytest.approx(sk.log_loss(y_true, probabilities, labels=[0, 1, 2, 3]))
     assert m["roc_auc"] == pytest.approx(
-        sk.roc_auc_score(y_true, probabilities, multi_class="ovr", average="macro", labels=[0, 1, 2, 3])
+        sk.roc_auc_score(
+            y_true, probabilities, multi_class="ovr", average="macro", labels=[0, 1, 2, 3]
+        )
     )
     assert m["labels"] == labels and m["ece_bins"] == 15
 
@@ -80,7 +86,9 @@ def test_macro_f1_leaves_out_classes_neither_present_nor_predicted():
 def test_binary_roc_auc_scores_the_second_class():
     y_true, probabilities = random_predictions(num_classes=2, seed=2)
 
-    assert roc_auc(y_true, probabilities) == pytest.approx(sk.roc_auc_score(y_true, probabilities[:, 1]))
+    assert roc_auc(y_true, probabilities) == pytest.approx(
+        sk.roc_auc_score(y_true, probabilities[:, 1])
+    )
 
 
 def test_roc_auc_averages_only_the_classes_in_the_data():
@@ -90,7 +98,9 @@ def test_roc_auc_averages_only_the_classes_in_the_data():
     expected = np.mean([sk.roc_auc_score(y_true == c, probabilities[:, c]) for c in (0, 1, 3)])
 
     assert roc_auc(y_true, probabilities) == pytest.approx(expected)
-    assert classification_metrics(y_true, probabilities, list("abcd"))["roc_auc"] == pytest.approx(expected)
+    assert classification_metrics(y_true, probabilities, list("abcd"))["roc_auc"] == pytest.approx(
+        expected
+    )
 
 
 def test_roc_auc_is_undefined_for_one_class():

@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 from keras import ops
 
-from kerasbert.callbacks import CyclicalLearningRate
-from kerasbert.models import LayerGroups, layer_groups
-from tests.conftest import tiny_classifier
-from kerasbert.optimizers import (
+from kerasbert.models.layer_groups import LayerGroups, layer_groups
+from kerasbert.training.cyclical_learning_rate import CyclicalLearningRate
+from kerasbert.training.optimizers import (
     LayerwiseAdam,
     LayerwiseAdamW,
     LayerwiseSGD,
     build_optimizer,
     layerwise_multipliers,
 )
+from kerasbert.training.schedules import CyclicalSchedule
+from tests.support.tiny import tiny_classifier
 
 DECAY = 0.8
 
@@ -42,9 +43,7 @@ def expected_multipliers(groups):
 
 def fixed_gradients(variables, steps=1, seed=0):
     rng = np.random.default_rng(seed)
-    return [
-        [rng.normal(size=v.shape).astype("float32") for v in variables] for _ in range(steps)
-    ]
+    return [[rng.normal(size=v.shape).astype("float32") for v in variables] for _ in range(steps)]
 
 
 def run_optimizer(optimizer, variables, gradients, start):
@@ -94,7 +93,9 @@ def test_sgd_update_of_lower_layers_is_decay_to_the_depth_times_the_plain_update
 
     layerwise = run_optimizer(
         LayerwiseSGD(0.1, learning_rate_multipliers=layerwise_multipliers(groups, DECAY)),
-        variables, gradients, start,
+        variables,
+        gradients,
+        start,
     )
     plain = run_optimizer(keras.optimizers.SGD(0.1), variables, gradients, start)
     run_optimizer(keras.optimizers.SGD(0.0), variables, [], original)
@@ -124,7 +125,9 @@ def test_adam_with_multipliers_equals_adam_run_at_the_scaled_rate(
 
     layerwise = run_optimizer(
         layerwise_class(0.01, learning_rate_multipliers=multipliers, **kwargs),
-        variables, gradients, original,
+        variables,
+        gradients,
+        original,
     )
     # The reference: one stock Keras optimizer per rate, each on its variables.
     # Its beta_1 is rounded to float32 as the layer-wise optimizer's variable
@@ -183,7 +186,7 @@ def test_cyclical_learning_rate_drives_the_base_rate_of_every_layer():
         loss=lambda y_true, y_pred: ops.mean(y_pred),
         jit_compile=False,
     )
-    schedule = CyclicalLearningRate(0.25, 1.0, step_size=2)
+    schedule = CyclicalLearningRate(CyclicalSchedule(0.25, 1.0, step_size=2))
     kernels = [[float(layer.kernel.numpy()[0, 0]) for layer in layers]]
     record = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda batch, logs: kernels.append(
@@ -192,8 +195,12 @@ def test_cyclical_learning_rate_drives_the_base_rate_of_every_layer():
     )
 
     model.fit(
-        np.ones((12, 1), "float32"), np.zeros((12, 1), "float32"), batch_size=4,
-        epochs=2, callbacks=[schedule, record], verbose=0,
+        np.ones((12, 1), "float32"),
+        np.zeros((12, 1), "float32"),
+        batch_size=4,
+        epochs=2,
+        callbacks=[schedule, record],
+        verbose=0,
     )
 
     rates = [0.25, 0.625, 1.0, 0.625, 0.25, 0.625]  # triangular, step size 2
@@ -239,7 +246,9 @@ def test_accumulated_steps_apply_the_mean_gradient_once_every_n_batches(name):
     start = [v.numpy().copy() for v in variables]
     gradients = fixed_gradients(variables, steps=3, seed=1)
 
-    accumulating = build_optimizer(name, 0.1, layerwise_decay=0.8, groups=groups, gradient_accumulation_steps=3)
+    accumulating = build_optimizer(
+        name, 0.1, layerwise_decay=0.8, groups=groups, gradient_accumulation_steps=3
+    )
     accumulating.build(variables)
     after_two = run_optimizer(accumulating, variables, gradients[:2], start)
     for value, old in zip(after_two, start):
@@ -257,7 +266,9 @@ def test_accumulated_steps_apply_the_mean_gradient_once_every_n_batches(name):
 
 @pytest.mark.parametrize("steps", [0, -2, 1.5, True])
 def test_gradient_accumulation_steps_must_be_a_positive_integer(steps):
-    with pytest.raises(ValueError, match="`gradient_accumulation_steps`. Expected a positive integer"):
+    with pytest.raises(
+        ValueError, match="`gradient_accumulation_steps`. Expected a positive integer"
+    ):
         build_optimizer("adamw", 1e-3, gradient_accumulation_steps=steps)
 
 

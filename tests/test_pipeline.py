@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasbert.models import trim_to_longest
-from kerasbert.pipeline import make_training_dataset, sortish_order
+from kerasbert.data.pipeline import make_training_dataset, sortish_order, trim_to_longest
 
 WIDTH = 40
 
@@ -22,7 +21,9 @@ def features_of_lengths(lengths):
 
 
 def test_docstring_example():
-    order = sortish_order(np.arange(8), np.array([5, 1, 6, 2, 7, 3, 8, 4]), 2, 4, np.random.default_rng(0))
+    order = sortish_order(
+        np.arange(8), np.array([5, 1, 6, 2, 7, 3, 8, 4]), 2, 4, np.random.default_rng(0)
+    )
     np.testing.assert_array_equal(order, [0, 2, 1, 3, 5, 7, 4, 6])
 
 
@@ -40,9 +41,13 @@ def test_sortish_order_keeps_every_example_and_groups_similar_lengths():
     # Each full batch is a run of one sorted window: its lengths are in order.
     batches = lengths[sortish[:full]].reshape(-1, batch_size)
     assert all(np.all(np.diff(batch) >= 0) for batch in batches)
+
     # Padding to each batch's longest falls well below random batching.
     def padded(indices):
-        return sum(lengths[b].max() * len(b) for b in np.split(indices, range(batch_size, len(indices), batch_size)))
+        return sum(
+            lengths[b].max() * len(b)
+            for b in np.split(indices, range(batch_size, len(indices), batch_size))
+        )
 
     assert padded(sortish) < 0.8 * padded(order)
 
@@ -77,7 +82,9 @@ def test_bucketing_cuts_the_padded_tokens_of_an_epoch():
     features = features_of_lengths(lengths)
 
     def tokens(bucket_window):
-        data = make_training_dataset(features, np.zeros(800, "int64"), 16, seed=0, epochs=1, bucket_window=bucket_window)
+        data = make_training_dataset(
+            features, np.zeros(800, "int64"), 16, seed=0, epochs=1, bucket_window=bucket_window
+        )
         return sum(int(np.prod(inputs["token_ids"].shape)) for inputs, _ in data)
 
     assert tokens(50) < 0.8 * tokens(0)

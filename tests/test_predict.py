@@ -9,10 +9,22 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  the exported tokenizer's ops
 
 from kerasbert import predict
-from kerasbert.predict import SavedModelClassifier, predict_file, server_labels, server_predict_fn
-from tests.conftest import QUICKSTART_CSV
+from kerasbert.evaluation.predictions import (
+    predict_file,
+    predict_in_batches,
+    server_labels,
+    server_predict_fn,
+)
+from kerasbert.evaluation.saved_model_classifier import SavedModelClassifier, resolve_model_dir
+from tests.support.tiny import QUICKSTART_CSV
 
-ODD_TEXTS = ["", "Ünïcödé: ce film était superbe ! 映画はつまらなかった 😀", "   ", "NA", "a,\"quoted\"\nline"]
+ODD_TEXTS = [
+    "",
+    "Ünïcödé: ce film était superbe ! 映画はつまらなかった 😀",
+    "   ",
+    "NA",
+    'a,"quoted"\nline',
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +55,24 @@ def signature_outputs(loaded, texts):
     return loaded.signatures["serving_default"](text=tf.constant(texts))
 
 
-def test_predict_keeps_every_row_in_order_with_the_signature_probabilities(many_rows_csv, exported_model, loaded, tmp_path, capsys):
+def test_predict_keeps_every_row_in_order_with_the_signature_probabilities(
+    many_rows_csv, exported_model, loaded, tmp_path, capsys
+):
     output = tmp_path / "out" / "preds.csv"
 
-    status = predict.main(["--model", str(exported_model), "--input", str(many_rows_csv), "--output", str(output), "--batch-size", "256", "--no-progress"])
+    status = predict.main(
+        [
+            "--model",
+            str(exported_model),
+            "--input",
+            str(many_rows_csv),
+            "--output",
+            str(output),
+            "--batch-size",
+            "256",
+            "--no-progress",
+        ]
+    )
 
     assert status == 0, capsys.readouterr().err
     out = pd.read_csv(output, keep_default_na=False, dtype={"text": str})
@@ -73,7 +99,7 @@ def test_classifier_labels_and_probabilities_come_from_the_export(model, loaded)
 
 
 def test_a_model_name_directory_resolves_to_its_highest_version(exported_model):
-    assert predict.resolve_model_dir(exported_model.parent) == exported_model
+    assert resolve_model_dir(exported_model.parent) == exported_model
 
 
 def test_output_format_follows_the_extension(model, many_rows_csv, tmp_path):
@@ -86,10 +112,23 @@ def test_output_format_follows_the_extension(model, many_rows_csv, tmp_path):
     assert len(out) == 20 and "probability_neutral" in out
 
 
-def test_missing_text_column_exits_2_and_writes_nothing(exported_model, many_rows_csv, tmp_path, capsys):
+def test_missing_text_column_exits_2_and_writes_nothing(
+    exported_model, many_rows_csv, tmp_path, capsys
+):
     output = tmp_path / "preds.csv"
 
-    status = predict.main(["--model", str(exported_model), "--input", str(many_rows_csv), "--output", str(output), "--text-column", "review"])
+    status = predict.main(
+        [
+            "--model",
+            str(exported_model),
+            "--input",
+            str(many_rows_csv),
+            "--output",
+            str(output),
+            "--text-column",
+            "review",
+        ]
+    )
 
     err = capsys.readouterr().err.strip()
     assert status == 2
@@ -99,13 +138,17 @@ def test_missing_text_column_exits_2_and_writes_nothing(exported_model, many_row
 
 
 @pytest.mark.parametrize("flag", ["--model", "--input"])
-def test_a_wrong_path_exits_2_and_leaves_an_existing_output_unchanged(flag, exported_model, many_rows_csv, tmp_path, capsys):
+def test_a_wrong_path_exits_2_and_leaves_an_existing_output_unchanged(
+    flag, exported_model, many_rows_csv, tmp_path, capsys
+):
     output = tmp_path / "preds.csv"
     output.write_text("keep me\n")
     paths = {"--model": str(exported_model), "--input": str(many_rows_csv)}
     paths[flag] = str(tmp_path / "nowhere")
 
-    status = predict.main(["--model", paths["--model"], "--input", paths["--input"], "--output", str(output)])
+    status = predict.main(
+        ["--model", paths["--model"], "--input", paths["--input"], "--output", str(output)]
+    )
 
     err = capsys.readouterr().err.strip()
     assert status == 2 and "nowhere" in err and "\n" not in err
@@ -146,10 +189,19 @@ class FakeClient:
 
 def test_server_predict_fn_writes_the_client_predictions_in_order(tmp_path):
     source = tmp_path / "in.csv"
-    pd.DataFrame({"text": ["tiny", "a longer text", "", "über-long text"]}).to_csv(source, index=False)
+    pd.DataFrame({"text": ["tiny", "a longer text", "", "über-long text"]}).to_csv(
+        source, index=False
+    )
     client = FakeClient()
 
-    out = predict_file(source, tmp_path / "out.csv", server_predict_fn(client), server_labels(client), batch_size=3, progress=False)
+    out = predict_file(
+        source,
+        tmp_path / "out.csv",
+        server_predict_fn(client),
+        server_labels(client),
+        batch_size=3,
+        progress=False,
+    )
 
     assert client.batches == [["tiny", "a longer text", ""], ["über-long text"]]
     assert out["predicted_label"].tolist() == ["short", "long", "short", "long"]
@@ -159,7 +211,7 @@ def test_server_predict_fn_writes_the_client_predictions_in_order(tmp_path):
 
 
 def test_server_mode_matches_the_saved_model(exported_model, loaded, tmp_path, capsys):
-    from kerasbert.serve import ServerProcess
+    from tests.support.server_process import ServerProcess
 
     base = tmp_path / "models" / "tiny"
     shutil.copytree(exported_model, base / "1")
@@ -168,20 +220,47 @@ def test_server_mode_matches_the_saved_model(exported_model, loaded, tmp_path, c
     pd.DataFrame({"text": texts}).to_csv(source, index=False)
     output = tmp_path / "out.csv"
 
-    with ServerProcess(["--model_name", "tiny", "--model_base_path", base], log_path=tmp_path / "serve.log") as server:
-        status = predict.main(["--server", server.url, "--model-name", "tiny", "--input", str(source), "--output", str(output), "--batch-size", "16", "--no-progress"])
+    with ServerProcess(
+        ["--model_name", "tiny", "--model_base_path", base], log_path=tmp_path / "serve.log"
+    ) as server:
+        status = predict.main(
+            [
+                "--server",
+                server.url,
+                "--model-name",
+                "tiny",
+                "--input",
+                str(source),
+                "--output",
+                str(output),
+                "--batch-size",
+                "16",
+                "--no-progress",
+            ]
+        )
 
     assert status == 0, capsys.readouterr().err
     out = pd.read_csv(output, keep_default_na=False)
     assert out["text"].tolist() == texts
     expected = signature_outputs(loaded, texts)
-    probabilities = out[["probability_negative", "probability_neutral", "probability_positive"]].to_numpy()
+    probabilities = out[
+        ["probability_negative", "probability_neutral", "probability_positive"]
+    ].to_numpy()
     np.testing.assert_allclose(probabilities, expected["probabilities"].numpy(), atol=1e-5)
     assert out["predicted_label"].tolist() == [b.decode() for b in expected["label"].numpy()]
 
 
 def test_server_mode_needs_a_model_name(tmp_path, capsys):
-    status = predict.main(["--server", "http://localhost:8501", "--input", "x.csv", "--output", str(tmp_path / "o.csv")])
+    status = predict.main(
+        [
+            "--server",
+            "http://localhost:8501",
+            "--input",
+            "x.csv",
+            "--output",
+            str(tmp_path / "o.csv"),
+        ]
+    )
 
     assert status == 2
     assert "--model-name" in capsys.readouterr().err
@@ -190,4 +269,4 @@ def test_server_mode_needs_a_model_name(tmp_path, capsys):
 
 def test_predict_in_batches_rejects_a_model_that_drops_rows():
     with pytest.raises(RuntimeError, match="1 labels and 1 probability rows for a batch of 2"):
-        predict.predict_in_batches(lambda texts: (["a"], [[1.0]]), ["x", "y"], progress=False)
+        predict_in_batches(lambda texts: (["a"], [[1.0]]), ["x", "y"], progress=False)

@@ -8,38 +8,70 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kerasbert import plots, report
-from kerasbert.baseline import write_baseline
-from kerasbert.config import load_config
-from kerasbert.data import Splits, load_splits
-from kerasbert.evaluate import evaluate_saved_model, write_metrics
-from kerasbert.predict import SavedModelClassifier
-from kerasbert.report import most_confident_mistakes, summarize_splits, write_report
+from kerasbert import report
+from kerasbert.config_loading import load_config
+from kerasbert.data.splits import Splits, load_splits
+from kerasbert.evaluation import plots
+from kerasbert.evaluation.report import most_confident_mistakes, write_report
+from kerasbert.evaluation.runs import (
+    load_run,
+    resolve_run_dir,
+    stages_from_history,
+    summarize_splits,
+    write_data_summary,
+)
+from kerasbert.evaluation.saved_model_classifier import SavedModelClassifier
+from kerasbert.evaluation.scoring import evaluate_saved_model
+from kerasbert.files import write_json
+from kerasbert.training.baseline import write_baseline
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
-ALL_PLOTS = {"class_balance", "text_lengths", "training_curves", "learning_rate", "lr_find", "confusion_matrix", "reliability"}
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ALL_PLOTS = {
+    "class_balance",
+    "text_lengths",
+    "training_curves",
+    "learning_rate",
+    "lr_find",
+    "confusion_matrix",
+    "reliability",
+}
 
 
 def add_training_artefacts(run_dir, export_dir):
     """What `train()` leaves in a run: data summary, baseline, export metrics, test predictions."""
     model = SavedModelClassifier(export_dir)
     splits = load_splits(load_config(run_dir / "config.yaml").data)
-    report.write_data_summary(splits, run_dir)
+    write_data_summary(splits, run_dir)
     write_baseline(splits, run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for split in ("validation", "test"):
         frame = getattr(splits, split)
         predictions = run_dir / "test_predictions.csv" if split == "test" else None
-        metrics[split].update(evaluate_saved_model(model, frame["text"], frame["label"], predictions_path=predictions))
-    write_metrics(metrics, run_dir / "metrics.json")
+        metrics[split].update(
+            evaluate_saved_model(model, frame["text"], frame["label"], predictions_path=predictions)
+        )
+    write_json(run_dir / "metrics.json", metrics)
 
 
 def add_schedule_artefacts(run_dir):
     """The files the one-cycle, unfreezing and LR range test code writes."""
     steps = np.arange(30)
     pd.DataFrame(
-        {"step": steps, "epoch": steps // 10, "learning_rate": 1e-3 * np.sin(np.pi * steps / 30) + 1e-5, "momentum": 0.95 - 0.1 * np.sin(np.pi * steps / 30)}
+        {
+            "step": steps,
+            "epoch": steps // 10,
+            "learning_rate": 1e-3 * np.sin(np.pi * steps / 30) + 1e-5,
+            "momentum": 0.95 - 0.1 * np.sin(np.pi * steps / 30),
+        }
     ).to_csv(run_dir / "lr_trace.csv", index=False)
     stages = [
         {"stage": 0, "epoch": 0, "epochs": 1, "trainable_layers": 0, "trainable_params": 51},
@@ -48,15 +80,23 @@ def add_schedule_artefacts(run_dir):
     (run_dir / "stages.json").write_text(json.dumps(stages))
     rates = np.geomspace(1e-6, 1, 40)
     loss = 1.1 - 0.5 * np.exp(-((np.log10(rates) + 2) ** 2)) + np.where(rates > 0.1, 2.0, 0)
-    pd.DataFrame({"step": range(40), "learning_rate": rates, "loss": loss, "smoothed_loss": loss}).to_csv(run_dir / "lr_find.csv", index=False)
-    (run_dir / "lr_find.json").write_text(json.dumps({"suggested_maximal_learning_rate": 1e-3, "rule": "minimum / 10"}))
+    pd.DataFrame(
+        {"step": range(40), "learning_rate": rates, "loss": loss, "smoothed_loss": loss}
+    ).to_csv(run_dir / "lr_find.csv", index=False)
+    (run_dir / "lr_find.json").write_text(
+        json.dumps({"suggested_maximal_learning_rate": 1e-3, "rule": "minimum / 10"})
+    )
 
 
 @pytest.fixture(scope="module")
 def full_run(trained_run, tmp_path_factory):
     """A copy of the trained run with every artefact a report can use."""
     run_dir = tmp_path_factory.mktemp("report") / "tiny" / trained_run.run_dir.name
-    shutil.copytree(trained_run.run_dir, run_dir, ignore=shutil.ignore_patterns("tensorboard", "*.keras", "*.h5"))
+    shutil.copytree(
+        trained_run.run_dir,
+        run_dir,
+        ignore=shutil.ignore_patterns("tensorboard", "*.keras", "*.h5"),
+    )
     add_training_artefacts(run_dir, trained_run.export_dir)
     add_schedule_artefacts(run_dir)
     write_report(run_dir)
@@ -72,7 +112,18 @@ def test_report_and_every_plot_are_written(full_run):
     assert html.count("<img ") == len(ALL_PLOTS)
     assert html.count("src='data:image/png;base64,") == len(ALL_PLOTS)
     assert "http://" not in html and "https://" not in html  # self-contained
-    for heading in ("Metrics", "Baseline comparison", "Data", "Training curves", "Learning rate and momentum per step", "LR range test", "Test set", "most confident test mistakes", "Resolved configuration", "Unfreezing stages"):
+    for heading in (
+        "Metrics",
+        "Baseline comparison",
+        "Data",
+        "Training curves",
+        "Learning rate and momentum per step",
+        "LR range test",
+        "Test set",
+        "most confident test mistakes",
+        "Resolved configuration",
+        "Unfreezing stages",
+    ):
         assert heading in html, heading
     assert "Suggested maximal learning rate: 0.001" in html
     assert "TF-IDF" in html
@@ -89,7 +140,9 @@ def test_report_images_all_load_in_headless_chromium(full_run, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto((full_run / "report.html").as_uri())
-            widths = page.evaluate("Array.from(document.images).map(img => img.complete ? img.naturalWidth : 0)")
+            widths = page.evaluate(
+                "Array.from(document.images).map(img => img.complete ? img.naturalWidth : 0)"
+            )
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()
@@ -103,7 +156,7 @@ def test_mistakes_table_lists_the_most_confident_wrong_predictions(full_run):
     predictions = pd.read_csv(full_run / "test_predictions.csv", keep_default_na=False)
     wrong = predictions[predictions["label"] != predictions["predicted_label"]]
 
-    mistakes = most_confident_mistakes(report.load_run(full_run).test_predictions)
+    mistakes = most_confident_mistakes(load_run(full_run).test_predictions)
 
     assert len(mistakes) == min(20, len(wrong)) > 0
     assert mistakes["confidence"].is_monotonic_decreasing
@@ -153,14 +206,21 @@ def test_a_rebuilt_report_drops_plots_whose_data_is_gone(full_run, tmp_path):
 
 
 def test_stage_boundaries_are_drawn_between_epochs():
-    history = pd.DataFrame({"epoch": [0, 1, 2, 3], "loss": [1.0, 0.8, 0.7, 0.6], "val_loss": [1.1, 0.9, 0.8, 0.75]})
-    stages = [{"stage": 0, "epoch": 0, "trainable_layers": 0}, {"stage": 1, "first_epoch": 2, "trainable_layers": "all"}]
+    history = pd.DataFrame(
+        {"epoch": [0, 1, 2, 3], "loss": [1.0, 0.8, 0.7, 0.6], "val_loss": [1.1, 0.9, 0.8, 0.75]}
+    )
+    stages = [
+        {"stage": 0, "epoch": 0, "trainable_layers": 0},
+        {"stage": 1, "first_epoch": 2, "trainable_layers": "all"},
+    ]
 
     figure = plots.plot_training_curves(history, stages)
 
     # Epochs are drawn 1-based; the stage starting at 0-based epoch 2 begins
     # between drawn epochs 2 and 3.
-    vertical = [line.get_xdata()[0] for line in figure.axes[0].get_lines() if line.get_linestyle() == ":"]
+    vertical = [
+        line.get_xdata()[0] for line in figure.axes[0].get_lines() if line.get_linestyle() == ":"
+    ]
     assert vertical == [2.5]
     assert any("stage 2: all layers" in text.get_text() for text in figure.axes[0].texts)
 
@@ -168,7 +228,7 @@ def test_stage_boundaries_are_drawn_between_epochs():
 def test_stages_fall_back_to_the_history_stage_column():
     history = pd.DataFrame({"epoch": [0, 1, 2], "loss": [1, 1, 1], "stage": [0, 1, 1]})
 
-    assert [s["first_epoch"] for s in report.stages_from_history(history)] == [0, 1]
+    assert [s["first_epoch"] for s in stages_from_history(history)] == [0, 1]
 
 
 def test_data_summary_counts_classes_and_words():
@@ -179,7 +239,13 @@ def test_data_summary_counts_classes_and_words():
     summary = summarize_splits(splits)
 
     assert summary["splits"]["train"]["class_counts"] == {"a": 2, "b": 1}
-    assert summary["splits"]["train"]["words"] == {"min": 1.0, "median": 2.0, "mean": 2.0, "p95": pytest.approx(2.9), "max": 3.0}
+    assert summary["splits"]["train"]["words"] == {
+        "min": 1.0,
+        "median": 2.0,
+        "mean": 2.0,
+        "p95": pytest.approx(2.9),
+        "max": 3.0,
+    }
     assert summary["splits"]["test"]["rows"] == 1
     assert sum(summary["length_histogram"]["counts"]["train"]) == 3
     assert summary["dropped_rows"] == {"all": 2}
@@ -200,21 +266,29 @@ def test_cli_rebuilds_one_run_report(full_run, tmp_path, capsys):
 def write_keras_metrics_only(source_run, run_dir):
     """metrics.json as a run without an export evaluation has it: loss and accuracy."""
     metrics = json.loads((source_run / "metrics.json").read_text())
-    plain = {split: {k: values[k] for k in ("loss", "accuracy")} for split, values in metrics.items()}
+    plain = {
+        split: {k: values[k] for k in ("loss", "accuracy")} for split, values in metrics.items()
+    }
     (run_dir / "metrics.json").write_text(json.dumps(plain))
 
 
 def test_cli_compares_runs_in_one_table_and_plot(full_run, trained_run, tmp_path, capsys):
     output = tmp_path / "cmp"
     plain = tmp_path / "plain" / "tiny" / trained_run.run_dir.name
-    shutil.copytree(trained_run.run_dir, plain, ignore=shutil.ignore_patterns("tensorboard", "*.keras", "*.h5"))
+    shutil.copytree(
+        trained_run.run_dir, plain, ignore=shutil.ignore_patterns("tensorboard", "*.keras", "*.h5")
+    )
     write_keras_metrics_only(trained_run.run_dir, plain)
 
     status = report.main([str(full_run), str(plain), "--output", str(output)])
 
     stdout = capsys.readouterr().out
     assert status == 0
-    assert {p.name for p in output.iterdir()} == {"comparison.html", "comparison.png", "comparison.csv"}
+    assert {p.name for p in output.iterdir()} == {
+        "comparison.html",
+        "comparison.png",
+        "comparison.csv",
+    }
     table = pd.read_csv(output / "comparison.csv", index_col=0)
     assert len(table) == 2
     history = pd.read_csv(full_run / "history.csv")
@@ -238,7 +312,7 @@ def test_cli_wrong_run_path_exits_2_and_writes_nothing(full_run, tmp_path, capsy
 
 
 def test_a_run_name_directory_means_its_latest_run(full_run):
-    assert report.resolve_run_dir(full_run.parent) == full_run
+    assert resolve_run_dir(full_run.parent) == full_run
 
 
 def test_cli_directory_that_is_not_a_run_exits_2(tmp_path, capsys):

@@ -5,15 +5,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
-import pytest
 import yaml
 
-from tests.conftest import QUICKSTART_CSV, assert_session_answers_like_tf2_load, tiny_config_dict
+from tests.support.exports import assert_session_answers_like_tf2_load
+from tests.support.tiny import QUICKSTART_CSV, tiny_config_dict
 
 TRAIN = [sys.executable, "-m", "kerasbert.train"]
 # One thread per op pool: the interrupted and the uninterrupted run must
@@ -47,7 +46,11 @@ def write_config(tmp_path, name):
 def weights_of(run_dir):
     with h5py.File(run_dir / "best.weights.h5") as f:
         out = {}
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        f.visititems(
+            lambda name, obj: (
+                out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+            )
+        )
     return out
 
 
@@ -67,11 +70,22 @@ def saved_epoch(run_dir):
 
 def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tmp_path):
     straight = write_config(tmp_path, "straight")
-    done = subprocess.run([*TRAIN, "--config", str(straight)], capture_output=True, text=True, timeout=400, env=DETERMINISTIC)
+    done = subprocess.run(
+        [*TRAIN, "--config", str(straight)],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=DETERMINISTIC,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
     killed = write_config(tmp_path, "killed")
-    process = subprocess.Popen([*TRAIN, "--config", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DETERMINISTIC)
+    process = subprocess.Popen(
+        [*TRAIN, "--config", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=DETERMINISTIC,
+    )
     try:
         deadline = time.monotonic() + 300
         run_dir = None
@@ -91,10 +105,24 @@ def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tmp_path):
             process.kill()
     assert 2 <= saved_epoch(run_dir) < 5
 
-    refused = subprocess.run([*TRAIN, "--config", str(straight), "--resume", str(run_dir)], capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 2 and "differs from the one the run was started with" in refused.stderr
+    refused = subprocess.run(
+        [*TRAIN, "--config", str(straight), "--resume", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        refused.returncode == 2
+        and "differs from the one the run was started with" in refused.stderr
+    )
 
-    resumed = subprocess.run([*TRAIN, "--config", str(killed), "--resume", str(run_dir)], capture_output=True, text=True, timeout=400, env=DETERMINISTIC)
+    resumed = subprocess.run(
+        [*TRAIN, "--config", str(killed), "--resume", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=DETERMINISTIC,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming at epoch" in resumed.stderr
 
@@ -109,9 +137,18 @@ def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tmp_path):
     history = pd.read_csv(run_dir / "history.csv")
     assert set(history["epoch"]) == {0, 1, 2, 3, 4}
 
-    again = subprocess.run([*TRAIN, "--config", str(killed), "--resume", str(run_dir)], capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [*TRAIN, "--config", str(killed), "--resume", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 2
-    assert again.stderr.strip().splitlines()[-1].endswith("the run finished already; start a new run instead")
+    assert (
+        again.stderr.strip()
+        .splitlines()[-1]
+        .endswith("the run finished already; start a new run instead")
+    )
 
     # The resumed run exports, and the export answers as TF Serving loads it.
     from kerasbert import export
@@ -122,6 +159,11 @@ def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 def test_resume_of_a_directory_that_is_not_a_run(tmp_path):
     config = write_config(tmp_path, "x")
-    done = subprocess.run([*TRAIN, "--config", str(config), "--resume", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*TRAIN, "--config", str(config), "--resume", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "not a run directory" in done.stderr

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasbert.config import RuntimeConfig, config_from_dict
-from kerasbert.runtime import Runtime, apply_runtime, resolve_runtime, usable_cpus
-from tests.conftest import QUICKSTART_CSV, assert_session_answers_like_tf2_load, tiny_config_dict
+from kerasbert.config import RuntimeConfig
+from kerasbert.config_loading import config_from_dict
+from kerasbert.training.runtime import Runtime, apply_runtime, resolve_runtime, usable_cpus
+from tests.support.exports import assert_session_answers_like_tf2_load
+from tests.support.tiny import QUICKSTART_CSV, tiny_config_dict
 
 
 def affinity():
@@ -41,18 +43,31 @@ def test_usable_cpus_is_the_affinity_capped_by_the_cgroup_quota(tmp_path, files,
 
 def test_auto_uses_the_usable_cpus_keras_jit_choice_and_float32_without_a_gpu():
     runtime = resolve_runtime(RuntimeConfig(), cpus=3, gpus=[])
-    assert runtime == Runtime(intra_op_threads=3, inter_op_threads=3, jit_compile="auto", dtype_policy="float32")
+    assert runtime == Runtime(
+        intra_op_threads=3, inter_op_threads=3, jit_compile="auto", dtype_policy="float32"
+    )
 
 
 def test_explicit_settings_pass_through():
-    config = RuntimeConfig(intra_op_threads=4, inter_op_threads=1, jit_compile=False, mixed_precision="mixed_bfloat16")
+    config = RuntimeConfig(
+        intra_op_threads=4, inter_op_threads=1, jit_compile=False, mixed_precision="mixed_bfloat16"
+    )
     runtime = resolve_runtime(config, cpus=2, gpus=[])
-    assert runtime == Runtime(intra_op_threads=4, inter_op_threads=1, jit_compile=False, dtype_policy="mixed_bfloat16")
+    assert runtime == Runtime(
+        intra_op_threads=4, inter_op_threads=1, jit_compile=False, dtype_policy="mixed_bfloat16"
+    )
 
 
-@pytest.mark.parametrize("capability, policy", [((8, 0), "mixed_bfloat16"), ((9, 0), "mixed_bfloat16"), ((7, 5), "float32")])
-def test_auto_mixed_precision_is_bfloat16_on_gpus_that_compute_in_it(monkeypatch, capability, policy):
-    monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda gpu: {"compute_capability": capability})
+@pytest.mark.parametrize(
+    "capability, policy",
+    [((8, 0), "mixed_bfloat16"), ((9, 0), "mixed_bfloat16"), ((7, 5), "float32")],
+)
+def test_auto_mixed_precision_is_bfloat16_on_gpus_that_compute_in_it(
+    monkeypatch, capability, policy
+):
+    monkeypatch.setattr(
+        tf.config.experimental, "get_device_details", lambda gpu: {"compute_capability": capability}
+    )
     runtime = resolve_runtime(RuntimeConfig(), cpus=1, gpus=["GPU:0"])
     assert runtime.dtype_policy == policy
 
@@ -64,7 +79,7 @@ def test_threads_already_fixed_are_kept_and_the_difference_logged(caplog):
         tf.config.threading.get_inter_op_parallelism_threads(),
     )
     wanted = tuple(n + 7 for n in current)
-    with caplog.at_level(logging.INFO, logger="kerasbert.runtime"):
+    with caplog.at_level(logging.INFO, logger="kerasbert.training.runtime"):
         apply_runtime(Runtime(*wanted, jit_compile="auto", dtype_policy="float32"))
     assert f"keeping intra/inter-op threads {current} instead of {wanted}" in caplog.text
     assert (
@@ -74,9 +89,11 @@ def test_threads_already_fixed_are_kept_and_the_difference_logged(caplog):
 
 
 def test_a_bfloat16_run_trains_and_exports_a_bfloat16_model_with_float32_variables(tmp_path):
-    from kerasbert.training import compile_for_stage, prepare
+    from kerasbert.training.fit import compile_for_stage, prepare
 
-    config = config_from_dict(tiny_config_dict(QUICKSTART_CSV, tmp_path, runtime={"mixed_precision": "mixed_bfloat16"}))
+    config = config_from_dict(
+        tiny_config_dict(QUICKSTART_CSV, tmp_path, runtime={"mixed_precision": "mixed_bfloat16"})
+    )
     prepared = prepare(config)
     model = prepared.classifier
     assert prepared.runtime.dtype_policy == "mixed_bfloat16"
@@ -88,12 +105,14 @@ def test_a_bfloat16_run_trains_and_exports_a_bfloat16_model_with_float32_variabl
     history = model.fit(batch, prepared.labels("train")[:8], epochs=1, shuffle=False, verbose=0)
     assert np.isfinite(history.history["loss"][0])
 
-    from kerasbert.export import export_model
+    from kerasbert.exporting.exporter import export_model
 
     version = export_model(
         model, prepared.tokenizer, 16, prepared.splits.labels, tmp_path / "sm", "bf16", version=1
     )
-    out = tf.saved_model.load(str(version)).signatures["serving_default"](text=tf.constant(["a superb film", ""]))
+    out = tf.saved_model.load(str(version)).signatures["serving_default"](
+        text=tf.constant(["a superb film", ""])
+    )
     assert out["probabilities"].dtype == tf.float32
     np.testing.assert_allclose(tf.reduce_sum(out["probabilities"], -1), [1.0, 1.0], rtol=1e-5)
     assert_session_answers_like_tf2_load(version)

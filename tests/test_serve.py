@@ -21,17 +21,28 @@ from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from kerasbert import rest_json, serve
-from kerasbert.batching import BatchScheduler
-from kerasbert.model_manager import (
-    ModelConfig,
-    ModelManager,
-    Servable,
-    VersionPolicy,
-    list_versions,
-    read_model_config_file,
+from kerasbert import serve
+from kerasbert.exporting.exporter import export_run_dir
+from kerasbert.serving.app import create_app
+from kerasbert.serving.batching import BatchScheduler
+from kerasbert.serving.model_config import ServedModelConfig, VersionPolicy, read_model_config_file
+from kerasbert.serving.model_manager import ModelManager, list_versions
+from kerasbert.serving.rest.errors import RestError
+from kerasbert.serving.rest.examples import examples_from_json
+from kerasbert.serving.rest.json_text import (
+    debug_string,
+    decimal_text,
+    error_json,
+    rapidjson_double,
 )
-from kerasbert.rest_json import RestError, examples_from_json, predict_inputs_from_json, predict_response_json
+from kerasbert.serving.rest.requests import (
+    check_input_shapes,
+    parse_json_object,
+    predict_inputs_from_json,
+)
+from kerasbert.serving.rest.responses import classify_response_json, predict_response_json
+from kerasbert.serving.servables import Servable
+from kerasbert.serving.server import background_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,9 +67,17 @@ def error_of(function, *args):
 # === The serving side stays apart from training ===
 
 TRAINING_MODULES = [
-    "kerasbert." + m for m in ("config", "data", "models", "training", "train", "export", "pipeline")
+    "kerasbert." + m
+    for m in ("config", "data", "models", "training", "exporting", "evaluation", "train", "export")
 ]
-SERVING_MODULES = ("serve", "rest_json", "model_manager", "batching", "client", "saved_model_bundle")
+# What the server and its client may import of kerasbert: the serving
+# package and the shared plumbing of the command lines.
+SERVING_SIDE = ("kerasbert.serving", "kerasbert.serve", "kerasbert.client", "kerasbert.cli")
+SERVING_FILES = [
+    REPO / "kerasbert" / "serve.py",
+    REPO / "kerasbert" / "client.py",
+    *sorted((REPO / "kerasbert" / "serving").rglob("*.py")),
+]
 
 
 def test_serve_and_client_import_no_training_code():
@@ -67,7 +86,8 @@ def test_serve_and_client_import_no_training_code():
     defines tf.keras layers), so `keras` can't be absent from sys.modules;
     what kerasbert controls is that the server's modules and client.py never
     import keras, keras-hub or kerasbert's training modules themselves."""
-    for path in (REPO / "kerasbert" / f"{name}.py" for name in SERVING_MODULES):
+    assert len(SERVING_FILES) > 10
+    for path in SERVING_FILES:
         imported = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
@@ -76,7 +96,7 @@ def test_serve_and_client_import_no_training_code():
                 imported.add(node.module)
         forbidden = {m for m in imported if m.split(".")[0] in ("keras", "keras_hub", "tf_keras")}
         forbidden |= {
-            m for m in imported if m.startswith("kerasbert.") and m.split(".")[1] not in SERVING_MODULES
+            m for m in imported if m.startswith("kerasbert.") and not m.startswith(SERVING_SIDE)
         }
         assert not forbidden, f"{path.name} imports {sorted(forbidden)}"
 
@@ -85,14 +105,20 @@ def test_serve_and_client_import_no_training_code():
         f"bad = [m for m in {TRAINING_MODULES!r} + ['keras_hub'] if m in sys.modules]\n"
         "print(bad)\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_client_imports_without_tensorflow():
-    probe = "import sys, kerasbert.client; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    probe = (
+        "import sys, kerasbert.client; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["False", "False"]
 
@@ -114,7 +140,7 @@ def test_client_imports_without_tensorflow():
     ],
 )
 def test_floats_are_written_like_tf_serving_write_decimal(value, single, text):
-    assert rest_json._decimal_text(float(value), single_precision=single) == text
+    assert decimal_text(float(value), single_precision=single) == text
 
 
 @pytest.mark.parametrize(
@@ -130,15 +156,15 @@ def test_floats_are_written_like_tf_serving_write_decimal(value, single, text):
     ],
 )
 def test_doubles_in_messages_are_written_like_rapidjson(value, text):
-    assert rest_json._rapidjson_double(value) == text
+    assert rapidjson_double(value) == text
 
 
 def test_debug_strings_are_laid_out_like_rapidjson_pretty_writer():
-    assert rest_json._debug_string({"instances": []}) == '{\n    "instances": []\n}'
-    assert rest_json._debug_string({"a": [1, [2, 3]], "b": {"c": "x\n"}}) == (
+    assert debug_string({"instances": []}) == '{\n    "instances": []\n}'
+    assert debug_string({"a": [1, [2, 3]], "b": {"c": "x\n"}}) == (
         '{\n    "a": [1, [2, 3]],\n    "b": {\n        "c": "x\\n"\n    }\n}'
     )
-    long = rest_json._debug_string(list(range(200)))
+    long = debug_string(list(range(200)))
     assert 256 <= len(long) < 270 and long.startswith("[0, 1, 2") and not long.endswith("]")
 
 
@@ -160,7 +186,9 @@ def test_several_outputs_give_objects_in_rows_and_a_map_in_columns():
         ]
     }
     columns = json.loads(predict_response_json(outputs, row_format=False))
-    assert columns == {"outputs": {"label": ["good", "bad"], "probabilities": [[0.25, 0.75], [1.0, 0.0]]}}
+    assert columns == {
+        "outputs": {"label": ["good", "bad"], "probabilities": [[0.25, 0.75], [1.0, 0.0]]}
+    }
     single_column = predict_response_json({"y": np.array([1, 2], np.int64)}, row_format=False)
     assert single_column == '{\n    "outputs": [\n        1,\n        2\n    ]\n}'
 
@@ -185,21 +213,23 @@ def test_row_response_refuses_outputs_of_different_batch_sizes():
 
 
 def test_classify_response_uses_results_key_and_tf_serving_layout():
-    text = rest_json.classify_response_json([[("neg", 0.25), ("pos", 0.75)]])
+    text = classify_response_json([[("neg", 0.25), ("pos", 0.75)]])
     assert text == '{\n    "results": [[["neg", 0.25], ["pos", 0.75]]\n    ]\n}'
 
 
 def test_error_body_is_a_single_error_field():
-    assert rest_json.error_json('bad "x"') == '{\n    "error": "bad \\"x\\""\n}'
+    assert error_json('bad "x"') == '{\n    "error": "bad \\"x\\""\n}'
 
 
 # === JSON requests to tensors ===
 
 
 def test_parse_errors_use_rapidjson_messages_and_byte_offsets():
-    parse = rest_json._parse_json_object
+    parse = parse_json_object
     assert error_of(parse, b"") == "JSON Parse error: The document is empty"
-    assert error_of(parse, b'{"instances": ["a",}') == "JSON Parse error: Invalid value. at offset: 19"
+    assert (
+        error_of(parse, b'{"instances": ["a",}') == "JSON Parse error: Invalid value. at offset: 19"
+    )
     assert (
         error_of(parse, b'{"a": 1 "b": 2}')
         == "JSON Parse error: Missing a comma or '}' after an object member. at offset: 8"
@@ -209,7 +239,8 @@ def test_parse_errors_use_rapidjson_messages_and_byte_offsets():
         == "JSON Parse error: Missing a comma or ']' after an array element. at offset: 6"
     )
     assert (
-        error_of(parse, b'{"a": "caf\xe9"}') == "JSON Parse error: Invalid encoding in string. at offset: 10"
+        error_of(parse, b'{"a": "caf\xe9"}')
+        == "JSON Parse error: Invalid encoding in string. at offset: 10"
     )
     assert error_of(parse, b"[1, 2]") == "JSON Value: [1, 2] Is not object"
     # Like rapidjson with kParseStopWhenDoneFlag, text after the document is ignored.
@@ -243,7 +274,11 @@ def test_row_format_with_named_inputs_and_columnar_format():
             "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
             "JSON Value: 1 Type: Number is not of expected type: string",
         ),
-        ({"instances": []}, TEXT, "JSON Value: {\n    \"instances\": []\n} No values in 'instances' array"),
+        (
+            {"instances": []},
+            TEXT,
+            "JSON Value: {\n    \"instances\": []\n} No values in 'instances' array",
+        ),
         (
             {"instances": "a"},
             TEXT,
@@ -334,7 +369,7 @@ def test_nested_lists_must_be_dense_and_consistent():
 
 def test_input_shapes_are_checked_against_the_signature():
     inputs, _ = predict_inputs_from_json({"inputs": [["a"]]}, TEXT)
-    message = error_of(rest_json._check_input_shapes, inputs, TEXT, "serving_default")
+    message = error_of(check_input_shapes, inputs, TEXT, "serving_default")
     assert (
         message
         == "Input `text` of signature `serving_default` has shape [1,1], expected [-1] (-1 is any size)."
@@ -346,7 +381,10 @@ def test_input_shapes_are_checked_against_the_signature():
 
 def test_examples_merge_the_context_with_the_example_winning():
     serialized = examples_from_json(
-        {"context": {"text": "from context", "lang": "en"}, "examples": [{"text": "own"}, {"score": [1, 2]}]}
+        {
+            "context": {"text": "from context", "lang": "en"},
+            "examples": [{"text": "own"}, {"score": [1, 2]}],
+        }
     )
     first, second = (example_pb2.Example.FromString(s) for s in serialized)
     assert first.features.feature["text"].bytes_list.value == [b"own"]
@@ -366,8 +404,14 @@ def test_example_values_follow_tf_serving_feature_kinds():
 @pytest.mark.parametrize(
     "document, message",
     [
-        ({}, "JSON Value: {} When method is classify, key 'examples' is expected and was not found"),
-        ({"examples": []}, "JSON Value: {\n    \"examples\": []\n} 'examples' value is an empty array"),
+        (
+            {},
+            "JSON Value: {} When method is classify, key 'examples' is expected and was not found",
+        ),
+        (
+            {"examples": []},
+            "JSON Value: {\n    \"examples\": []\n} 'examples' value is an empty array",
+        ),
         (
             {"examples": "x"},
             'JSON Value: {\n    "examples": "x"\n} Expecting \'examples\' value to be an list/array',
@@ -375,8 +419,14 @@ def test_example_values_follow_tf_serving_feature_kinds():
         ({"examples": ["x"]}, "Example must be JSON object but got JSON String"),
         ({"examples": [{"f": None}]}, "Feature: f has element with unexpected JSON type: Null"),
         ({"examples": [{"f": [[1]]}]}, "Feature: f has element with unexpected JSON type: Array"),
-        ({"examples": [{"f": ["x", 1]}]}, "Unexpected element type in feature: f expecting type: bytes"),
-        ({"examples": [{"f": 2**63}]}, "Feature: f has uint64_t element. Only int64_t is supported."),
+        (
+            {"examples": [{"f": ["x", 1]}]},
+            "Unexpected element type in feature: f expecting type: bytes",
+        ),
+        (
+            {"examples": [{"f": 2**63}]},
+            "Feature: f has uint64_t element. Only int64_t is supported.",
+        ),
     ],
 )
 def test_bad_examples_get_tf_serving_messages(document, message):
@@ -410,7 +460,7 @@ def test_model_config_file_reads_models_policies_and_labels(tmp_path, monkeypatc
           config { name: "d" base_path: "/abs/d" model_version_policy { all {} } }
         }""")
     a, b, c, d = read_model_config_file(path)
-    assert a == ModelConfig("a", tmp_path / "saved_models" / "a")
+    assert a == ServedModelConfig("a", tmp_path / "saved_models" / "a")
     assert b.version_policy == VersionPolicy("specific", versions=(1, 3))
     assert b.version_labels == {"stable": 1}
     assert c.version_policy == VersionPolicy("latest", num_versions=2)
@@ -486,7 +536,7 @@ def test_manager_serves_the_latest_and_swaps_without_a_gap(tmp_path):
     base = tmp_path / "m"
     make_versions(base, 1)
     loader = FakeLoader()
-    manager = ModelManager([ModelConfig("m", base)], poll_wait_seconds=0, load=loader)
+    manager = ModelManager([ServedModelConfig("m", base)], poll_wait_seconds=0, load=loader)
     manager.poll()
     assert manager.servable("m").version == 1
 
@@ -495,8 +545,13 @@ def test_manager_serves_the_latest_and_swaps_without_a_gap(tmp_path):
     make_versions(base, 2)
     manager.poll()
     assert manager.servable("m").version == 2
-    assert [(s.version, s.state) for s in manager.version_states("m")] == [(2, "AVAILABLE"), (1, "END")]
-    with pytest.raises(RestError, match=r"Servable not found for request: Specific\(m, 1\)") as info:
+    assert [(s.version, s.state) for s in manager.version_states("m")] == [
+        (2, "AVAILABLE"),
+        (1, "END"),
+    ]
+    with pytest.raises(
+        RestError, match=r"Servable not found for request: Specific\(m, 1\)"
+    ) as info:
         manager.servable("m", version=1)
     assert info.value.http_status == 404
 
@@ -517,7 +572,9 @@ def test_a_failing_version_keeps_the_old_one_and_is_retried_until_attempts_run_o
     make_versions(base, 1, 2)
     loader = FakeLoader()
     loader.failing.add(2)
-    manager = ModelManager([ModelConfig("m", base)], poll_wait_seconds=0, max_load_attempts=2, load=loader)
+    manager = ModelManager(
+        [ServedModelConfig("m", base)], poll_wait_seconds=0, max_load_attempts=2, load=loader
+    )
     manager.poll()
     # 2 is wanted but broken: nothing is served yet, and the state says why.
     [state] = manager.version_states("m")
@@ -535,7 +592,7 @@ def test_a_failing_version_keeps_the_old_one_and_is_retried_until_attempts_run_o
 def test_missing_model_and_labels_get_tf_serving_errors(tmp_path):
     base = tmp_path / "m"
     make_versions(base, 1, 2)
-    config = ModelConfig("m", base, VersionPolicy("all"), {"stable": 1})
+    config = ServedModelConfig("m", base, VersionPolicy("all"), {"stable": 1})
     manager = ModelManager([config], poll_wait_seconds=0, load=FakeLoader())
     manager.poll()
     assert manager.servable("m", label="stable").version == 1
@@ -565,7 +622,7 @@ def test_poll_thread_picks_up_new_versions(tmp_path):
     loaded = threading.Event()
     loader = FakeLoader()
     loader.on_load = lambda version: version == 2 and loaded.set()
-    manager = ModelManager([ModelConfig("m", base)], poll_wait_seconds=0.05, load=loader)
+    manager = ModelManager([ServedModelConfig("m", base)], poll_wait_seconds=0.05, load=loader)
     manager.poll()
     manager.start()
     try:
@@ -592,7 +649,9 @@ def run_batched(scheduler, requests, fail_on=None, seconds=0.01, gap=0.0):
     async def main():
         tasks = []
         for request in requests:
-            tasks.append(asyncio.ensure_future(scheduler.submit("model", {"x": np.array(request)}, run)))
+            tasks.append(
+                asyncio.ensure_future(scheduler.submit("model", {"x": np.array(request)}, run))
+            )
             if gap:
                 await asyncio.sleep(gap)
         return await asyncio.gather(*tasks, return_exceptions=True)
@@ -617,7 +676,9 @@ def test_a_batch_closes_at_its_timeout_and_large_requests_run_alone():
 
 
 def test_a_full_batch_runs_and_the_next_request_opens_another():
-    _, calls = run_batched(BatchScheduler(max_batch_size=2, batch_timeout_micros=20_000), [[1], [2], [3]])
+    _, calls = run_batched(
+        BatchScheduler(max_batch_size=2, batch_timeout_micros=20_000), [[1], [2], [3]]
+    )
     assert calls == [2, 1]
 
 
@@ -655,7 +716,10 @@ def test_batch_scheduler_checks_its_arguments():
             ["--model_base_path", "x", "--max_batch_size", "0"],
             "Invalid value for flag `--max_batch_size`. Expected an integer >= 1. Received: --max_batch_size=0",
         ),
-        (["--model_base_path", "x", "--rest_api_port", "70000"], "Expected an integer from 0 to 65535"),
+        (
+            ["--model_base_path", "x", "--rest_api_port", "70000"],
+            "Expected an integer from 0 to 65535",
+        ),
         (["--model_config_file", "/nonexistent/models.config"], "No such file"),
     ],
 )
@@ -682,17 +746,17 @@ def test_an_export_that_only_tf2_load_can_run_is_refused_at_load_with_its_error(
     import httpx
     import tensorflow as tf
 
-    from kerasbert import export
+    from kerasbert.exporting import exporter, serving_module
 
-    monkeypatch.setattr(export, "backend_variables", lambda classifier: [])
-    monkeypatch.setattr(export, "check_export", lambda *args: 0)
-    version_dir = export.export_run_dir(trained_run.run_dir, base_path=tmp_path)
+    monkeypatch.setattr(serving_module, "backend_variables", lambda classifier: [])
+    monkeypatch.setattr(exporter, "check_export", lambda *args: 0)
+    version_dir = export_run_dir(trained_run.run_dir, base_path=tmp_path)
     tf2 = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     assert tf2(text=tf.constant(["a superb film"]))["label"].shape == (1,)
 
-    manager = ModelManager([ModelConfig("tiny", version_dir.parent)], poll_wait_seconds=0)
+    manager = ModelManager([ServedModelConfig("tiny", version_dir.parent)], poll_wait_seconds=0)
     manager.poll()
-    with serve.background_server(serve.create_app(manager)) as url:
+    with background_server(create_app(manager)) as url:
         status = httpx.get(f"{url}/v1/models/tiny", timeout=60)
         predict = httpx.post(f"{url}/v1/models/tiny:predict", json={"instances": ["a"]}, timeout=60)
     assert status.status_code == 200
@@ -702,17 +766,33 @@ def test_an_export_that_only_tf2_load_can_run_is_refused_at_load_with_its_error(
     assert version["status"]["error_message"].startswith("Could not find variable ")
     assert predict.status_code == 404
 
-    from kerasbert import evaluate, predict as predict_cli
+    from kerasbert import evaluate
+    from kerasbert import predict as predict_cli
 
     data = tmp_path / "reviews.csv"
     data.write_text("text,label\na superb film,positive\n", encoding="utf-8")
     capsys.readouterr()
     for command, argv in (
-        (predict_cli, ["--model", str(version_dir), "--input", str(data), "--output", str(tmp_path / "p.csv")]),
-        (evaluate, ["--model", str(version_dir), "--data", str(data), "--output", str(tmp_path / "eval")]),
+        (
+            predict_cli,
+            [
+                "--model",
+                str(version_dir),
+                "--input",
+                str(data),
+                "--output",
+                str(tmp_path / "p.csv"),
+            ],
+        ),
+        (
+            evaluate,
+            ["--model", str(version_dir), "--data", str(data), "--output", str(tmp_path / "eval")],
+        ),
     ):
         assert command.main(argv) == 2
         (line,) = capsys.readouterr().err.strip().splitlines()
-        assert line.startswith(f"error: {version_dir}: TF Serving would not load this export: warm-up record 0")
+        assert line.startswith(
+            f"error: {version_dir}: TF Serving would not load this export: warm-up record 0"
+        )
         assert "FailedPreconditionError: Could not find variable " in line
     assert not (tmp_path / "p.csv").exists() and not (tmp_path / "eval").exists()

@@ -16,7 +16,11 @@ import pytest
 from tensorflow.core.framework import tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from kerasbert.serve import ModelConfig, ModelManager, Servable, background_server, create_app
+from kerasbert.serving.app import create_app
+from kerasbert.serving.model_config import ServedModelConfig
+from kerasbert.serving.model_manager import ModelManager
+from kerasbert.serving.servables import Servable
+from kerasbert.serving.server import background_server
 
 TIMEOUT = httpx.Timeout(60.0)
 TEXTS = [
@@ -60,7 +64,7 @@ def wait_for(condition, seconds, step=0.05):
 
 
 def test_new_version_is_served_within_two_polls_and_removal_falls_back(model_base):
-    manager = ModelManager([ModelConfig("tiny", model_base)], poll_wait_seconds=0)
+    manager = ModelManager([ServedModelConfig("tiny", model_base)], poll_wait_seconds=0)
     started = time.monotonic()
     manager.poll()
     load_seconds = time.monotonic() - started
@@ -77,8 +81,12 @@ def test_new_version_is_served_within_two_polls_and_removal_falls_back(model_bas
         with httpx.Client(timeout=TIMEOUT) as client:
             while not stop.is_set():
                 try:
-                    response = client.post(f"{url}/v1/models/tiny:predict", json={"instances": TEXTS[:2]})
-                    (answered if response.status_code == 200 else failures).append(response.status_code)
+                    response = client.post(
+                        f"{url}/v1/models/tiny:predict", json={"instances": TEXTS[:2]}
+                    )
+                    (answered if response.status_code == 200 else failures).append(
+                        response.status_code
+                    )
                     time.sleep(0.02)  # a steady stream, leaving the CPU to the loads under test
                 except httpx.HTTPError as error:
                     failures.append(repr(error))
@@ -91,15 +99,17 @@ def test_new_version_is_served_within_two_polls_and_removal_falls_back(model_bas
                 assert served_version(client, url) == 1
                 shutil.copytree(model_base / "1", model_base / "2")  # like `cp -r`: not atomic
                 copied = time.monotonic()
-                assert wait_for(lambda: served_version(client, url) == 2, 2 * poll), "version 2 not served"
+                assert wait_for(lambda: served_version(client, url) == 2, 2 * poll), (
+                    "version 2 not served"
+                )
                 assert time.monotonic() - copied <= 2 * poll
                 assert len(predict(client, url, TEXTS[:1], version=2)) == 1
 
                 shutil.rmtree(model_base / "2")
                 removed = time.monotonic()
-                assert wait_for(
-                    lambda: served_version(client, url) == 1, 2 * poll
-                ), "no fallback to version 1"
+                assert wait_for(lambda: served_version(client, url) == 1, 2 * poll), (
+                    "no fallback to version 1"
+                )
                 assert time.monotonic() - removed <= 2 * poll
                 during = len(answered)
             finally:
@@ -117,7 +127,7 @@ def test_new_version_is_served_within_two_polls_and_removal_falls_back(model_bas
 def manager(exported_model, tmp_path_factory):
     base = tmp_path_factory.mktemp("http") / "tiny"
     shutil.copytree(exported_model, base / "1")
-    manager = ModelManager([ModelConfig("tiny", base)], poll_wait_seconds=0)
+    manager = ModelManager([ServedModelConfig("tiny", base)], poll_wait_seconds=0)
     manager.poll()
     return manager
 
@@ -126,7 +136,9 @@ def test_batching_merges_concurrent_requests_and_keeps_each_answer(manager):
     with background_server(create_app(manager)) as url, httpx.Client(timeout=TIMEOUT) as client:
         expected = [predict(client, url, [text])[0] for text in TEXTS]
 
-    app = create_app(manager, enable_batching=True, max_batch_size=len(TEXTS), batch_timeout_micros=2_000_000)
+    app = create_app(
+        manager, enable_batching=True, max_batch_size=len(TEXTS), batch_timeout_micros=2_000_000
+    )
     answers = [None] * len(TEXTS)
     barrier = threading.Barrier(len(TEXTS))
 
@@ -181,7 +193,9 @@ def slow_manager(seconds, tmp_path, versions=(1,)):
 
     for version in versions:
         (tmp_path / "slow" / str(version)).mkdir(parents=True)
-    manager = ModelManager([ModelConfig("slow", tmp_path / "slow")], poll_wait_seconds=0, load=load)
+    manager = ModelManager(
+        [ServedModelConfig("slow", tmp_path / "slow")], poll_wait_seconds=0, load=load
+    )
     manager.poll()
     return manager
 
@@ -194,7 +208,9 @@ def test_model_calls_run_concurrently_in_a_thread_pool(tmp_path):
         def send():
             with httpx.Client(timeout=TIMEOUT) as client:
                 results.append(
-                    client.post(f"{url}/v1/models/slow:predict", json={"instances": ["slow"]}).json()
+                    client.post(
+                        f"{url}/v1/models/slow:predict", json={"instances": ["slow"]}
+                    ).json()
                 )
 
         started = time.monotonic()
@@ -251,7 +267,10 @@ def test_cors_headers_and_preflight_when_enabled(manager):
         )
         no_origin = client.options(f"{url}/v1/models/tiny:predict")
     assert answer.headers["access-control-allow-origin"] == "*"
-    assert preflight.status_code == 200 and preflight.headers["access-control-allow-methods"] == "POST, GET"
+    assert (
+        preflight.status_code == 200
+        and preflight.headers["access-control-allow-methods"] == "POST, GET"
+    )
     assert no_origin.status_code == 400
     assert no_origin.json() == {"error": "Origin header is missing in CORS preflight"}
 
@@ -263,7 +282,9 @@ def test_a_request_in_flight_finishes_on_the_version_unloaded_under_it(tmp_path)
 
         def send():
             with httpx.Client(timeout=TIMEOUT) as client:
-                answers.append(client.post(f"{url}/v1/models/slow:predict", json={"instances": ["slow"]}))
+                answers.append(
+                    client.post(f"{url}/v1/models/slow:predict", json={"instances": ["slow"]})
+                )
 
         in_flight = threading.Thread(target=send)
         in_flight.start()
@@ -276,7 +297,9 @@ def test_a_request_in_flight_finishes_on_the_version_unloaded_under_it(tmp_path)
         ]
         in_flight.join(60)
         with httpx.Client(timeout=TIMEOUT) as client:
-            after = client.post(f"{url}/v1/models/slow:predict", json={"instances": ["fast"]}).json()
+            after = client.post(
+                f"{url}/v1/models/slow:predict", json={"instances": ["fast"]}
+            ).json()
     assert answers[0].status_code == 200
     assert answers[0].json() == {"predictions": [4]}  # version 1's answer
     assert after == {"predictions": [14]}  # version 2's

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from kerasbert.serve import ModelConfig, ModelManager, background_server, create_app
+from kerasbert.serving.app import create_app
+from kerasbert.serving.model_config import ServedModelConfig
+from kerasbert.serving.model_manager import ModelManager
+from kerasbert.serving.server import background_server
 
 LOAD_TEST = Path(__file__).resolve().parents[1] / "benchmarks" / "load_test.py"
 
@@ -23,7 +26,7 @@ def load_test():
 
 def test_load_run_sends_every_request_without_errors(exported_model, tmp_path, load_test, capsys):
     shutil.copytree(exported_model, tmp_path / "tiny" / "1")
-    manager = ModelManager([ModelConfig("tiny", tmp_path / "tiny")], poll_wait_seconds=0)
+    manager = ModelManager([ServedModelConfig("tiny", tmp_path / "tiny")], poll_wait_seconds=0)
     manager.poll()
     app = create_app(manager, enable_batching=True, max_batch_size=8, batch_timeout_micros=2000)
     with background_server(app) as url:
@@ -31,7 +34,9 @@ def test_load_run_sends_every_request_without_errors(exported_model, tmp_path, l
             url, "tiny", requests=60, concurrency=4, texts_per_request=2, deadline_seconds=300
         )
         assert (
-            load_test.main(["--url", url, "--model_name", "tiny", "--requests", "20", "--concurrency", "2"])
+            load_test.main(
+                ["--url", url, "--model_name", "tiny", "--requests", "20", "--concurrency", "2"]
+            )
             == 0
         )
     assert (result.requests, result.errors, len(result.latencies)) == (60, 0, 60)
@@ -43,7 +48,9 @@ def test_load_run_sends_every_request_without_errors(exported_model, tmp_path, l
 
 
 def test_failed_requests_are_counted_not_raised(load_test):
-    result = load_test.run_load("http://127.0.0.1:9", "tiny", requests=5, concurrency=2, timeout=5, warmup=0)
+    result = load_test.run_load(
+        "http://127.0.0.1:9", "tiny", requests=5, concurrency=2, timeout=5, warmup=0
+    )
     assert (result.requests, result.errors, result.latencies) == (5, 5, [])
     assert result.first_error.startswith("ConnectionRefusedError")
 

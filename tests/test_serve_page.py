@@ -9,7 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kerasbert.serve import ModelConfig, ModelManager, background_server, create_app
+from kerasbert.serving.app import create_app
+from kerasbert.serving.model_config import ServedModelConfig
+from kerasbert.serving.model_manager import ModelManager
+from kerasbert.serving.server import background_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -23,7 +26,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-
 def test_chromium_is_installed():
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)"
 
@@ -33,7 +35,7 @@ def url(exported_model, tmp_path_factory):
     base = tmp_path_factory.mktemp("page")
     shutil.copytree(exported_model, base / "tiny" / "1")
     # "empty" has no versions: the page must say so.
-    configs = [ModelConfig("tiny", base / "tiny"), ModelConfig("empty", base / "empty")]
+    configs = [ServedModelConfig("tiny", base / "tiny"), ServedModelConfig("empty", base / "empty")]
     manager = ModelManager(configs, poll_wait_seconds=0)
     manager.poll()
     with background_server(create_app(manager)) as server_url:
@@ -91,7 +93,9 @@ def test_page_classifies_texts_and_draws_probability_bars(url, browser, tmp_path
         result = results.nth(index)
         assert result.locator(".text").inner_text().startswith(text)
         assert result.locator(".label").all_inner_texts() == ["negative", "neutral", "positive"]
-        widths = result.locator(".bar").evaluate_all("bars => bars.map(b => parseFloat(b.style.width))")
+        widths = result.locator(".bar").evaluate_all(
+            "bars => bars.map(b => parseFloat(b.style.width))"
+        )
         assert widths == pytest.approx([100 * score for _, score in classes], abs=0.06)
         best = max(classes, key=lambda c: c[1])[0]
         assert result.locator(".prediction").inner_text() == f"→ {best}"
@@ -107,7 +111,10 @@ def test_page_shows_the_servers_errors(url, browser):
     page.wait_for_function("document.getElementById('version').textContent !== ''", timeout=60_000)
     page.select_option("#model", "empty")
     page.wait_for_selector("#message.error", timeout=60_000)
-    assert page.locator("#message").inner_text() == "empty: Servable not found for request: Latest(empty)"
+    assert (
+        page.locator("#message").inner_text()
+        == "empty: Servable not found for request: Latest(empty)"
+    )
     page.click("#run")
     assert page.locator("#message.error").inner_text() == "Pick a model that loads first."
     assert page.locator("#results .result").count() == 0

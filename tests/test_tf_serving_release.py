@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasbert import export
-from kerasbert.export_check import ExportCheck, check_export
-from tests.conftest import QUICKSTART_CSV, REPO, tiny_classifier, tiny_config_dict
+from kerasbert.exporting.bundle_check import ExportCheck, check_export
+from kerasbert.exporting.exporter import export_model, export_run_dir
+from tests.support.tiny import QUICKSTART_CSV, REPO, tiny_classifier, tiny_config_dict
 
 pytestmark = pytest.mark.tf_serving_release
 
@@ -52,7 +52,15 @@ def release_python():
     if not python.exists() or not installed.is_file() or installed.read_text() != wanted:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
         subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *REQUIREMENTS],
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                *REQUIREMENTS,
+            ],
             check=True,
             timeout=1800,
         )
@@ -85,9 +93,7 @@ def export_tiny(tmp_path, family="bert", pooling="cls", text_pair=False, policy=
         classifier, tokenizer = tiny_classifier(family, num_layers=2, pooling=pooling)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    return export.export_model(
-        classifier, tokenizer, 16, LABELS, tmp_path, "tiny", text_pair=text_pair
-    )
+    return export_model(classifier, tokenizer, 16, LABELS, tmp_path, "tiny", text_pair=text_pair)
 
 
 @pytest.mark.parametrize(
@@ -104,21 +110,28 @@ def export_tiny(tmp_path, family="bert", pooling="cls", text_pair=False, policy=
 )
 def test_export_answers_under_the_release_as_under_tf2_load(shape, release_python, tmp_path):
     version_dir = export_tiny(tmp_path, **shape)
-    records = check_export(version_dir, tf2_load_run(version_dir), ExportCheck(python=release_python))
+    records = check_export(
+        version_dir, tf2_load_run(version_dir), ExportCheck(python=release_python)
+    )
     assert records == 4
 
 
 def test_a_run_trained_under_mirrored_and_exported_again_answers_under_the_release(
     release_python, tmp_path
 ):
-    from kerasbert.config import config_from_dict
-    from kerasbert.training import train
+    from kerasbert.config_loading import config_from_dict
+    from kerasbert.training.run import train
 
     config = tiny_config_dict(QUICKSTART_CSV, tmp_path, distribution={"strategy": "mirrored"})
     result = train(config_from_dict(config))
-    again = export.export_run_dir(result.run_dir, version=2)
+    again = export_run_dir(result.run_dir, version=2)
     for version_dir in (result.export_dir, again):
-        records = check_export(version_dir, tf2_load_run(version_dir), ExportCheck(python=release_python))
+        records = check_export(
+            version_dir, tf2_load_run(version_dir), ExportCheck(python=release_python)
+        )
         assert records == 4
-    first, second = (tf2_load_run(d)("serving_default", {"text": np.array([b"superb"])}) for d in (result.export_dir, again))
+    first, second = (
+        tf2_load_run(d)("serving_default", {"text": np.array([b"superb"])})
+        for d in (result.export_dir, again)
+    )
     np.testing.assert_array_equal(first["logits"], second["logits"])

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kerasbert.config import config_from_dict
-from kerasbert.training import train
-from tests.conftest import make_reviews, tiny_config_dict
+from kerasbert.config_loading import config_from_dict
+from kerasbert.training.run import train
+from tests.support.tiny import make_reviews, tiny_config_dict
 
 LOAD_ONLY_TF = r"""
 import json, sys
@@ -39,7 +39,14 @@ def serve_in_fresh_process(version_dir, **inputs):
 
 def test_run_directory_holds_config_labels_history_metrics_and_weights(trained_run):
     run_dir = trained_run.run_dir
-    for name in ("config.yaml", "labels.json", "history.csv", "metrics.json", "best.weights.h5", "model.keras"):
+    for name in (
+        "config.yaml",
+        "labels.json",
+        "history.csv",
+        "metrics.json",
+        "best.weights.h5",
+        "model.keras",
+    ):
         assert (run_dir / name).is_file(), name
     labels = json.loads((run_dir / "labels.json").read_text())
     assert labels["labels"] == ["negative", "neutral", "positive"]
@@ -60,7 +67,7 @@ def test_export_serves_raw_text_in_a_process_without_kerasbert(trained_run):
 
 
 def test_a_second_export_is_the_next_version(trained_run):
-    from kerasbert.export import next_version
+    from kerasbert.exporting.exporter import next_version
 
     model_dir = trained_run.export_dir.parent
     assert trained_run.export_dir.name == "1"
@@ -90,35 +97,61 @@ def test_sentence_pairs_train_and_export(tmp_path):
 
 
 def test_binned_target_exports_its_edges(tmp_path):
-    frame = pd.DataFrame({
-        "text": [f"pitch raised {w}" for w in ["little", "some", "plenty", "a fortune"] * 20],
-        "amount": [10, 500, 5000, 90000] * 20,
-    })
+    frame = pd.DataFrame(
+        {
+            "text": [f"pitch raised {w}" for w in ["little", "some", "plenty", "a fortune"] * 20],
+            "amount": [10, 500, 5000, 90000] * 20,
+        }
+    )
     path = tmp_path / "pitches.csv"
     frame.to_csv(path, index=False)
     raw = tiny_config_dict(path, tmp_path)
     raw["data"].update({"label_column": "amount", "binning": {"edges": [100, 1000, 10000]}})
     result = train(config_from_dict(raw))
-    assert json.loads((result.export_dir / "assets" / "bin_edges.json").read_text()) == [100, 1000, 10000]
+    assert json.loads((result.export_dir / "assets" / "bin_edges.json").read_text()) == [
+        100,
+        1000,
+        10000,
+    ]
     labels = (result.export_dir / "assets" / "labels.txt").read_text().split("\n")[:-1]
     assert labels == ["[-inf, 100)", "[100, 1000)", "[1000, 10000)", "[10000, inf)"]
 
 
 def write_transformers_bert(
-    directory, vocabulary, num_layers=2, hidden=16, heads=2, intermediate=32, positions=32, tokenizer_config=None
+    directory,
+    vocabulary,
+    num_layers=2,
+    hidden=16,
+    heads=2,
+    intermediate=32,
+    positions=32,
+    tokenizer_config=None,
 ):
     """A tiny random BERT in Hugging Face Transformers format, made by hand."""
     from safetensors.numpy import save_file
 
     directory.mkdir(parents=True)
     (directory / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
-    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config or {"do_lower_case": True}))
-    (directory / "config.json").write_text(json.dumps({
-        "model_type": "bert", "architectures": ["BertModel"], "vocab_size": len(vocabulary),
-        "hidden_size": hidden, "num_hidden_layers": num_layers, "num_attention_heads": heads,
-        "intermediate_size": intermediate, "max_position_embeddings": positions, "type_vocab_size": 2,
-        "hidden_act": "gelu", "layer_norm_eps": 1e-12,
-    }))
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps(tokenizer_config or {"do_lower_case": True})
+    )
+    (directory / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "bert",
+                "architectures": ["BertModel"],
+                "vocab_size": len(vocabulary),
+                "hidden_size": hidden,
+                "num_hidden_layers": num_layers,
+                "num_attention_heads": heads,
+                "intermediate_size": intermediate,
+                "max_position_embeddings": positions,
+                "type_vocab_size": 2,
+                "hidden_act": "gelu",
+                "layer_norm_eps": 1e-12,
+            }
+        )
+    )
     rng = np.random.default_rng(0)
 
     def w(*shape):
@@ -153,21 +186,27 @@ def write_transformers_bert(
 
 
 def test_local_transformers_bert_directory_trains_and_exports(tmp_path, reviews_csv):
-    words = sorted({w for text in pd.read_csv(reviews_csv)["text"] for w in text.split()} | {"cliche"})
+    words = sorted(
+        {w for text in pd.read_csv(reviews_csv)["text"] for w in text.split()} | {"cliche"}
+    )
     vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
     model_dir = write_transformers_bert(tmp_path / "tiny-bert", vocabulary)
     raw = tiny_config_dict(reviews_csv, tmp_path)
     raw["model"] = {"preset": str(model_dir), "sequence_length": 16}
     result = train(config_from_dict(raw))
-    assert (result.export_dir / "assets" / "vocabulary.txt").read_text().split("\n")[: len(vocabulary)] == vocabulary
+    assert (result.export_dir / "assets" / "vocabulary.txt").read_text().split("\n")[
+        : len(vocabulary)
+    ] == vocabulary
     out = serve_in_fresh_process(result.export_dir, text=["the film was lovely and fun"])
     assert out["label"][0] in {"good", "bad", "info"}
     # An uncased BERT strips accents, as Hugging Face's tokenizer does for
     # this directory, and the run keeps that for its export: "cliché" is the
     # vocabulary's "cliche", not [UNK].
-    from kerasbert.export import _load_tokenizer
+    from kerasbert.models.tokenizers import load_tokenizer
 
-    accented, plain = token_ids(_load_tokenizer(result.run_dir / "tokenizer"), ["a Cliché film", "a cliche film"])
+    accented, plain = token_ids(
+        load_tokenizer(result.run_dir / "tokenizer"), ["a Cliché film", "a cliche film"]
+    )
     assert accented == plain and "cliche" in accented
 
 
@@ -180,11 +219,15 @@ def test_local_transformers_bert_directory_trains_and_exports(tmp_path, reviews_
         ({"do_lower_case": False}, False),
     ],
 )
-def test_preset_tokenizer_strips_accents_as_hugging_face_bert_does(tmp_path, tokenizer_config, strips):
-    from kerasbert.models import preset_tokenizer
+def test_preset_tokenizer_strips_accents_as_hugging_face_bert_does(
+    tmp_path, tokenizer_config, strips
+):
+    from kerasbert.models.tokenizers import preset_tokenizer
 
     vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cliche", "Cliche", "film"]
-    model_dir = write_transformers_bert(tmp_path / "bert", vocabulary, tokenizer_config=tokenizer_config)
+    model_dir = write_transformers_bert(
+        tmp_path / "bert", vocabulary, tokenizer_config=tokenizer_config
+    )
     tokenizer = preset_tokenizer(str(model_dir), "bert")
     [ids] = token_ids(tokenizer, ["Cliché film"])
     if strips:
@@ -195,18 +238,24 @@ def test_preset_tokenizer_strips_accents_as_hugging_face_bert_does(tmp_path, tok
 
 def token_ids(tokenizer, texts):
     """Each text's tokens as training and the SavedModel see them (TextEncoder in a graph)."""
-    from kerasbert.models import TextEncoder
-    from kerasbert.pipeline import encode_texts
+    from kerasbert.data.pipeline import encode_texts
+    from kerasbert.models.tokenizers import TextEncoder
 
     encoded = encode_texts(TextEncoder(tokenizer, sequence_length=8), texts)
     vocabulary = tokenizer.get_vocabulary()
-    return [[vocabulary[i] for i in row[mask > 0]] for row, mask in zip(encoded["token_ids"], encoded["padding_mask"])]
+    return [
+        [vocabulary[i] for i in row[mask > 0]]
+        for row, mask in zip(encoded["token_ids"], encoded["padding_mask"])
+    ]
 
 
 def run_cli(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "kerasbert.train", *args],
-        capture_output=True, text=True, timeout=300, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
     )
 
 
@@ -234,18 +283,20 @@ def test_bad_data_exits_2_with_one_line_and_writes_no_run(tmp_path, reviews_csv)
     raw["data"]["label_column"] = "sentiment"
     done = run_config(raw, tmp_path)
     assert done.returncode == 2, done.stderr[-1000:]
-    error_lines = [l for l in done.stderr.strip().splitlines() if l.startswith("error:")]
+    error_lines = [line for line in done.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "missing column(s) ['sentiment']" in error_lines[0]
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "runs").exists()
 
 
-def test_accumulating_more_batches_than_the_run_has_exits_2_and_writes_no_run(tmp_path, reviews_csv):
+def test_accumulating_more_batches_than_the_run_has_exits_2_and_writes_no_run(
+    tmp_path, reviews_csv
+):
     raw = tiny_config_dict(reviews_csv, tmp_path)
     raw["training"]["gradient_accumulation_steps"] = 1000
     done = run_config(raw, tmp_path)
     assert done.returncode == 2, done.stderr[-1000:]
-    error_lines = [l for l in done.stderr.strip().splitlines() if l.startswith("error:")]
+    error_lines = [line for line in done.stderr.strip().splitlines() if line.startswith("error:")]
     assert error_lines == [
         "error: training.gradient_accumulation_steps (1000) exceeds the run's 7 batches, "
         "so the weights would never be updated"
@@ -256,29 +307,43 @@ def test_accumulating_more_batches_than_the_run_has_exits_2_and_writes_no_run(tm
 def test_local_preset_with_a_wrong_sha256_stops_before_loading(tmp_path, reviews_csv):
     import hashlib
 
-    from kerasbert.checksums import sha256_of
+    from kerasbert.models.checksums import sha256_of
 
-    model_dir = write_transformers_bert(tmp_path / "tiny-bert", ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "film"])
+    model_dir = write_transformers_bert(
+        tmp_path / "tiny-bert", ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "film"]
+    )
     good = sha256_of(model_dir / "model.safetensors")
     assert good == hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
     raw = tiny_config_dict(reviews_csv, tmp_path)
-    raw["model"] = {"preset": str(model_dir), "sequence_length": 16, "preset_sha256": {"model.safetensors": "0" * 64}}
-    with pytest.raises(ValueError, match=r"model\.safetensors: sha256 mismatch \(expected 0{64}, found " + good):
+    raw["model"] = {
+        "preset": str(model_dir),
+        "sequence_length": 16,
+        "preset_sha256": {"model.safetensors": "0" * 64},
+    }
+    with pytest.raises(
+        ValueError, match=r"model\.safetensors: sha256 mismatch \(expected 0{64}, found " + good
+    ):
         train(config_from_dict(raw))
     assert not (tmp_path / "runs").exists()
 
 
 def test_each_unfreezing_stage_peaks_at_its_own_rate_or_the_schedules(tmp_path, reviews_csv):
     raw = tiny_config_dict(reviews_csv, tmp_path)
-    raw["training"].update({
-        "epochs": 3,
-        "schedule": {"mode": "one_cycle", "maximal_learning_rate": 1e-3, "restart_each_stage": True},
-        "unfreezing": [
-            {"epochs": 1, "trainable_layers": 0, "maximal_learning_rate": 2e-2},
-            {"epochs": 1, "trainable_layers": 1},
-            {"epochs": 1, "trainable_layers": "all", "maximal_learning_rate": 1e-4},
-        ],
-    })
+    raw["training"].update(
+        {
+            "epochs": 3,
+            "schedule": {
+                "mode": "one_cycle",
+                "maximal_learning_rate": 1e-3,
+                "restart_each_stage": True,
+            },
+            "unfreezing": [
+                {"epochs": 1, "trainable_layers": 0, "maximal_learning_rate": 2e-2},
+                {"epochs": 1, "trainable_layers": 1},
+                {"epochs": 1, "trainable_layers": "all", "maximal_learning_rate": 1e-4},
+            ],
+        }
+    )
     raw["export"]["enabled"] = False
     result = train(config_from_dict(raw))
     trace = pd.read_csv(result.run_dir / "lr_trace.csv")

@@ -9,15 +9,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasbert.callbacks import (
-    CyclicalLearningRate,
-    ProgressiveUnfreezing,
+from kerasbert.models.layer_groups import (
+    LayerGroups,
     build_optimizer_variables,
+    layer_groups,
     set_trainable_layers,
 )
-from kerasbert.models import LayerGroups, TextEncoder, layer_groups
-from kerasbert.optimizers import build_optimizer
-from tests.conftest import TINY_TEXTS, tiny_classifier
+from kerasbert.models.tokenizers import TextEncoder
+from kerasbert.training.cyclical_learning_rate import CyclicalLearningRate
+from kerasbert.training.optimizers import build_optimizer
+from kerasbert.training.progressive_unfreezing import ProgressiveUnfreezing
+from kerasbert.training.schedules import OneCycleSchedule
+from tests.support.tiny import TINY_TEXTS, tiny_classifier
 
 NUM_LAYERS = 3
 
@@ -175,7 +178,12 @@ def test_stages_train_only_their_layers_within_one_fit(family, optimizer):
     unfreezing = ProgressiveUnfreezing(stages, groups, verbose=0)
 
     history = classifier.fit(
-        inputs, labels, batch_size=8, epochs=3, callbacks=[unfreezing, record], verbose=0,
+        inputs,
+        labels,
+        batch_size=8,
+        epochs=3,
+        callbacks=[unfreezing, record],
+        verbose=0,
         shuffle=False,
     )
 
@@ -216,7 +224,7 @@ def toy_model():
 def test_schedule_restarts_with_each_stage_length(capsys):
     model, groups = toy_model()
     x, y = np.ones((8, 4), "float32"), np.zeros((8, 4), "float32")
-    schedule = CyclicalLearningRate.one_cycle(0.01, total_steps=100)
+    schedule = CyclicalLearningRate(OneCycleSchedule(0.01, total_steps=100))
     started = []
     unfreezing = ProgressiveUnfreezing(
         [(1, 0), (2, 3)],
@@ -228,7 +236,7 @@ def test_schedule_restarts_with_each_stage_length(capsys):
     model.fit(x, y, batch_size=4, epochs=3, callbacks=[schedule, unfreezing], verbose=0)
 
     assert [row["step"] for row in schedule.trace] == [0, 1, 0, 1, 2, 3]
-    assert schedule.total_steps == 4  # 2 epochs of 2 batches
+    assert schedule.schedule.total_steps == 4  # 2 epochs of 2 batches
     assert started == [(0, 0), (1, 1)]
     printed = capsys.readouterr().out
     assert "Stage 1/2: epochs 1-1, trainable_layers=0, 20 trainable parameters" in printed
@@ -238,7 +246,9 @@ def test_schedule_restarts_with_each_stage_length(capsys):
 def test_each_stage_cycles_up_to_its_own_peak_in_fit():
     model, groups = toy_model()
     x, y = np.ones((8, 4), "float32"), np.zeros((8, 4), "float32")
-    schedule = CyclicalLearningRate.one_cycle(0.01, total_steps=100, pct_start=0.5, div_factor=2)
+    schedule = CyclicalLearningRate(
+        OneCycleSchedule(0.01, total_steps=100, pct_start=0.5, div_factor=2)
+    )
     unfreezing = ProgressiveUnfreezing(
         [(1, 0), (1, 3), (1, "all")],
         groups,
@@ -259,21 +269,23 @@ def test_each_stage_cycles_up_to_its_own_peak_in_fit():
 @pytest.mark.parametrize(
     "rates, schedule",
     [
-        ([0.1], CyclicalLearningRate.one_cycle(0.01, total_steps=10)),
-        ([0.1, -1.0], CyclicalLearningRate.one_cycle(0.01, total_steps=10)),
+        ([0.1], CyclicalLearningRate(OneCycleSchedule(0.01, total_steps=10))),
+        ([0.1, -1.0], CyclicalLearningRate(OneCycleSchedule(0.01, total_steps=10))),
         ([0.1, None], None),
-        ([True, None], CyclicalLearningRate.one_cycle(0.01, total_steps=10)),
+        ([True, None], CyclicalLearningRate(OneCycleSchedule(0.01, total_steps=10))),
     ],
 )
 def test_stage_peaks_must_match_the_stages_and_need_a_schedule(rates, schedule):
     _, groups = toy_model()
     with pytest.raises(ValueError, match="maximal_learning_rates"):
-        ProgressiveUnfreezing([(1, 0), (1, "all")], groups, schedule=schedule, maximal_learning_rates=rates)
+        ProgressiveUnfreezing(
+            [(1, 0), (1, "all")], groups, schedule=schedule, maximal_learning_rates=rates
+        )
 
 
 def test_hooks_switch_stages_at_stage_boundaries_and_restart_the_schedule():
     model, groups = toy_model()
-    schedule = CyclicalLearningRate.one_cycle(0.01, total_steps=100)
+    schedule = CyclicalLearningRate(OneCycleSchedule(0.01, total_steps=100))
     unfreezing = ProgressiveUnfreezing(
         [(2, 1), (1, "all")], groups, schedule=schedule, steps_per_epoch=5, verbose=0
     )
@@ -291,12 +303,12 @@ def test_hooks_switch_stages_at_stage_boundaries_and_restart_the_schedule():
     assert flags == [[False, False, False, True]] * 2 + [[True] * 4]
     assert [record["epoch"] for record in unfreezing.stage_log] == [0, 2]
     assert [record["trainable_params"] for record in unfreezing.stage_log] == [40, 100]
-    assert schedule.total_steps == 5  # the last stage: 1 epoch of 5 batches
+    assert schedule.schedule.total_steps == 5  # the last stage: 1 epoch of 5 batches
 
 
 def test_resumed_run_continues_inside_its_stage_without_restarting_the_schedule():
     model, groups = toy_model()
-    schedule = CyclicalLearningRate.one_cycle(0.01, total_steps=10)
+    schedule = CyclicalLearningRate(OneCycleSchedule(0.01, total_steps=10))
     stages = [(1, 0), (2, 2)]
     first = ProgressiveUnfreezing(stages, groups, schedule=schedule, steps_per_epoch=5, verbose=0)
     first.set_model(model)

@@ -26,7 +26,7 @@ import shutil
 import httpx
 import pytest
 
-from kerasbert.serve import ServerProcess
+from tests.support.server_process import ServerProcess
 
 LOCAL_MAX_BODY_BYTES = 65536
 
@@ -54,7 +54,9 @@ def served_version(url, model) -> int:
     response = httpx.get(f"{url}/v1/models/{model}", timeout=30)
     response.raise_for_status()
     return max(
-        int(s["version"]) for s in response.json()["model_version_status"] if s["state"] == "AVAILABLE"
+        int(s["version"])
+        for s in response.json()["model_version_status"]
+        if s["state"] == "AVAILABLE"
     )
 
 
@@ -71,9 +73,18 @@ def target(request, tmp_path_factory):
     base = tmp_path_factory.mktemp("conformance") / "tiny"
     shutil.copytree(exported, base / "1")
     log_path = tmp_path_factory.mktemp("conformance-log") / "serve.log"
-    args = ["--model_name", "tiny", "--model_base_path", base, "--max_body_bytes", LOCAL_MAX_BODY_BYTES]
+    args = [
+        "--model_name",
+        "tiny",
+        "--model_base_path",
+        base,
+        "--max_body_bytes",
+        LOCAL_MAX_BODY_BYTES,
+    ]
     with ServerProcess(args, log_path=log_path) as server:
-        yield Target(server.url, "tiny", served_version(server.url, "tiny"), True, LOCAL_MAX_BODY_BYTES)
+        yield Target(
+            server.url, "tiny", served_version(server.url, "tiny"), True, LOCAL_MAX_BODY_BYTES
+        )
 
 
 @pytest.fixture(scope="session")

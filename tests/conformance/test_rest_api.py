@@ -97,7 +97,10 @@ def check_predictions(predictions, labels, count):
         assert prediction["label"] == labels[prediction["label_id"]]
         assert len(prediction["probabilities"]) == len(prediction["logits"]) == len(labels)
         assert math.isclose(sum(prediction["probabilities"]), 1.0, abs_tol=1e-4)
-        assert prediction["probabilities"].index(max(prediction["probabilities"])) == prediction["label_id"]
+        assert (
+            prediction["probabilities"].index(max(prediction["probabilities"]))
+            == prediction["label_id"]
+        )
 
 
 def test_row_format_gives_a_list_of_objects(http, model, labels):
@@ -149,7 +152,9 @@ def test_several_typed_inputs_in_rows(http, model, labels):
     if "segment_ids" in instance:
         instance["segment_ids"] = [0, 0, 0, 0]
     response = post(
-        http, f"{model}:predict", {"signature_name": "predict_tokens", "instances": [instance, instance]}
+        http,
+        f"{model}:predict",
+        {"signature_name": "predict_tokens", "instances": [instance, instance]},
     )
     assert response.status_code == 200, response.text
     check_predictions(response.json()["predictions"], labels, 2)
@@ -161,14 +166,18 @@ def test_several_typed_inputs_in_rows(http, model, labels):
 def test_classify_gives_every_label_with_its_score(http, model, labels):
     predictions = post(http, f"{model}:predict", {"instances": TEXTS}).json()["predictions"]
     response = post(
-        http, f"{model}:classify", {"signature_name": "classify", "examples": [{"text": t} for t in TEXTS]}
+        http,
+        f"{model}:classify",
+        {"signature_name": "classify", "examples": [{"text": t} for t in TEXTS]},
     )
     assert response.status_code == 200
     results = response.json()["results"]
     assert len(results) == 2
     for classes, prediction in zip(results, predictions):
         assert [label for label, _ in classes] == labels
-        assert [score for _, score in classes] == pytest.approx(prediction["probabilities"], abs=1e-5)
+        assert [score for _, score in classes] == pytest.approx(
+            prediction["probabilities"], abs=1e-5
+        )
 
 
 def test_classify_merges_the_context_into_each_example(http, model):
@@ -177,11 +186,17 @@ def test_classify_merges_the_context_into_each_example(http, model):
         f"{model}:classify",
         {"signature_name": "classify", "context": {"text": TEXTS[0]}, "examples": [{}]},
     )
-    direct = post(http, f"{model}:classify", {"signature_name": "classify", "examples": [{"text": TEXTS[0]}]})
+    direct = post(
+        http, f"{model}:classify", {"signature_name": "classify", "examples": [{"text": TEXTS[0]}]}
+    )
     overridden = post(
         http,
         f"{model}:classify",
-        {"signature_name": "classify", "context": {"text": TEXTS[1]}, "examples": [{"text": TEXTS[0]}]},
+        {
+            "signature_name": "classify",
+            "context": {"text": TEXTS[1]},
+            "examples": [{"text": TEXTS[0]}],
+        },
     )
     encoded = post(
         http,
@@ -203,7 +218,9 @@ def test_classify_needs_a_classification_signature(http, model):
 
 def test_regress_on_a_classifier_is_refused(http, model):
     assert_error(
-        post(http, f"{model}:regress", {"examples": [{"text": "a"}]}), 400, "Expected one output Tensor."
+        post(http, f"{model}:regress", {"examples": [{"text": "a"}]}),
+        400,
+        "Expected one output Tensor.",
     )
     assert_error(
         post(http, f"{model}:regress", {"signature_name": "nope", "examples": [{"text": "a"}]}),
@@ -289,7 +306,10 @@ BAD_CLASSIFY_BODIES = {
         {"examples": []},
         "JSON Value: {\n    \"examples\": []\n} 'examples' value is an empty array",
     ),
-    "example not an object": ({"examples": ["a"]}, "Example must be JSON object but got JSON String"),
+    "example not an object": (
+        {"examples": ["a"]},
+        "Example must be JSON object but got JSON String",
+    ),
     "null feature": (
         {"examples": [{"text": None}]},
         "Feature: text has element with unexpected JSON type: Null",
@@ -309,7 +329,9 @@ def test_bad_classify_requests_get_400_and_tf_serving_messages(http, model, case
 
 
 def test_a_feature_of_the_wrong_type_is_refused_by_the_model(http, model):
-    response = post(http, f"{model}:classify", {"signature_name": "classify", "examples": [{"text": 3}]})
+    response = post(
+        http, f"{model}:classify", {"signature_name": "classify", "examples": [{"text": 3}]}
+    )
     message = assert_error(response, 400)
     assert "Data types don't match" in message
     assert_still_serving(http, model)

@@ -1,0 +1,1 @@
+"""Scoring an export: metrics, predictions, and the run reports with their plots."""

@@ -1,0 +1,184 @@
+"""The classifier, its tokenizer and its labels as the tf.functions an export serves.
+
+Signatures:
+
+- `serving_default` (`tensorflow/serving/predict`): `text` (and `text_pair`
+  for sentence-pair models), `string [batch]`, to `probabilities` and
+  `logits` (`float32 [batch, num_classes]`), `label` (`string [batch]`) and
+  `label_id` (`int64 [batch]`).
+- `predict_tokens` (`tensorflow/serving/predict`): the same outputs from
+  already tokenized `token_ids`, `padding_mask` (and `segment_ids` for BERT).
+- `classify` (`tensorflow/serving/classify`): serialized `tf.Example`s with a
+  `text` (and `text_pair`) bytes feature to `classes` (`string [batch,
+  num_classes]`) and `scores` (`float32 [batch, num_classes]`), the tensors
+  TF Serving's Classify API reads.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from kerasbert.serving.saved_model_bundle import CLASSIFY_METHOD, PREDICT_METHOD
+
+
+class ServingModule(tf.Module):
+    """The classifier with its tokenizer and label names, as tf.functions.
+
+    Args:
+        classifier: a Keras classifier that maps token inputs to logits.
+        encoder: the `kerasbert.models.classifier.TextEncoder` the classifier was
+            trained with.
+        labels: class names, by class id.
+        text_pair: whether the model was trained on sentence pairs.
+
+    Example:
+    >>> module = ServingModule(classifier, TextEncoder(tokenizer, 128), ["neg", "pos"])
+    >>> tf.saved_model.save(module, "/tmp/m/1", signatures=module.signatures())
+    """
+
+    def __init__(self, classifier, encoder, labels, text_pair=False):
+        super().__init__(name="kerasbert")
+        self.classifier = classifier
+        self.encoder = encoder
+        # keras-hub tokenizers keep their lookup tables as plain attributes;
+        # holding the tokenizer here lets tf.Module track those resources.
+        self.tokenizer = encoder.tokenizer
+        self.labels = tf.constant(list(labels), dtype=tf.string)
+        self.model_variables = backend_variables(classifier)
+        self.text_pair = text_pair
+        text_specs = [tf.TensorSpec([None], tf.string, name="text")]
+        if text_pair:
+            text_specs.append(tf.TensorSpec([None], tf.string, name="text_pair"))
+        self.serving_default = tf.function(self._serve_text, input_signature=text_specs)
+        token_specs = {
+            name: tf.TensorSpec(
+                [None, None], tf.bool if name == "padding_mask" else tf.int32, name=name
+            )
+            for name in encoder.input_names
+        }
+        self.predict_tokens = tf.function(self._predict_tokens, input_signature=[token_specs])
+        self.classify = tf.function(
+            self._classify,
+            input_signature=[tf.TensorSpec([None], tf.string, name="inputs")],
+        )
+
+    def _outputs(self, inputs):
+        logits = tf.cast(self.classifier(inputs, training=False), tf.float32)
+        label_id = tf.argmax(logits, axis=-1, output_type=tf.int64)
+        return {
+            "probabilities": tf.nn.softmax(logits, axis=-1),
+            "logits": logits,
+            "label": tf.gather(self.labels, label_id),
+            "label_id": label_id,
+        }
+
+    # Each signature calls the one below it (classify -> serving_default ->
+    # predict_tokens) instead of tracing the tokenizer and the transformer
+    # again: tracing a byte-pair tokenizer takes seconds. A request is cut
+    # to its longest text rather than carrying `sequence_length` tokens, and
+    # to exactly that width: training rounds widths up to a multiple of 8 for
+    # its compiled step, but the serving graph runs without XLA, where a new
+    # width costs nothing and padding costs compute (6% of the texts/s at
+    # batch 32, benchmarks/RESULTS.md).
+    def _serve_text(self, text, text_pair=None):
+        from kerasbert.data.pipeline import trim_to_longest
+
+        return self.predict_tokens(trim_to_longest(self.encoder(text, text_pair), multiple=1))
+
+    def _predict_tokens(self, inputs):
+        return self._outputs(inputs)
+
+    def _classify(self, inputs):
+        features = {"text": tf.io.FixedLenFeature([], tf.string, default_value="")}
+        if self.text_pair:
+            features["text_pair"] = tf.io.FixedLenFeature([], tf.string, default_value="")
+        parsed = tf.io.parse_example(inputs, features)
+        outputs = self.serving_default(*(parsed[name] for name in features))
+        batch = tf.shape(inputs)[0]
+        return {
+            "classes": tf.tile(self.labels[tf.newaxis, :], [batch, 1]),
+            "scores": outputs["probabilities"],
+        }
+
+    def run(self, key, inputs):
+        """Runs signature `key` here, on `{input name: array}`, as the export would.
+
+        The same call as `SavedModelBundle.run`, so the export check can
+        compare the two.
+        """
+        tensors = {name: tf.constant(value) for name, value in inputs.items()}
+        if key == "predict_tokens":
+            outputs = self.predict_tokens(tensors)
+        elif key == "classify":
+            outputs = self.classify(**tensors)
+        else:
+            outputs = self.serving_default(**tensors)
+        return {name: value.numpy() for name, value in outputs.items()}
+
+    def signatures(self):
+        """`{signature key: tf.function}` for `tf.saved_model.save`."""
+        return {
+            "serving_default": self.serving_default,
+            "predict_tokens": self.predict_tokens,
+            "classify": self.classify,
+        }
+
+
+def backend_variables(classifier) -> list:
+    """The `tf.Variable`s behind a Keras 3 model's variables, to track on the module.
+
+    A Keras 3 variable saves as a copy of the `tf.Variable` it wraps: the
+    SavedModel's restore op fills the copy, while the traced functions read
+    the original. `tf.saved_model.load` hides it by binding variables through
+    the object graph; TF Serving's SavedModelBundle runs the restore op, finds
+    the originals empty, and fails every request with "Could not find
+    variable" (keras-team/keras#20096). Tracked directly, as Keras' own
+    `ExportArchive` does, the originals are what the restore op fills.
+    """
+    variables = []
+    for variable in classifier.variables:
+        value = variable.value
+        if not isinstance(value, tf.Variable):
+            raise TypeError(
+                f"variable {variable.path} holds a {type(value).__name__}, not a tf.Variable"
+            )
+        variables.append(value)
+    return variables
+
+
+def expected_signatures(num_classes, token_inputs, text_pair=False) -> dict:
+    """The signature defs an export must have, as `signature_summary` gives them.
+
+    Args:
+        num_classes: the number of labels.
+        token_inputs: the backbone's input names (`TextEncoder.input_names`).
+        text_pair: whether `serving_default` also takes `text_pair`.
+
+    Returns:
+        `{key: {"method", "inputs", "outputs"}}`, each tensor as
+        `(dtype name, shape)` with `-1` for unknown dimensions.
+    """
+    outputs = {
+        "probabilities": ("float32", (-1, num_classes)),
+        "logits": ("float32", (-1, num_classes)),
+        "label": ("string", (-1,)),
+        "label_id": ("int64", (-1,)),
+    }
+    text = {"text": ("string", (-1,))}
+    if text_pair:
+        text["text_pair"] = ("string", (-1,))
+    tokens = {
+        name: ("bool" if name == "padding_mask" else "int32", (-1, -1)) for name in token_inputs
+    }
+    return {
+        "serving_default": {"method": PREDICT_METHOD, "inputs": text, "outputs": outputs},
+        "predict_tokens": {"method": PREDICT_METHOD, "inputs": tokens, "outputs": outputs},
+        "classify": {
+            "method": CLASSIFY_METHOD,
+            "inputs": {"inputs": ("string", (-1,))},
+            "outputs": {
+                "classes": ("string", (-1, num_classes)),
+                "scores": ("float32", (-1, num_classes)),
+            },
+        },
+    }

@@ -1,0 +1,1 @@
+"""Backbones, tokenizers, classifier heads, and the layer groups that unfreezing toggles."""

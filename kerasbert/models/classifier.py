@@ -1,0 +1,103 @@
+"""Backbones (preset, local directory, from scratch) and the classifier on top.
+
+A classifier is keras-hub's own task class with `preprocessor=None`, so the
+head is exactly keras-hub's: BERT's takes `pooled_output` (its pooler is a
+dense layer on the [CLS] vector), RoBERTa's takes the `<s>` vector through its
+own dense layer. With `pooling: mean` it is `MeanPoolingClassifier` instead,
+for checkpoints trained as sentence encoders. Tokenization lives in
+`TextEncoder`, which is made of TensorFlow and TensorFlow Text ops only, so
+the same object feeds `tf.data` and the exported serving graph.
+"""
+
+from __future__ import annotations
+
+import keras_hub
+
+from kerasbert.models.checksums import verify_checksums
+from kerasbert.models.mean_pooling import MeanPoolingClassifier
+from kerasbert.models.tokenizers import learn_tokenizer, preset_tokenizer
+
+FAMILIES = {
+    "bert": (keras_hub.models.BertBackbone, keras_hub.models.BertTextClassifier),
+    "roberta": (keras_hub.models.RobertaBackbone, keras_hub.models.RobertaTextClassifier),
+}
+
+
+def family_of(backbone) -> str:
+    """`"bert"` or `"roberta"` for a keras-hub backbone.
+
+    Raises:
+        ValueError: for any other architecture.
+    """
+    for family, (backbone_class, _) in FAMILIES.items():
+        if isinstance(backbone, backbone_class):
+            return family
+    raise ValueError(
+        "kerasbert fine-tunes BERT and RoBERTa backbones; received a "
+        f"{type(backbone).__name__}. Use a BERT or RoBERTa preset."
+    )
+
+
+# === Classifier ===
+
+
+def build_classifier(model_config, num_classes, texts=None, dtype=None):
+    """Builds the backbone, its tokenizer and a classification head.
+
+    Args:
+        model_config: a `kerasbert.config.ModelConfig`.
+        num_classes: the number of labels.
+        texts: the training texts; needed to learn a from-scratch vocabulary.
+        dtype: the Keras dtype policy of the backbone and head, such as
+            `"mixed_bfloat16"`; None takes Keras's global policy.
+
+    Returns:
+        `(classifier, tokenizer)`: a keras-hub `BertTextClassifier` or
+        `RobertaTextClassifier` (a `MeanPoolingClassifier` with
+        `model_config.pooling == "mean"`) that outputs logits from token ids,
+        and its tokenizer.
+
+    Raises:
+        ValueError: when the preset is neither BERT nor RoBERTa, a file of a
+            local preset fails its `preset_sha256` check, or a from-scratch
+            backbone is asked for without texts.
+    """
+    if model_config.preset is not None:
+        if model_config.preset_sha256:
+            verify_checksums(model_config.preset, model_config.preset_sha256)
+        backbone = keras_hub.models.Backbone.from_preset(model_config.preset, dtype=dtype)
+        family = family_of(backbone)
+        tokenizer = preset_tokenizer(model_config.preset, family)
+    else:
+        spec = model_config.scratch
+        if texts is None:
+            raise ValueError("a from-scratch backbone needs the training texts")
+        family = spec.family
+        tokenizer = learn_tokenizer(family, texts, spec.vocabulary_size, spec.lowercase)
+        backbone_class = FAMILIES[family][0]
+        backbone = backbone_class(
+            vocabulary_size=tokenizer.vocabulary_size(),
+            num_layers=spec.num_layers,
+            num_heads=spec.num_heads,
+            hidden_dim=spec.hidden_dim,
+            intermediate_dim=spec.intermediate_dim,
+            max_sequence_length=spec.max_sequence_length,
+            dropout=0.1,
+            dtype=dtype,
+        )
+    if model_config.sequence_length > backbone.max_sequence_length:
+        raise ValueError(
+            f"model.sequence_length ({model_config.sequence_length}) exceeds "
+            f"the backbone's max_sequence_length ({backbone.max_sequence_length})"
+        )
+    classifier_class = (
+        MeanPoolingClassifier if model_config.pooling == "mean" else FAMILIES[family][1]
+    )
+    classifier = classifier_class(
+        backbone,
+        num_classes=num_classes,
+        preprocessor=None,
+        activation=None,
+        dropout=model_config.dropout,
+    )
+    return classifier, tokenizer

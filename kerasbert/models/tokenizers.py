@@ -1,0 +1,161 @@
+"""Tokenizers: learned from texts, read from a preset, and `TextEncoder`, which runs them in TensorFlow.
+
+`TextEncoder` is made of TensorFlow and TensorFlow Text ops only, so the
+same object feeds `tf.data` in training and runs inside the exported
+serving graph.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import keras_hub
+import tensorflow as tf
+
+BERT_RESERVED_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+ROBERTA_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def learn_tokenizer(family, texts, vocabulary_size, lowercase=True):
+    """Learns a vocabulary from `texts` and returns a keras-hub tokenizer.
+
+    BERT gets WordPiece (keras-hub's vocabulary tool); RoBERTa gets byte-level
+    BPE (the `tokenizers` library), as their pretrained tokenizers are.
+
+    Args:
+        family: `"bert"` or `"roberta"`.
+        texts: a list of training strings.
+        vocabulary_size: the largest vocabulary to learn.
+        lowercase: BERT only: fold case before splitting.
+
+    Returns:
+        A `keras_hub.models.BertTokenizer` or `RobertaTokenizer`.
+    """
+    texts = [str(t) for t in texts]
+    if family == "bert":
+        vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
+            tf.data.Dataset.from_tensor_slices(texts).batch(1024),
+            vocabulary_size,
+            lowercase=lowercase,
+            reserved_tokens=BERT_RESERVED_TOKENS,
+        )
+        return keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=lowercase)
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        texts,
+        vocab_size=vocabulary_size,
+        min_frequency=1,
+        special_tokens=ROBERTA_SPECIAL_TOKENS,
+        show_progress=False,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        bpe.save_model(tmp)
+        vocabulary = json.loads(Path(tmp, "vocab.json").read_text(encoding="utf-8"))
+        merges = [
+            line
+            for line in Path(tmp, "merges.txt").read_text(encoding="utf-8").splitlines()
+            if line and not line.startswith("#version")
+        ]
+    if not merges:
+        raise ValueError(
+            f"the training texts gave no BPE merges within vocabulary_size="
+            f"{vocabulary_size}; raise vocabulary_size or add training data"
+        )
+    return keras_hub.models.RobertaTokenizer(vocabulary=vocabulary, merges=merges)
+
+
+def preset_tokenizer(preset, family):
+    """The preset's tokenizer, stripping accents where BERT's own does.
+
+    Google's BERT and Hugging Face's `BertTokenizer` strip accents from
+    uncased text (their uncased vocabularies were built from stripped text),
+    unless the checkpoint's `tokenizer_config.json` sets `strip_accents`;
+    keras-hub's `BertTokenizer` never strips them, so "clichéd" would become
+    `[UNK]`. Cased vocabularies and RoBERTa's byte-level BPE keep accents.
+    """
+    tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(preset)
+    if family == "bert" and tokenizer.lowercase and not tokenizer.strip_accents:
+        if _declared_strip_accents(preset) is not False:
+            tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(preset, strip_accents=True)
+    return tokenizer
+
+
+def _declared_strip_accents(preset):
+    """`strip_accents` from a local Hugging Face directory's tokenizer config, or None."""
+    path = Path(preset) / "tokenizer_config.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("strip_accents")
+
+
+class TextEncoder:
+    """Raw strings to the backbone's inputs, in TensorFlow ops only.
+
+    Args:
+        tokenizer: a keras-hub BERT or RoBERTa tokenizer.
+        sequence_length: the longest packed sequence; longer texts are
+            truncated (for pairs, the longer segment first).
+
+    Example:
+    >>> encoder = TextEncoder(tokenizer, sequence_length=64)
+    >>> inputs = encoder(tf.constant(["a fine film"]))
+    """
+
+    def __init__(self, tokenizer, sequence_length):
+        self.tokenizer = tokenizer
+        self.sequence_length = sequence_length
+        self.family = "bert" if isinstance(tokenizer, keras_hub.models.BertTokenizer) else "roberta"
+        if self.family == "bert":
+            start, end, sep = tokenizer.cls_token_id, tokenizer.sep_token_id, None
+        else:
+            start, end = tokenizer.start_token_id, tokenizer.end_token_id
+            sep = [end, end]
+        self.pad_token_id = tokenizer.pad_token_id
+        self.packer = keras_hub.layers.MultiSegmentPacker(
+            sequence_length=sequence_length,
+            start_value=start,
+            end_value=end,
+            sep_value=sep,
+            pad_value=self.pad_token_id,
+            truncate="waterfall" if self.family == "bert" else "round_robin",
+        )
+
+    @property
+    def input_names(self) -> list[str]:
+        names = ["token_ids", "padding_mask"]
+        return names + ["segment_ids"] if self.family == "bert" else names
+
+    def __call__(self, text, text_pair=None):
+        """Encodes a `[batch]` string tensor (and its pair) to padded ids."""
+        segments = [self.tokenizer(text)]
+        if text_pair is not None:
+            segments.append(self.tokenizer(text_pair))
+        token_ids, segment_ids = self.packer(tuple(segments))
+        inputs = {
+            "token_ids": token_ids,
+            "padding_mask": token_ids != self.pad_token_id,
+        }
+        if self.family == "bert":
+            inputs["segment_ids"] = segment_ids
+        return inputs
+
+
+def load_tokenizer(preset_dir):
+    """The tokenizer `tokenizer.save_to_preset(preset_dir)` wrote.
+
+    `Tokenizer.from_preset` wants the backbone's `config.json` too, which a
+    run's `tokenizer/` lacks; this is the tokenizer half of it.
+    """
+    import keras
+    import keras_hub  # noqa: F401  (registers the tokenizer classes)
+
+    config = json.loads((Path(preset_dir) / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer = keras.saving.deserialize_keras_object(config)
+    tokenizer.load_preset_assets(str(preset_dir))
+    return tokenizer

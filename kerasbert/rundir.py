@@ -1,0 +1,67 @@
+"""The run directory, `runs/<name>/<timestamp>/`: the one place its file names live.
+
+It is the contract between training (which writes it), export, the report,
+evaluation and resume (which read it). Every module names its files through
+these constants.
+
+```
+config.yaml         the resolved config          labels.json      labels, bin edges, text_pair
+history.csv         per-epoch metrics            tensorboard/     TensorBoard logs
+lr_trace.csv        rate and momentum per step   stages.json      unfreezing stages
+metrics.json        final metrics                best.weights.h5  the best epoch's weights
+model.keras         the model                    tokenizer/       its tokenizer (a preset dir)
+data_summary.json   the splits, described        baseline.json    TF-IDF + LR baseline
+test_predictions.csv                             report.html, plots/
+lr_find.csv, lr_find.png, lr_find.json           the LR range test
+status.json         running / finished           resume/          state to resume from
+```
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+CONFIG = "config.yaml"
+LABELS = "labels.json"
+HISTORY = "history.csv"
+TENSORBOARD = "tensorboard"
+LR_TRACE = "lr_trace.csv"
+STAGES = "stages.json"
+METRICS = "metrics.json"
+BEST_WEIGHTS = "best.weights.h5"
+MODEL = "model.keras"
+TOKENIZER = "tokenizer"
+DATA_SUMMARY = "data_summary.json"
+BASELINE = "baseline.json"
+TEST_PREDICTIONS = "test_predictions.csv"
+REPORT = "report.html"
+PLOTS = "plots"
+LR_FIND_TABLE = "lr_find.csv"
+LR_FIND_PLOT = "lr_find.png"
+LR_FIND_SUGGESTION = "lr_find.json"
+STATUS = "status.json"
+STATE_DIR = "resume"
+# Inside STATE_DIR.
+STATE = "state.json"
+STATE_VARIABLES = "variables.npz"
+
+# What `kerasbert.export --run` needs of a finished run.
+EXPORT_INPUTS = (CONFIG, LABELS, MODEL, TOKENIZER)
+# Files that make a directory a run, for the report.
+MARKERS = (CONFIG, HISTORY, METRICS)
+
+
+def make_run_dir(runs_dir, name, prefix="") -> Path:
+    """A fresh `runs/<name>/<prefix><timestamp>` directory."""
+    parent = Path(runs_dir) / name
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = prefix + time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(100):
+        run_dir = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a new run directory under {parent}")

@@ -1,0 +1,1 @@
+"""Fitting: schedules, callbacks, layer-wise optimizers, the LR range test, resume and distribution."""

@@ -1,0 +1,143 @@
+"""A TF-IDF + logistic regression baseline, scored like the fine-tuned model.
+
+A fine-tuned transformer is worth its cost only if it beats a linear model
+on word n-grams; the baseline is trained on the same training split and
+scored on exactly the same validation and test rows, with the same metrics
+(`kerasbert.evaluation.metrics.classification_metrics`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kerasbert import rundir
+from kerasbert.evaluation import metrics as metrics_lib
+from kerasbert.files import write_json
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = "TF-IDF (word 1-2 grams, sublinear tf) + logistic regression"
+
+
+def build_baseline(seed=0):
+    """An unfitted scikit-learn pipeline: TF-IDF on word 1-2 grams, then logistic regression."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, lowercase=True),
+        LogisticRegression(max_iter=1000, random_state=seed),
+    )
+
+
+def baseline_probabilities(model, texts, num_classes) -> np.ndarray:
+    """`[N, num_classes]` probabilities of a fitted baseline.
+
+    Classes the baseline never saw in training (possible with binned
+    targets) get probability 0.
+    """
+    known = model.predict_proba(list(texts))
+    probabilities = np.zeros((len(known), num_classes), dtype=np.float64)
+    probabilities[:, model.classes_] = known
+    return probabilities
+
+
+def evaluate_baseline(
+    train_texts,
+    train_labels,
+    eval_sets,
+    labels,
+    seed=0,
+    num_bins=metrics_lib.DEFAULT_NUM_BINS,
+) -> dict:
+    """Fits the baseline on the training texts and scores it on each evaluation set.
+
+    Args:
+        train_texts: training strings.
+        train_labels: their int class ids (indices into `labels`).
+        eval_sets: `{name: (texts, class ids)}`, e.g. `{"validation": ...,
+            "test": ...}`.
+        labels: class names by class id.
+        seed: the logistic regression's seed.
+        num_bins: confidence bins for the calibration error.
+
+    Returns:
+        `{name: metrics}` with the metrics of
+        `kerasbert.evaluation.metrics.classification_metrics`.
+
+    Raises:
+        ValueError: fewer than two training classes, or ids out of range.
+
+    Example:
+
+    >>> evaluate_baseline(["good", "bad"] * 5, [1, 0] * 5, {"test": (["good"], [1])}, ["neg", "pos"])["test"]["accuracy"]
+    1.0
+    """
+    train_labels = np.asarray(train_labels, dtype=np.int64)
+    if len(train_texts) != len(train_labels):
+        raise ValueError(f"{len(train_texts)} training texts but {len(train_labels)} labels")
+    if len(np.unique(train_labels)) < 2:
+        raise ValueError("the baseline needs at least two classes in the training labels")
+    if train_labels.min() < 0 or train_labels.max() >= len(labels):
+        raise ValueError(
+            f"training class ids must lie in [0, {len(labels)}); received {sorted(set(train_labels.tolist()))[:10]}"
+        )
+    model = build_baseline(seed).fit(list(train_texts), train_labels)
+    results = {}
+    for name, (texts, y_true) in eval_sets.items():
+        probabilities = baseline_probabilities(model, texts, len(labels))
+        results[name] = metrics_lib.classification_metrics(
+            np.asarray(y_true, dtype=np.int64), probabilities, labels, num_bins
+        )
+    return results
+
+
+def joined_texts(frame) -> list[str]:
+    """A split's texts; a sentence pair is joined with a space (bag-of-words sees both)."""
+    texts = frame["text"].astype(str)
+    if "text_pair" in frame:
+        texts = texts + " " + frame["text_pair"].astype(str)
+    return texts.tolist()
+
+
+def write_baseline(splits, run_dir, seed=0) -> dict:
+    """Runs the baseline on a run's splits and writes `baseline.json`.
+
+    Args:
+        splits: the run's `kerasbert.data.splits.Splits`.
+        run_dir: the run directory.
+        seed: the logistic regression's seed.
+
+    Returns:
+        `{"model", "train_rows", "seconds", "validation", "test"}`, as
+        written (no `test` when the run has no test split).
+    """
+    started = time.perf_counter()
+    eval_sets = {
+        name: (joined_texts(frame), splits.label_ids(name))
+        for name, frame in splits.items()
+        if name != "train"
+    }
+    results = evaluate_baseline(
+        joined_texts(splits.train), splits.label_ids("train"), eval_sets, splits.labels, seed
+    )
+    record = {
+        "model": DESCRIPTION,
+        "train_rows": int(len(splits.train)),
+        "seconds": round(time.perf_counter() - started, 3),
+        **results,
+    }
+    write_json(Path(run_dir) / rundir.BASELINE, record)
+    for name, values in results.items():
+        log.info(
+            "baseline %s: accuracy %.4f, macro F1 %.4f",
+            name,
+            values["accuracy"],
+            values["macro_f1"],
+        )
+    return record

@@ -1,0 +1,274 @@
+"""A whole fine-tuning run: data, model, `fit`, run directory, export.
+
+`train(config)` is what `python -m kerasbert.train` calls; each step is a
+function of its own so tests and other commands (`lr_find`) reuse them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import keras
+
+from kerasbert import rundir
+from kerasbert.data import splits as data_lib
+from kerasbert.data.pipeline import (
+    encode_texts,
+    make_dataset,
+    make_training_dataset,
+    steps_per_epoch,
+)
+from kerasbert.files import write_json
+from kerasbert.models.classifier import build_classifier
+from kerasbert.models.layer_groups import (
+    build_optimizer_variables,
+    layer_groups,
+    set_trainable_layers,
+)
+from kerasbert.models.tokenizers import TextEncoder
+from kerasbert.training.cyclical_learning_rate import CyclicalLearningRate
+from kerasbert.training.distribute import make_strategy
+from kerasbert.training.optimizers import build_optimizer
+from kerasbert.training.progressive_unfreezing import ProgressiveUnfreezing
+from kerasbert.training.resume import (
+    ResumableEarlyStopping,
+    ResumableModelCheckpoint,
+    TrainingState,
+    load_state,
+    restore_state,
+)
+from kerasbert.training.runtime import Runtime, apply_runtime, resolve_runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """Everything `fit` needs, built from a config."""
+
+    splits: data_lib.Splits
+    classifier: keras.Model
+    tokenizer: object
+    encoder: TextEncoder
+    features: dict  # split name -> encoded features
+    class_weight: dict | None
+    strategy: object  # the tf.distribute.Strategy the model lives in
+    runtime: Runtime
+
+    def labels(self, split):
+        return self.splits.label_ids(split)
+
+    def dataset(self, split, batch_size, shuffle=False, seed=0):
+        return make_dataset(
+            self.features[split], self.labels(split), batch_size, shuffle=shuffle, seed=seed
+        )
+
+
+def prepare(config) -> Prepared:
+    """Reads the data and builds the model and tokenized splits of a config."""
+    # First: thread pools and a multi-worker strategy's collective ops must
+    # be configured before TensorFlow runs anything.
+    runtime = resolve_runtime(config.runtime)
+    apply_runtime(runtime)
+    strategy = make_strategy(config.distribution.strategy)
+    keras.utils.set_random_seed(config.seed)
+    splits = data_lib.load_splits(config.data)
+    for name, frame in splits.items():
+        counts = frame["label"].value_counts().to_dict()
+        log.info("%s: %d rows, classes %s", name, len(frame), counts)
+    with strategy.scope():
+        classifier, tokenizer = build_classifier(
+            config.model,
+            len(splits.labels),
+            texts=_texts_for_vocabulary(splits),
+            dtype=runtime.dtype_policy,
+        )
+    encoder = TextEncoder(tokenizer, config.model.sequence_length)
+    features = {
+        name: encode_texts(
+            encoder,
+            frame["text"].tolist(),
+            frame["text_pair"].tolist() if "text_pair" in frame else None,
+        )
+        for name, frame in splits.items()
+    }
+    class_weight = data_lib.class_weights(
+        config.data.class_weight, splits.labels, splits.train["label"]
+    )
+    return Prepared(
+        splits, classifier, tokenizer, encoder, features, class_weight, strategy, runtime
+    )
+
+
+def _texts_for_vocabulary(splits):
+    texts = splits.train["text"].tolist()
+    if "text_pair" in splits.train:
+        texts += splits.train["text_pair"].tolist()
+    return texts
+
+
+def compile_classifier(classifier, optimizer, jit_compile="auto"):
+    """Compiles for sparse labels, logits out, with accuracy."""
+    classifier.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=jit_compile,
+    )
+    return classifier
+
+
+def compile_for_stage(prepared, training_config, trainable_layers="all"):
+    """Compiles with the configured optimizer, built on every variable.
+
+    The optimizer is built while every layer is trainable, so that later
+    unfreezing stages can hand it layers that start frozen; then the top
+    `trainable_layers` (and the head) are left trainable.
+
+    Returns:
+        The classifier's `LayerGroups`.
+    """
+    cfg = training_config
+    model = prepared.classifier
+    groups = layer_groups(model)
+    set_trainable_layers(groups, "all")
+    with prepared.strategy.scope():
+        optimizer = build_optimizer(
+            cfg.optimizer,
+            cfg.learning_rate,
+            weight_decay=cfg.weight_decay,
+            momentum=cfg.momentum,
+            layerwise_decay=cfg.layerwise_decay,
+            groups=groups,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        )
+        compile_classifier(model, optimizer, jit_compile=prepared.runtime.jit_compile)
+        build_optimizer_variables(model, groups)
+    set_trainable_layers(groups, trainable_layers)
+    return groups
+
+
+def make_schedule(schedule_config, steps):
+    """The `CyclicalLearningRate` for a schedule config, or None if constant.
+
+    Args:
+        schedule_config: a `kerasbert.config.ScheduleConfig`.
+        steps: batches in one cycle of `one_cycle`.
+    """
+    schedule = schedule_config.build(total_steps=steps)
+    return None if schedule is None else CyclicalLearningRate(schedule)
+
+
+def fit(prepared, config, run_dir, resume=False):
+    """Runs the whole schedule in one `model.fit`, with logs and checkpoints.
+
+    With `training.unfreezing`, `ProgressiveUnfreezing` walks the stages
+    (restarting the learning-rate cycle at each when
+    `schedule.restart_each_stage`); without it, every layer trains
+    throughout. The learning rate and momentum of every step go to
+    `lr_trace.csv`, the stages to `stages.json`, and the state needed to
+    resume to `resume/` at every epoch end.
+
+    Args:
+        prepared: what `prepare` built.
+        config: the run's `Config`.
+        run_dir: the run directory.
+        resume: continue from the state saved in `run_dir/resume`.
+    """
+    cfg = config.training
+    model = prepared.classifier
+    stages = [(s.epochs, s.trainable_layers) for s in cfg.unfreezing or []]
+    groups = compile_for_stage(prepared, cfg, stages[0][1] if stages else "all")
+    steps = steps_per_epoch(len(prepared.splits.train), cfg.batch_size)
+    restart = bool(stages) and cfg.schedule.restart_each_stage
+    schedule = make_schedule(cfg.schedule, (stages[0][0] if restart else cfg.epochs) * steps)
+    stateful = {}
+    callbacks = []
+    unfreezing = None
+    if stages:
+        unfreezing = stateful["unfreezing"] = ProgressiveUnfreezing(
+            stages,
+            groups,
+            schedule=schedule if restart else None,
+            steps_per_epoch=steps,
+            # A stage without a peak of its own takes the schedule's.
+            maximal_learning_rates=[stage.maximal_learning_rate for stage in cfg.unfreezing]
+            if restart
+            else None,
+        )
+    if schedule is not None:
+        stateful["schedule"] = schedule
+    stateful["checkpoint"] = ResumableModelCheckpoint(
+        str(run_dir / rundir.BEST_WEIGHTS),
+        monitor=cfg.checkpoint_monitor,
+        save_best_only=True,
+        save_weights_only=True,
+    )
+    if cfg.early_stopping is not None:
+        stateful["early_stopping"] = ResumableEarlyStopping(
+            monitor=cfg.early_stopping.monitor,
+            patience=cfg.early_stopping.patience,
+            mode=cfg.early_stopping.mode,
+            # Earlier stages train a frozen network by design; only the last
+            # stage may stop the run.
+            start_from_epoch=cfg.epochs - stages[-1][0] if stages else 0,
+        )
+    initial_epoch = 0
+    if resume:
+        saved = load_state(run_dir / rundir.STATE_DIR)
+        if saved is not None:
+            initial_epoch = restore_state(model, *saved, stateful)
+            log.info("resuming at epoch %d of %d", initial_epoch + 1, cfg.epochs)
+    callbacks = [
+        *stateful.values(),
+        keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY), append=initial_epoch > 0),
+        keras.callbacks.TensorBoard(str(run_dir / rundir.TENSORBOARD), write_graph=False),
+        TrainingState(run_dir / rundir.STATE_DIR, stateful),
+    ]
+    train_data = make_training_dataset(
+        prepared.features["train"],
+        prepared.labels("train"),
+        cfg.batch_size,
+        seed=config.seed,
+        epochs=cfg.epochs,
+        initial_epoch=initial_epoch,
+        bucket_window=cfg.bucket_window,
+    )
+    history = model.fit(
+        train_data,
+        validation_data=prepared.dataset("validation", cfg.batch_size),
+        epochs=cfg.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps,
+        class_weight=prepared.class_weight,
+        shuffle=False,  # each epoch's order comes from the seed and the epoch
+        callbacks=callbacks,
+        verbose=2 if not _interactive() else "auto",
+    )
+    if schedule is not None:
+        schedule.write_trace(run_dir)
+    if unfreezing is not None:
+        write_json(run_dir / rundir.STAGES, unfreezing.stage_log)
+    if (run_dir / rundir.BEST_WEIGHTS).exists():
+        model.load_weights(str(run_dir / rundir.BEST_WEIGHTS))
+    set_trainable_layers(groups, "all")
+    return history
+
+
+def _interactive():
+    import sys
+
+    return sys.stdout.isatty()
+
+
+def evaluate_splits(prepared, batch_size) -> dict:
+    """Loss and accuracy of the (restored best) model on validation and test."""
+    metrics = {}
+    for split in ("validation", "test"):
+        if split in prepared.features:
+            values = prepared.classifier.evaluate(
+                prepared.dataset(split, batch_size), verbose=0, return_dict=True
+            )
+            metrics[split] = {k: float(v) for k, v in values.items()}
+    return metrics

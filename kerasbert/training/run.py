@@ -1,0 +1,200 @@
+"""A whole run from its config: the run directory, `fit`, the export, its evaluation and the report.
+
+`train(config)` is what `python -m kerasbert.train` calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from kerasbert import rundir
+from kerasbert.config_loading import dump_config
+from kerasbert.data.pipeline import (
+    steps_per_epoch,
+)
+from kerasbert.evaluation.report import write_report
+from kerasbert.evaluation.runs import write_data_summary
+from kerasbert.evaluation.saved_model_classifier import SavedModelClassifier
+from kerasbert.evaluation.scoring import evaluate_saved_model
+from kerasbert.exporting.exporter import export_run_dir
+from kerasbert.files import write_json
+from kerasbert.training import baseline as baseline_lib
+from kerasbert.training.distribute import is_chief
+from kerasbert.training.fit import evaluate_splits, fit, prepare
+from kerasbert.training.resume import (
+    read_status,
+    write_status,
+)
+
+log = logging.getLogger(__name__)
+
+
+def save_run(prepared, config, run_dir, metrics):
+    """Writes the resolved config, label map, metrics and model to the run."""
+    write_json(run_dir / rundir.METRICS, metrics)
+    prepared.classifier.save(str(run_dir / rundir.MODEL))
+    prepared.tokenizer.save_to_preset(str(run_dir / rundir.TOKENIZER))
+
+
+def write_run_header(prepared, config, run_dir):
+    (run_dir / rundir.CONFIG).write_text(dump_config(config), encoding="utf-8")
+    label_map = {
+        "labels": prepared.splits.labels,
+        "bin_edges": prepared.splits.bin_edges,
+        "text_pair": "text_pair" in prepared.splits.train,
+        "dropped_rows": prepared.splits.dropped,
+    }
+    write_json(run_dir / rundir.LABELS, label_map)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict
+    export_dir: Path | None
+
+
+def check_fits_the_data(training_config, train_rows):
+    """Refuses settings that the training split is too small for.
+
+    Raises:
+        ValueError: `gradient_accumulation_steps` exceeds the run's batches,
+            so the weights would never change.
+    """
+    cfg = training_config
+    batches = steps_per_epoch(train_rows, cfg.batch_size) * cfg.epochs
+    if cfg.gradient_accumulation_steps > batches:
+        raise ValueError(
+            f"training.gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) exceeds "
+            f"the run's {batches} batches, so the weights would never be updated"
+        )
+
+
+def train(config, resume_dir=None) -> RunResult:
+    """Fine-tunes, evaluates, saves and exports the run a config describes.
+
+    Args:
+        config: a validated `kerasbert.config.Config`.
+        resume_dir: a run directory to continue from its last epoch; its
+            saved config must equal `config`.
+
+    Returns:
+        The run directory, the final metrics and the export directory.
+
+    Raises:
+        ValueError: the run to resume finished already, or was made with
+            another config.
+    """
+    if resume_dir is not None:
+        check_resumable(resume_dir, config)
+    prepared = prepare(config)
+    check_fits_the_data(config.training, len(prepared.splits.train))
+    # In a cluster only the chief writes the run and the export; the other
+    # workers take part in every step but keep their files in a scratch dir.
+    chief = is_chief()
+    if resume_dir is not None:
+        run_dir = Path(resume_dir)
+    elif chief:
+        run_dir = rundir.make_run_dir(config.training.runs_dir, config.name)
+        write_run_header(prepared, config, run_dir)
+    else:
+        run_dir = Path(tempfile.mkdtemp(prefix="kerasbert-worker-"))
+    log.info("run directory: %s", run_dir)
+    write_status(run_dir, "running")
+    if chief:
+        write_data_summary(prepared.splits, run_dir)
+        if config.training.baseline:
+            baseline_lib.write_baseline(prepared.splits, run_dir, seed=config.seed)
+    fit(prepared, config, run_dir, resume=resume_dir is not None)
+    metrics = evaluate_splits(prepared, config.training.batch_size)
+    export_dir = None
+    if chief:
+        save_run(prepared, config, run_dir, metrics)
+        if config.export.enabled:
+            # From the run directory alone: what ships is what the run holds.
+            export_dir = export_run_dir(run_dir)
+            metrics = evaluate_export(
+                prepared.splits, export_dir, run_dir, metrics, config.training.batch_size
+            )
+        write_report_safely(run_dir)
+    write_status(run_dir, "finished", export=str(export_dir) if export_dir else None)
+    # A finished run is never resumed; its saved state would only double
+    # the run's size on disk.
+    shutil.rmtree(run_dir / rundir.STATE_DIR, ignore_errors=True)
+    return RunResult(run_dir, metrics, export_dir)
+
+
+def evaluate_export(splits, export_dir, run_dir, metrics, batch_size) -> dict:
+    """Scores the exported SavedModel on validation and test, into metrics.json.
+
+    The export is what ships, so its metrics (through the serving signature,
+    tokenizer in the graph) are the run's final ones; the test split's
+    per-example predictions go to `test_predictions.csv` for the report.
+
+    Returns:
+        `metrics` with each split's entry updated by
+        `kerasbert.evaluate.evaluate_saved_model`.
+    """
+    model = SavedModelClassifier(export_dir)
+    for split, frame in splits.items():
+        if split == "train":
+            continue
+        predictions = run_dir / rundir.TEST_PREDICTIONS if split == "test" else None
+        metrics.setdefault(split, {}).update(
+            evaluate_saved_model(
+                model,
+                frame["text"].tolist(),
+                frame["label"].tolist(),
+                frame["text_pair"].tolist() if "text_pair" in frame else None,
+                batch_size=batch_size,
+                predictions_path=predictions,
+            )
+        )
+    write_json(run_dir / rundir.METRICS, metrics)
+    return metrics
+
+
+def write_report_safely(run_dir):
+    """Writes report.html; a failure is logged, not raised.
+
+    The run itself has succeeded by now and the report can be rebuilt from
+    the run directory with `python -m kerasbert.report <run_dir>`.
+    """
+    try:
+        write_report(run_dir)
+    except Exception:
+        log.exception(
+            "could not write %s/report.html; rebuild it with python -m kerasbert.report %s",
+            run_dir,
+            run_dir,
+        )
+
+
+def check_resumable(run_dir, config):
+    """Refuses a missing, finished or differently configured run."""
+    run_dir = Path(run_dir)
+    saved_config = run_dir / rundir.CONFIG
+    if not saved_config.is_file():
+        raise ValueError(f"--resume {run_dir}: not a run directory (no config.yaml)")
+    status = read_status(run_dir)
+    if status == "finished":
+        raise ValueError(f"--resume {run_dir}: the run finished already; start a new run instead")
+    if saved_config.read_text(encoding="utf-8") != dump_config(config):
+        raise ValueError(
+            f"--resume {run_dir}: the config differs from the one the run was started "
+            f"with ({saved_config}); resume with that config"
+        )
+
+
+def summarize(metrics) -> str:
+    parts = []
+    for split, values in metrics.items():
+        parts.append(
+            f"{split}: "
+            + ", ".join(f"{k}={v:.4f}" for k, v in values.items() if isinstance(v, float))
+        )
+    return "; ".join(parts)

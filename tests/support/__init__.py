@@ -1,0 +1,1 @@
+"""Harnesses the tests share: servers in subprocesses, tiny models."""

@@ -1,0 +1,111 @@
+"""`python -m kerasbert.serve` in a subprocess, for tests and the conformance suite."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from kerasbert.serving.server import READY_MESSAGE, url_host
+
+
+class ServerProcess:
+    """`python -m kerasbert.serve ARGS` in a subprocess, on a free loopback port.
+
+    It waits until the server answers (its models loaded), and `stop()` (or
+    leaving the `with` block) terminates it. The server's output goes to
+    `log_path` (a temporary file by default).
+
+    Args:
+        args: flags for `kerasbert.serve`, e.g. `["--model_name", "tiny",
+            "--model_base_path", "/tmp/tiny"]`.
+        startup_timeout: seconds to wait for it to serve.
+        env: the subprocess's environment; this one by default.
+        log_path: where its output goes.
+
+    Example:
+
+    >>> with ServerProcess(["--model_name", "quickstart", "--model_base_path", "saved_models/quickstart"]) as server:
+    ...     ServingClient(server.url, "quickstart").predict(["What a superb film."])
+    """
+
+    def __init__(self, args: Sequence[str], *, startup_timeout=300.0, env=None, log_path=None):
+        self.args = [str(a) for a in args]
+        self.startup_timeout = startup_timeout
+        self.env = dict(os.environ if env is None else env)
+        self.env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        self.env["PYTHONUNBUFFERED"] = "1"
+        self.log_path = Path(log_path) if log_path else None
+        self.url = None
+        self._process = None
+        self._log_file = None
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def log_text(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def start(self) -> "ServerProcess":
+        if self.log_path is None:
+            handle, name = tempfile.mkstemp(prefix="kerasbert-serve-", suffix=".log")
+            os.close(handle)
+            self.log_path = Path(name)
+        self._log_file = open(self.log_path, "wb")
+        command = [
+            sys.executable,
+            "-m",
+            "kerasbert.serve",
+            "--host",
+            "127.0.0.1",
+            "--rest_api_port",
+            "0",
+            *self.args,
+        ]
+        self._process = subprocess.Popen(
+            command, stdout=self._log_file, stderr=subprocess.STDOUT, env=self.env
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        pattern = re.compile(re.escape(READY_MESSAGE) + r"(\S+):(\d+)")
+        while True:
+            match = pattern.search(self.log_text())
+            if match:
+                host = match.group(1).strip("[]")
+                self.url = f"http://{url_host(host)}:{match.group(2)}"
+                return self
+            if self._process.poll() is not None:
+                code = self._process.returncode
+                self.stop()
+                raise RuntimeError(
+                    f"kerasbert.serve exited with status {code} before serving:\n{self.log_text()[-4000:]}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(
+                    f"kerasbert.serve did not serve within {self.startup_timeout:.0f} s:\n{self.log_text()[-4000:]}"
+                )
+            time.sleep(0.1)
+
+    def stop(self, timeout=20.0):
+        """Terminates the server (SIGTERM, then SIGKILL after `timeout` seconds)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None

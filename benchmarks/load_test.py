@@ -299,7 +299,7 @@ def main(argv=None) -> int:
         # The tests' harness for a server in a subprocess; this script runs
         # from benchmarks/, so the repository root goes on the path first.
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from tests.support.server_process import ServerProcess
+        from tests.support.servers import ServerProcess
 
         base = ["--model_name", args.model_name, "--model_base_path", args.model_base_path]
         batching = [

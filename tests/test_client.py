@@ -10,7 +10,7 @@ from kerasbert.client import ServingClient, ServingError
 from kerasbert.serving.app import create_app
 from kerasbert.serving.model_config import ServedModelConfig
 from kerasbert.serving.model_manager import ModelManager
-from kerasbert.serving.server import background_server
+from tests.support.servers import background_server
 
 TEXTS = [
     "the film was great and lovely",

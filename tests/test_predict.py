@@ -211,7 +211,7 @@ def test_server_predict_fn_writes_the_client_predictions_in_order(tmp_path):
 
 
 def test_server_mode_matches_the_saved_model(exported_model, loaded, tmp_path, capsys):
-    from tests.support.server_process import ServerProcess
+    from tests.support.servers import ServerProcess
 
     base = tmp_path / "models" / "tiny"
     shutil.copytree(exported_model, base / "1")

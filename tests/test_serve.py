@@ -42,7 +42,7 @@ from kerasbert.serving.rest.requests import (
 )
 from kerasbert.serving.rest.responses import classify_response_json, predict_response_json
 from kerasbert.serving.servables import Servable
-from kerasbert.serving.server import background_server
+from tests.support.servers import background_server
 
 REPO = Path(__file__).resolve().parents[1]
 

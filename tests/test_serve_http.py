@@ -20,7 +20,7 @@ from kerasbert.serving.app import create_app
 from kerasbert.serving.model_config import ServedModelConfig
 from kerasbert.serving.model_manager import ModelManager
 from kerasbert.serving.servables import Servable
-from kerasbert.serving.server import background_server
+from tests.support.servers import background_server
 
 TIMEOUT = httpx.Timeout(60.0)
 TEXTS = [

@@ -10,7 +10,7 @@ import pytest
 from kerasbert.serving.app import create_app
 from kerasbert.serving.model_config import ServedModelConfig
 from kerasbert.serving.model_manager import ModelManager
-from kerasbert.serving.server import background_server
+from tests.support.servers import background_server
 
 LOAD_TEST = Path(__file__).resolve().parents[1] / "benchmarks" / "load_test.py"
 

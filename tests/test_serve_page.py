@@ -12,7 +12,7 @@ import pytest
 from kerasbert.serving.app import create_app
 from kerasbert.serving.model_config import ServedModelConfig
 from kerasbert.serving.model_manager import ModelManager
-from kerasbert.serving.server import background_server
+from tests.support.servers import background_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -129,7 +129,7 @@ class ExportCheck:
 def _child_env(extra):
     """This environment, quiet, with this kerasbert first on the path: the
     process runs this source even in an environment that never installed it."""
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])  # the directory that holds kerasbert/
     path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=path, **(extra or {}))
 

@@ -1,19 +1,17 @@
-"""Running the REST app: on a socket with uvicorn, in the foreground or in a background thread."""
+"""What `python -m kerasbert.serve` runs the REST app on: a listening socket and a uvicorn server."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
-import time
-from typing import Iterator
 
 import uvicorn
 
+# What the server logs once it listens, as tensorflow_model_server does.
 READY_MESSAGE = "Exporting HTTP/REST API at:"
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host:port` (port 0: any free one) and listening."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -27,6 +25,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def uvicorn_server(app) -> uvicorn.Server:
+    """A uvicorn server for `app`, quiet, that leaves the process's logging alone."""
     # log_config=None: uvicorn's own dictConfig would close every logging
     # handler of the host process (a notebook's, pytest's); its loggers go
     # through whatever logging the process has instead.
@@ -41,34 +40,6 @@ def uvicorn_server(app) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
-@contextlib.contextmanager
-def background_server(app, host="127.0.0.1", port=0) -> Iterator[str]:
-    """Serves `app` from a thread of this process (tests, notebooks); yields its URL.
-
-    Example:
-
-    >>> with background_server(create_app(manager)) as url:
-    ...     httpx.get(f"{url}/v1/models/quickstart").json()
-    """
-    sock = listening_socket(host, port)
-    server = uvicorn_server(app)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="kerasbert-serve", daemon=True
-    )
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if not server.started:
-            raise RuntimeError("The background server did not start")
-        bound_host, bound_port = sock.getsockname()[:2]
-        yield f"http://{url_host(bound_host)}:{bound_port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
-
-
 def url_host(host: str) -> str:
+    """`host` as it goes into a URL: an IPv6 address in brackets."""
     return f"[{host}]" if ":" in host else host

@@ -26,7 +26,7 @@ import shutil
 import httpx
 import pytest
 
-from tests.support.server_process import ServerProcess
+from tests.support.servers import ServerProcess
 
 LOCAL_MAX_BODY_BYTES = 65536
 

@@ -1,17 +1,19 @@
-"""`python -m kerasbert.serve` in a subprocess, for tests and the conformance suite."""
+"""Servers for tests: `python -m kerasbert.serve` in a subprocess, or an app in a thread of this process."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
-from kerasbert.serving.server import READY_MESSAGE, url_host
+from kerasbert.serving.server import READY_MESSAGE, listening_socket, url_host, uvicorn_server
 
 
 class ServerProcess:
@@ -109,3 +111,32 @@ class ServerProcess:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+
+@contextlib.contextmanager
+def background_server(app, host="127.0.0.1", port=0) -> Iterator[str]:
+    """Serves `app` from a thread of this process; yields its URL.
+
+    Example:
+
+    >>> with background_server(create_app(manager)) as url:
+    ...     httpx.get(f"{url}/v1/models/quickstart").json()
+    """
+    sock = listening_socket(host, port)
+    server = uvicorn_server(app)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="kerasbert-serve", daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not server.started:
+            raise RuntimeError("The background server did not start")
+        bound_host, bound_port = sock.getsockname()[:2]
+        yield f"http://{url_host(bound_host)}:{bound_port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()

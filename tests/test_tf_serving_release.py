@@ -135,3 +135,82 @@ def test_a_run_trained_under_mirrored_and_exported_again_answers_under_the_relea
         for d in (result.export_dir, again)
     )
     np.testing.assert_array_equal(first["logits"], second["logits"])
+
+
+def test_a_multi_worker_run_answers_under_the_release(release_python, tmp_path):
+    import json
+    import os
+
+    from tests.test_distribute import free_port, write_config
+
+    config = write_config(tmp_path, "workers", "multi_worker_mirrored")
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    workers = []
+    for index in range(2):
+        task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "kerasbert.train", "--config", str(config)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "TF_CONFIG": json.dumps(task)},
+            )
+        )
+    try:
+        for worker in workers:
+            _, err = worker.communicate(timeout=600)
+            assert worker.returncode == 0, err[-3000:]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    (saved_model,) = (tmp_path / "workers" / "saved_models").rglob("saved_model.pb")
+    version_dir = saved_model.parent
+    records = check_export(
+        version_dir, tf2_load_run(version_dir), ExportCheck(python=release_python)
+    )
+    assert records == 4
+
+
+def test_a_resumed_run_answers_under_the_release(release_python, tmp_path):
+    import signal
+    import time
+
+    from tests.test_resume import DETERMINISTIC, TRAIN, only_run, saved_epoch, write_config
+
+    config = write_config(tmp_path, "killed")
+    process = subprocess.Popen(
+        [*TRAIN, "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=DETERMINISTIC,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        run_dir = None
+        while time.monotonic() < deadline and process.poll() is None:
+            runs = tmp_path / "runs" / "killed"
+            if runs.is_dir() and any(runs.iterdir()):
+                run_dir = only_run(tmp_path, "killed")
+                if saved_epoch(run_dir) >= 1:
+                    break
+            time.sleep(0.02)
+        assert process.poll() is None, "training ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    resumed = subprocess.run(
+        [*TRAIN, "--config", str(config), "--resume", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0 and "resuming at epoch" in resumed.stderr, resumed.stderr[-2000:]
+    version_dir = export_run_dir(run_dir, base_path=tmp_path / "sm")
+    records = check_export(
+        version_dir, tf2_load_run(version_dir), ExportCheck(python=release_python)
+    )
+    assert records == 4

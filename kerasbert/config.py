@@ -312,7 +312,8 @@ class TrainingConfig(_Section):
             if total != self.epochs:
                 raise ValueError(
                     f"unfreezing stages sum to {total} epochs but epochs is "
-                    f"{self.epochs}; make them equal"
+                    f"{self.epochs}; make them equal (overriding epochs, override "
+                    "`training.unfreezing` too)"
                 )
         return self
 

@@ -252,3 +252,21 @@ def test_runtime_and_new_training_keys_default_to_automatic_choices(tmp_path):
     )
     assert (config.training.gradient_accumulation_steps, config.training.bucket_window) == (1, 50)
     assert config.model.pooling == "cls"
+
+
+def test_the_readme_override_example_is_a_valid_config():
+    """The README's `--set` example, exactly as printed there, loads."""
+    import shlex
+
+    from tests.support.tiny import REPO
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index(".venv/bin/python -m kerasbert.train --config configs/quickstart.yaml --set")
+    command = text[start : text.index("```", start)].replace("\\\n", " ")
+    argv = shlex.split(command)[3:]
+    assert argv[:2] == ["--config", "configs/quickstart.yaml"]
+    overrides = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--set"]
+    assert len(overrides) == 3
+    config = load_config(REPO / argv[1], overrides)
+    assert config.training.epochs == 2 and config.model.dropout == 0.2
+    assert [stage.epochs for stage in config.training.unfreezing] == [1, 1]

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,17 +23,8 @@ from kerasbert.evaluation.saved_model_classifier import SavedModelClassifier
 from kerasbert.evaluation.scoring import evaluate_saved_model
 from kerasbert.files import write_json
 from kerasbert.training.baseline import write_baseline
+from tests.support.browser import launch, needs_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ALL_PLOTS = {
     "class_balance",
     "text_lengths",
@@ -129,14 +119,14 @@ def test_report_and_every_plot_are_written(full_run):
     assert "TF-IDF" in html
 
 
+@needs_chromium
 def test_report_images_all_load_in_headless_chromium(full_run, tmp_path):
     from playwright import sync_api
 
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)"
     screenshot = tmp_path / "report.png"
 
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = launch(playwright)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto((full_run / "report.html").as_uri())

@@ -1,10 +1,9 @@
 """The try-it page at `/`, driven in headless Chromium with Playwright.
 
-Needs `/usr/bin/chromium` (Debian's `chromium` package; `.ci/run` installs it).
+Needs `/usr/bin/chromium` (see `tests/support/browser.py`).
 """
 
 import shutil
-from pathlib import Path
 
 import httpx
 import pytest
@@ -12,22 +11,8 @@ import pytest
 from kerasbert.serving.app import create_app
 from kerasbert.serving.model_config import ServedModelConfig
 from kerasbert.serving.model_manager import ModelManager
+from tests.support.browser import launch, needs_chromium
 from tests.support.servers import background_server
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def test_chromium_is_installed():
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)"
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +32,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000
-        )
+        browser = launch(playwright, timeout=60_000)
         yield browser
         browser.close()
 
@@ -63,6 +46,7 @@ def test_page_is_self_contained_and_lists_the_models(url):
     assert "http://" not in html and "https://" not in html and " src=" not in html
 
 
+@needs_chromium
 def test_page_classifies_texts_and_draws_probability_bars(url, browser, tmp_path):
     texts = [
         "the film was great and lovely",
@@ -105,6 +89,7 @@ def test_page_classifies_texts_and_draws_probability_bars(url, browser, tmp_path
     assert (tmp_path / "page.png").stat().st_size > 10_000
 
 
+@needs_chromium
 def test_page_shows_the_servers_errors(url, browser):
     page = browser.new_page()
     page.goto(f"{url}/", timeout=60_000)

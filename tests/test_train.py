@@ -349,3 +349,41 @@ def test_each_unfreezing_stage_peaks_at_its_own_rate_or_the_schedules(tmp_path, 
     trace = pd.read_csv(result.run_dir / "lr_trace.csv")
     peaks = trace.groupby("epoch")["learning_rate"].max().tolist()
     assert peaks == pytest.approx([2e-2, 1e-3, 1e-4], rel=0.05)
+
+
+def test_unfreezing_under_a_constant_rate_runs_every_stage(reviews_csv, tmp_path):
+    """There is no cycle to restart: the stages unfreeze, the rate stays."""
+    stages = [{"epochs": 1, "trainable_layers": 0}, {"epochs": 1, "trainable_layers": "all"}]
+    config = tiny_config_dict(
+        reviews_csv,
+        tmp_path,
+        training={"epochs": 2, "unfreezing": stages},
+        export={"enabled": False},
+    )
+    assert "schedule" not in config["training"]  # the default: a constant rate
+    result = train(config_from_dict(config))
+    assert json.loads((result.run_dir / "status.json").read_text())["status"] == "finished"
+    logged = json.loads((result.run_dir / "stages.json").read_text())
+    assert [stage["trainable_layers"] for stage in logged] == [0, "all"]
+    assert logged[0]["trainable_params"] < logged[1]["trainable_params"]
+
+
+def test_a_run_that_fails_is_marked_failed_and_not_taken_for_the_latest(
+    reviews_csv, tmp_path, monkeypatch
+):
+    from kerasbert.evaluation.runs import resolve_run_dir
+    from kerasbert.training import run
+
+    config = config_from_dict(tiny_config_dict(reviews_csv, tmp_path, export={"enabled": False}))
+    finished = train(config).run_dir
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(run, "fit", fails)
+    with pytest.raises(RuntimeError, match="the disk is full"):
+        train(config)
+    (failed,) = [p for p in finished.parent.iterdir() if p != finished]
+    assert json.loads((failed / "status.json").read_text())["status"] == "failed"
+    assert failed.name > finished.name
+    assert resolve_run_dir(finished.parent) == finished

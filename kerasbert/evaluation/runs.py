@@ -108,7 +108,7 @@ class Run:
 
 
 def resolve_run_dir(path) -> Path:
-    """A run directory: `path`, or the latest run under `runs/<name>`.
+    """A run directory: `path`, or the latest run under `runs/<name>` that did not fail.
 
     Raises:
         FileNotFoundError: `path` is missing or holds no run.
@@ -119,13 +119,23 @@ def resolve_run_dir(path) -> Path:
     if any((path / marker).is_file() for marker in rundir.MARKERS):
         return path
     runs = sorted(
-        p for p in path.iterdir() if p.is_dir() and any((p / m).is_file() for m in rundir.MARKERS)
+        p
+        for p in path.iterdir()
+        if p.is_dir() and any((p / m).is_file() for m in rundir.MARKERS) and not _failed(p)
     )
     if not runs:
         raise FileNotFoundError(
             f"{path}: not a run directory (no {', '.join(rundir.MARKERS)}) and no runs in it"
         )
     return runs[-1]
+
+
+def _failed(run_dir) -> bool:
+    status = run_dir / rundir.STATUS
+    return (
+        status.is_file()
+        and json.loads(status.read_text(encoding="utf-8")).get("status") == "failed"
+    )
 
 
 def load_run(path) -> Run:

@@ -181,7 +181,8 @@ def fit(prepared, config, run_dir, resume=False):
     stages = [(s.epochs, s.trainable_layers) for s in cfg.unfreezing or []]
     groups = compile_for_stage(prepared, cfg, stages[0][1] if stages else "all")
     steps = steps_per_epoch(len(prepared.splits.train), cfg.batch_size)
-    restart = bool(stages) and cfg.schedule.restart_each_stage
+    # Each stage restarts the cycle, when there is a cycle to restart.
+    restart = bool(stages) and cfg.schedule.mode != "constant" and cfg.schedule.restart_each_stage
     schedule = make_schedule(cfg.schedule, (stages[0][0] if restart else cfg.epochs) * steps)
     stateful = {}
     callbacks = []

@@ -150,7 +150,7 @@ def _plain(value):
 
 
 def write_status(run_dir, status, **extra):
-    """Marks a run `running` or `finished` in `<run>/status.json`."""
+    """Marks a run `running`, `finished` or `failed` in `<run>/status.json`."""
     path = Path(run_dir) / rundir.STATUS
     write_bytes(path, lambda f: f.write(json.dumps({"status": status, **extra}).encode()))
 

@@ -105,11 +105,25 @@ def train(config, resume_dir=None) -> RunResult:
         run_dir = Path(tempfile.mkdtemp(prefix="kerasbert-worker-"))
     log.info("run directory: %s", run_dir)
     write_status(run_dir, "running")
+    try:
+        metrics, export_dir = _run(prepared, config, run_dir, chief, resume_dir is not None)
+    except BaseException:
+        # Still resumable from its last epoch; never taken for the latest run.
+        write_status(run_dir, "failed")
+        raise
+    write_status(run_dir, "finished", export=str(export_dir) if export_dir else None)
+    # A finished run is never resumed; its saved state would only double
+    # the run's size on disk.
+    shutil.rmtree(run_dir / rundir.STATE_DIR, ignore_errors=True)
+    return RunResult(run_dir, metrics, export_dir)
+
+
+def _run(prepared, config, run_dir, chief, resume):
     if chief:
         write_data_summary(prepared.splits, run_dir)
         if config.training.baseline:
             baseline_lib.write_baseline(prepared.splits, run_dir, seed=config.seed)
-    fit(prepared, config, run_dir, resume=resume_dir is not None)
+    fit(prepared, config, run_dir, resume=resume)
     metrics = evaluate_splits(prepared, config.training.batch_size)
     export_dir = None
     if chief:
@@ -121,11 +135,7 @@ def train(config, resume_dir=None) -> RunResult:
                 prepared.splits, export_dir, run_dir, metrics, config.training.batch_size
             )
         write_report_safely(run_dir)
-    write_status(run_dir, "finished", export=str(export_dir) if export_dir else None)
-    # A finished run is never resumed; its saved state would only double
-    # the run's size on disk.
-    shutil.rmtree(run_dir / rundir.STATE_DIR, ignore_errors=True)
-    return RunResult(run_dir, metrics, export_dir)
+    return metrics, export_dir
 
 
 def evaluate_export(splits, export_dir, run_dir, metrics, batch_size) -> dict:

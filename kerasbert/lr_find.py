@@ -23,7 +23,8 @@ def parse_args(argv=None):
         "--stage",
         type=int,
         default=None,
-        help="index into training.unfreezing: sweep with that stage's layers trainable",
+        help="sweep with stage K's layers trainable, counting from 1 as training prints "
+        "'Stage K/N' (default: every layer)",
     )
     parser.add_argument("--steps", type=int, default=100, help="the most steps (default 100)")
     parser.add_argument("--min-lr", type=float, default=1e-7)
@@ -41,19 +42,19 @@ def _main(args):
 
     config = load_config(args.config, args.overrides)
     stages = config.training.unfreezing or []
-    if args.stage is not None and not 0 <= args.stage < len(stages):
+    if args.stage is not None and not 1 <= args.stage <= len(stages):
         raise ValueError(
             f"--stage {args.stage}: the config has {len(stages)} unfreezing stage(s); "
-            f"give 0 to {len(stages) - 1}"
+            f"give 1 to {len(stages)}"
             if stages
             else f"--stage {args.stage}: the config has no training.unfreezing stages"
         )
     cli.setup(args.debug)
     from kerasbert.training.fit import compile_for_stage, prepare
-    from kerasbert.training.lr_range import lr_range_test, write_range_test
+    from kerasbert.training.lr_range import lr_range_test, unclear_minimum, write_range_test
 
     prepared = prepare(config)
-    trainable_layers = stages[args.stage].trainable_layers if args.stage is not None else "all"
+    trainable_layers = stages[args.stage - 1].trainable_layers if args.stage is not None else "all"
     compile_for_stage(prepared, config.training, trainable_layers)
     result = lr_range_test(
         prepared.classifier,
@@ -75,12 +76,15 @@ def _main(args):
         "steps": len(result.learning_rates),
         "diverged": result.diverged,
         "trainable_layers": trainable_layers,
+        "warning": unclear_minimum(result),
     }
     (output / rundir.LR_FIND_SUGGESTION).write_text(json.dumps(summary, indent=2) + "\n")
     print(
         f"suggested maximal_learning_rate: {result.suggestion:.3g} (minimum of the smoothed loss / 10)"
     )
-    print(f"wrote {output / 'lr_find.csv'} and {output / 'lr_find.png'}")
+    if summary["warning"]:
+        print(f"warning: {summary['warning']}", file=sys.stderr)
+    print(f"wrote {output / rundir.LR_FIND_TABLE} and {output / rundir.LR_FIND_PLOT}")
     return 0
 
 

@@ -87,6 +87,23 @@ def test_empty_text_and_missing_label_rows_are_dropped_and_counted(tmp_path):
     assert len(splits.train) + len(splits.validation) == 27
 
 
+def test_an_empty_second_text_is_kept_and_an_empty_first_text_dropped(tmp_path):
+    frame = make_reviews(30)
+    frame["text_pair"] = ["is it good?", "", "   ", None, "when?"] * 6
+    frame.loc[0, "text"] = ""
+    path = tmp_path / "pairs.csv"
+    frame.to_csv(path, index=False)
+    splits = load_splits(
+        DataConfig(
+            path=str(path), text_pair_column="text_pair", split={"validation": 0.2, "test": 0.2}
+        )
+    )
+    kept = pd.concat([splits.train, splits.validation, splits.test])
+    assert len(kept) == 29 and sum(splits.dropped.values()) == 1
+    assert (kept["text_pair"].str.strip() == "").sum() == 18  # "", "   " and None, 6 each
+    assert (kept["text"] != "").all()
+
+
 def test_missing_column_lists_what_was_found(tmp_path):
     path = write(make_reviews(30), tmp_path / "r.csv")
     with pytest.raises(

@@ -17,7 +17,7 @@ from kerasbert.training.lr_range import (
     suggest_learning_rate,
     sweep_learning_rate,
 )
-from tests.support.tiny import tiny_config_dict
+from tests.support.tiny import QUICKSTART_CSV, tiny_config_dict
 
 
 def test_sweep_is_exponential_from_min_to_max():
@@ -44,7 +44,6 @@ def test_suggestion_is_a_tenth_of_the_minimum_loss_rate():
 
 @pytest.fixture(scope="module")
 def prepared_tiny(tmp_path_factory, request):
-    from tests.support.tiny import QUICKSTART_CSV
 
     tmp = tmp_path_factory.mktemp("lr_find")
     config = config_from_dict(tiny_config_dict(QUICKSTART_CSV, tmp))
@@ -92,7 +91,6 @@ def test_bad_range_is_refused(prepared_tiny):
 
 
 def test_cli_writes_csv_png_and_suggestion(tmp_path):
-    from tests.support.tiny import QUICKSTART_CSV
 
     raw = tiny_config_dict(
         QUICKSTART_CSV,
@@ -116,7 +114,7 @@ def test_cli_writes_csv_png_and_suggestion(tmp_path):
             "--config",
             str(path),
             "--stage",
-            "1",
+            "2",
             "--steps",
             "30",
             "--output",
@@ -135,7 +133,6 @@ def test_cli_writes_csv_png_and_suggestion(tmp_path):
 
 
 def test_cli_refuses_a_stage_that_does_not_exist(tmp_path):
-    from tests.support.tiny import QUICKSTART_CSV
 
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(tiny_config_dict(QUICKSTART_CSV, tmp_path)))
@@ -149,3 +146,43 @@ def test_cli_refuses_a_stage_that_does_not_exist(tmp_path):
     assert done.stderr.strip().splitlines() == [
         "error: --stage 3: the config has no training.unfreezing stages"
     ]
+
+
+@pytest.mark.parametrize(
+    "losses, diverged, warning",
+    [
+        ([1.0, 0.8, 0.5, 0.9, 3.0], True, None),
+        ([0.5, 0.8, 1.0, 2.0, 5.0], True, "lowest at the first learning rate"),
+        ([2.0, 1.5, 1.0, 0.8, 0.5], False, "still falling at the last learning rate"),
+    ],
+)
+def test_a_sweep_without_a_minimum_says_so(losses, diverged, warning):
+    from kerasbert.training.lr_range import RangeTestResult, smooth_losses, unclear_minimum
+
+    rates = [1e-5 * 10**i for i in range(len(losses))]
+    result = RangeTestResult(rates, losses, smooth_losses(losses, beta=0.0), 1e-4, diverged)
+    found = unclear_minimum(result)
+    assert (found is None) if warning is None else (warning in found)
+
+
+def test_stages_count_from_one_as_training_prints_them(tmp_path, capsys):
+    from kerasbert import lr_find
+
+    raw = tiny_config_dict(
+        QUICKSTART_CSV,
+        tmp_path,
+        training={
+            "epochs": 2,
+            "unfreezing": [
+                {"epochs": 1, "trainable_layers": 0},
+                {"epochs": 1, "trainable_layers": "all"},
+            ],
+        },
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    for stage in ("0", "3"):
+        assert lr_find.main(["--config", str(path), "--stage", stage]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"error: --stage {stage}: the config has 2 unfreezing stage(s); give 1 to 2"
+        )

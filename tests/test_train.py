@@ -387,3 +387,35 @@ def test_a_run_that_fails_is_marked_failed_and_not_taken_for_the_latest(
     assert json.loads((failed / "status.json").read_text())["status"] == "failed"
     assert failed.name > finished.name
     assert resolve_run_dir(finished.parent) == finished
+
+
+def test_a_preset_that_cannot_be_downloaded_is_one_line_saying_what_to_do(
+    reviews_csv, tmp_path, monkeypatch, capsys
+):
+    import keras_hub
+    import requests
+    import yaml
+
+    from kerasbert import train as train_cli
+
+    def offline(*args, **kwargs):
+        # What keras-hub's download gives without network, as raised offline.
+        raise requests.exceptions.ConnectionError(
+            "HTTPSConnectionPool(host='api.kaggle.com', port=443): Max retries exceeded with url: "
+            "/v1/models.ModelApiService/DownloadModelInstanceVersion (Caused by NameResolutionError)"
+        )
+
+    monkeypatch.setattr(keras_hub.models.Backbone, "from_preset", offline)
+    raw = tiny_config_dict(reviews_csv, tmp_path)
+    raw["model"] = {"preset": "bert_tiny_en_uncased", "sequence_length": 16}
+    config = tmp_path / "preset.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert train_cli.main(["--config", str(config)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line.startswith(
+        "error: model.preset 'bert_tiny_en_uncased': could not download it (ConnectionError: "
+        "HTTPSConnectionPool(host='api.kaggle.com'"
+    ), line
+    assert line.endswith(
+        "Without network, give a local directory instead, in Keras preset or Hugging Face format (config.json, model.safetensors, vocab.txt)."
+    )

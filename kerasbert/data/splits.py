@@ -158,9 +158,11 @@ def _clean(frame: pd.DataFrame, cfg, source) -> tuple[pd.DataFrame, int]:
     for column in text_columns:
         frame[column] = frame[column].map(as_text)
     label = frame["label"]
-    usable = label.notna() & (label.astype(str).str.strip() != "")
-    for column in text_columns:
-        usable &= frame[column].str.strip() != ""
+    # An empty second text is kept: the pair is then the first text alone,
+    # as a served request with an empty `text_pair` is.
+    usable = (
+        label.notna() & (label.astype(str).str.strip() != "") & (frame["text"].str.strip() != "")
+    )
     frame = frame[usable].reset_index(drop=True)
     if cfg.binning is None:
         frame["label"] = frame["label"].map(label_text)

@@ -11,6 +11,8 @@ the same object feeds `tf.data` and the exported serving graph.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras_hub
 
 from kerasbert.models.checksums import verify_checksums
@@ -41,6 +43,33 @@ def family_of(backbone) -> str:
 # === Classifier ===
 
 
+def _backbone_from_preset(preset, dtype):
+    """keras-hub's `Backbone.from_preset`, with a download that fails said in one line."""
+    try:
+        return keras_hub.models.Backbone.from_preset(preset, dtype=dtype)
+    except Exception as error:  # noqa: BLE001  (requests, kagglehub and urllib raise their own)
+        if Path(preset).expanduser().exists() or not _is_download_error(error):
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise OSError(
+            f"model.preset {preset!r}: could not download it ({type(error).__name__}: "
+            f"{first[:300]}). Without network, give a local directory instead, in Keras "
+            "preset or Hugging Face format (config.json, model.safetensors, vocab.txt)."
+        ) from None
+
+
+def _is_download_error(error) -> bool:
+    """Whether `error` (or what caused it) is a network failure."""
+    while error is not None:
+        module = type(error).__module__.split(".")[0]
+        if module in ("requests", "urllib3", "urllib", "kagglehub", "socket", "http") or isinstance(
+            error, (ConnectionError, TimeoutError)
+        ):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def build_classifier(model_config, num_classes, texts=None, dtype=None):
     """Builds the backbone, its tokenizer and a classification head.
 
@@ -65,7 +94,7 @@ def build_classifier(model_config, num_classes, texts=None, dtype=None):
     if model_config.preset is not None:
         if model_config.preset_sha256:
             verify_checksums(model_config.preset, model_config.preset_sha256)
-        backbone = keras_hub.models.Backbone.from_preset(model_config.preset, dtype=dtype)
+        backbone = _backbone_from_preset(model_config.preset, dtype)
         family = family_of(backbone)
         tokenizer = preset_tokenizer(model_config.preset, family)
     else:

@@ -69,6 +69,27 @@ def suggest_learning_rate(learning_rates, smoothed) -> float:
     return min(finite)[1] / 10
 
 
+def unclear_minimum(result: RangeTestResult) -> str | None:
+    """Why the suggestion is not to be trusted, or None.
+
+    The smoothed loss should fall, bottom out and rise: a lowest point at
+    either end of the sweep means the minimum lies outside the range tried.
+    """
+    finite = [i for i, loss in enumerate(result.smoothed) if math.isfinite(loss)]
+    lowest = min(finite, key=lambda i: result.smoothed[i])
+    if lowest == 0:
+        return (
+            "the smoothed loss was lowest at the first learning rate of the sweep, so it shows "
+            "no minimum; lower --min-lr"
+        )
+    if lowest == len(result.smoothed) - 1 and not result.diverged:
+        return (
+            "the smoothed loss was still falling at the last learning rate of the sweep, so it "
+            "shows no minimum; raise --max-lr or --steps"
+        )
+    return None
+
+
 def lr_range_test(
     model,
     dataset,

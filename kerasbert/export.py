@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 
 from kerasbert import cli
-from kerasbert.exporting.inspection import describe_saved_model
 
 # === Command line ===
 
@@ -43,6 +42,9 @@ def _main(args):
         given = [flag for flag, value in run_flags.items() if value is not None]
         if given:
             raise ValueError(f"{', '.join(given)}: only with --run, not with --inspect")
+        # TensorFlow loads here, after the flags are parsed: --help is instant.
+        from kerasbert.exporting.inspection import describe_saved_model
+
         print(describe_saved_model(args.inspect))
         return 0
     cli.setup(args.debug)

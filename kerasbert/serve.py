@@ -39,12 +39,13 @@ import importlib.util
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kerasbert import cli
-from kerasbert.serving.app import create_app
-from kerasbert.serving.model_config import ServedModelConfig, read_model_config_file
-from kerasbert.serving.model_manager import ModelManager
 from kerasbert.serving.server import READY_MESSAGE, listening_socket, url_host, uvicorn_server
+
+if TYPE_CHECKING:
+    from kerasbert.serving.model_config import ServedModelConfig
 
 # The server's one logger, whichever of its modules writes.
 log = logging.getLogger("kerasbert.serve")
@@ -161,6 +162,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _model_configs(args) -> list[ServedModelConfig]:
+    # TensorFlow loads with these: after the flags are parsed, so --help is instant.
+    from kerasbert.serving.model_config import ServedModelConfig, read_model_config_file
+
     if args.model_config_file:
         return read_model_config_file(args.model_config_file)
     if not args.model_base_path:
@@ -205,6 +209,9 @@ def _main(args) -> int:
     )
     _check_flags(args)
     configs = _model_configs(args)
+    from kerasbert.serving.app import create_app
+    from kerasbert.serving.model_manager import ModelManager
+
     manager = ModelManager(configs, poll_wait_seconds=args.file_system_poll_wait_seconds)
     app = create_app(
         manager,

@@ -9,6 +9,7 @@ config.yaml         the resolved config          labels.json      labels, bin ed
 history.csv         per-epoch metrics            tensorboard/     TensorBoard logs
 lr_trace.csv        rate and momentum per step   stages.json      unfreezing stages
 metrics.json        final metrics                best.weights.h5  the best epoch's weights
+fit_summary.json    epochs run, early stop, the epoch kept
 model.keras         the model                    tokenizer/       its tokenizer (a preset dir)
 data_summary.json   the splits, described        baseline.json    TF-IDF + LR baseline
 test_predictions.csv                             report.html, plots/
@@ -28,6 +29,7 @@ HISTORY = "history.csv"
 TENSORBOARD = "tensorboard"
 LR_TRACE = "lr_trace.csv"
 STAGES = "stages.json"
+FIT_SUMMARY = "fit_summary.json"
 METRICS = "metrics.json"
 BEST_WEIGHTS = "best.weights.h5"
 MODEL = "model.keras"

@@ -313,3 +313,13 @@ def test_cli_directory_that_is_not_a_run_exits_2(tmp_path, capsys):
     assert status == 2
     assert "not a run directory" in capsys.readouterr().err
     assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_report_says_how_long_the_run_trained_and_which_epoch_it_kept(trained_run):
+    from kerasbert.evaluation.report import write_report
+
+    html = write_report(trained_run.run_dir).read_text(encoding="utf-8")
+    summary = json.loads((trained_run.run_dir / "fit_summary.json").read_text())
+    assert (
+        f"Trained 3 of 3 epochs; kept epoch {summary['kept_epoch']}, the best by val_loss" in html
+    )

@@ -419,3 +419,33 @@ def test_a_preset_that_cannot_be_downloaded_is_one_line_saying_what_to_do(
     assert line.endswith(
         "Without network, give a local directory instead, in Keras preset or Hugging Face format (config.json, model.safetensors, vocab.txt)."
     )
+
+
+def test_the_run_records_the_epochs_it_ran_and_the_epoch_it_kept(trained_run):
+    summary = json.loads((trained_run.run_dir / "fit_summary.json").read_text())
+    history = pd.read_csv(trained_run.run_dir / "history.csv")
+    assert summary["epochs_run"] == summary["epochs_planned"] == len(history) == 3
+    assert summary["stopped_early"] is False and summary["early_stopping"] is None
+    assert summary["checkpoint_monitor"] == "val_loss"
+    assert summary["kept_epoch"] == int(history["val_loss"].idxmin()) + 1
+    assert summary["kept_value"] == pytest.approx(history["val_loss"].min())
+
+
+def test_fit_summary_says_when_early_stopping_ended_the_run():
+    import keras
+
+    from kerasbert.evaluation.runs import describe_fit
+    from kerasbert.training.fit import fit_summary
+
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        "unused.weights.h5", monitor="val_accuracy", mode="max"
+    )
+    checkpoint._set_monitor_op()
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=2)
+    history = pd.DataFrame({"epoch": [0, 1, 2, 3, 4], "val_accuracy": [0.5, 0.7, 0.8, 0.6, 0.8]})
+    summary = fit_summary(history, 22, checkpoint, stopper)
+    assert (summary["epochs_run"], summary["stopped_early"], summary["kept_epoch"]) == (5, True, 3)
+    assert describe_fit(summary) == (
+        "trained 5 of 22 epochs: early stopping ended the run (val_loss did not improve for 2 "
+        "epochs); kept epoch 3, the best by val_accuracy (0.8)"
+    )

@@ -27,7 +27,7 @@ from kerasbert import rundir
 from kerasbert.evaluation import metrics as metrics_lib
 from kerasbert.evaluation import plots
 from kerasbert.evaluation.predictions import PROBABILITY_PREFIX
-from kerasbert.evaluation.runs import load_run
+from kerasbert.evaluation.runs import describe_fit, load_run
 from kerasbert.files import write_text
 
 log = logging.getLogger(__name__)
@@ -222,6 +222,8 @@ def render_report(run, pngs, num_mistakes=NUM_MISTAKES) -> str:
         sections.append(_section("Data", body))
 
     training = _images(pngs, "training_curves")
+    if run.fit_summary:
+        training = f"<p>{_e(describe_fit(run.fit_summary).capitalize())}.</p>" + training
     if run.stages:
         training += "<h3>Unfreezing stages</h3>" + _table(pd.DataFrame(run.stages))
     if training:

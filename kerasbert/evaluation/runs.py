@@ -91,6 +91,7 @@ class Run:
     baseline: dict | None = None
     data_summary: dict | None = None
     stages: list | None = None
+    fit_summary: dict | None = None
     lr_trace: pd.DataFrame | None = None
     lr_find: pd.DataFrame | None = None
     lr_find_png: bytes | None = None
@@ -138,6 +139,24 @@ def _failed(run_dir) -> bool:
     )
 
 
+def describe_fit(summary) -> str:
+    """One sentence of a run's `fit_summary.json`, for the log and the report."""
+    run, planned = summary["epochs_run"], summary["epochs_planned"]
+    text = f"trained {run} of {planned} epochs"
+    if summary["stopped_early"] and summary["early_stopping"]:
+        stop = summary["early_stopping"]
+        text += (
+            f": early stopping ended the run ({stop['monitor']} did not improve for "
+            f"{stop['patience']} epochs)"
+        )
+    if summary["kept_epoch"] is not None:
+        text += (
+            f"; kept epoch {summary['kept_epoch']}, the best by {summary['checkpoint_monitor']} "
+            f"({summary['kept_value']:.4g})"
+        )
+    return text
+
+
 def load_run(path) -> Run:
     """Reads every artefact a run directory has.
 
@@ -157,6 +176,7 @@ def load_run(path) -> Run:
         rundir.BASELINE: ("baseline", _read_json),
         rundir.DATA_SUMMARY: ("data_summary", _read_json),
         rundir.STAGES: ("stages", _read_stages),
+        rundir.FIT_SUMMARY: ("fit_summary", _read_json),
         rundir.LR_TRACE: ("lr_trace", pd.read_csv),
         rundir.LR_FIND_TABLE: ("lr_find", pd.read_csv),
         rundir.LR_FIND_PLOT: ("lr_find_png", lambda p: p.read_bytes()),

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 
 import keras
+import pandas as pd
 
 from kerasbert import rundir
 from kerasbert.data import splits as data_lib
@@ -19,6 +20,7 @@ from kerasbert.data.pipeline import (
     make_training_dataset,
     steps_per_epoch,
 )
+from kerasbert.evaluation.runs import describe_fit
 from kerasbert.files import write_json
 from kerasbert.models.classifier import build_classifier
 from kerasbert.models.layer_groups import (
@@ -251,10 +253,52 @@ def fit(prepared, config, run_dir, resume=False):
         schedule.write_trace(run_dir)
     if unfreezing is not None:
         write_json(run_dir / rundir.STAGES, unfreezing.stage_log)
+    summary = fit_summary(
+        pd.read_csv(run_dir / rundir.HISTORY),
+        cfg.epochs,
+        stateful["checkpoint"],
+        stateful.get("early_stopping"),
+    )
+    write_json(run_dir / rundir.FIT_SUMMARY, summary)
+    log.info(describe_fit(summary))
     if (run_dir / rundir.BEST_WEIGHTS).exists():
         model.load_weights(str(run_dir / rundir.BEST_WEIGHTS))
     set_trainable_layers(groups, "all")
     return history
+
+
+def fit_summary(history, planned_epochs, checkpoint, early_stopping=None) -> dict:
+    """How long the run trained, whether it stopped early, and which epoch it kept.
+
+    Args:
+        history: `history.csv` as a frame, every epoch run (resumed ones too).
+        planned_epochs: `training.epochs`.
+        checkpoint: the `ModelCheckpoint` that kept the best epoch's weights.
+        early_stopping: the `EarlyStopping` callback, if any.
+
+    Returns:
+        `{"epochs_planned", "epochs_run", "stopped_early", "early_stopping",
+        "checkpoint_monitor", "kept_epoch", "kept_value"}`, epochs counted
+        from 1 as the training log prints them.
+    """
+    monitor = checkpoint.monitor
+    kept_epoch = kept_value = None
+    if monitor in history and checkpoint.monitor_op is not None:
+        for epoch, value in zip(history["epoch"], history[monitor]):
+            if kept_value is None or bool(checkpoint.monitor_op(value, kept_value)):
+                kept_epoch, kept_value = int(epoch) + 1, float(value)
+    epochs_run = len(history)
+    return {
+        "epochs_planned": planned_epochs,
+        "epochs_run": epochs_run,
+        "stopped_early": epochs_run < planned_epochs,
+        "early_stopping": None
+        if early_stopping is None
+        else {"monitor": early_stopping.monitor, "patience": early_stopping.patience},
+        "checkpoint_monitor": monitor,
+        "kept_epoch": kept_epoch,
+        "kept_value": kept_value,
+    }
 
 
 def _interactive():

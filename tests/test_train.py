@@ -449,3 +449,24 @@ def test_fit_summary_says_when_early_stopping_ended_the_run():
         "trained 5 of 22 epochs: early stopping ended the run (val_loss did not improve for 2 "
         "epochs); kept epoch 3, the best by val_accuracy (0.8)"
     )
+
+
+def test_a_run_that_exports_nothing_still_reports_every_metric(trained_run, reviews_csv, tmp_path):
+    from kerasbert.evaluation.scoring import evaluate_saved_model
+    from kerasbert.exporting.exporter import export_run_dir
+
+    config = tiny_config_dict(reviews_csv, tmp_path, export={"enabled": False})
+    result = train(config_from_dict(config))
+    assert result.export_dir is None
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    exported = json.loads((trained_run.run_dir / "metrics.json").read_text())
+    assert set(metrics["test"]) == set(exported["test"])  # F1, AUC, confusion matrix, ...
+    predictions = pd.read_csv(result.run_dir / "test_predictions.csv")
+    assert len(predictions) == metrics["test"]["num_examples"]
+    # The model in memory scores as its export would.
+    version = export_run_dir(result.run_dir, base_path=tmp_path / "sm")
+    from_export = evaluate_saved_model(
+        version, predictions["text"].tolist(), predictions["label"].tolist()
+    )
+    for key in ("accuracy", "macro_f1", "log_loss"):
+        assert metrics["test"][key] == pytest.approx(from_export[key], abs=1e-5), key

@@ -16,10 +16,12 @@ from kerasbert.config_loading import dump_config
 from kerasbert.data.pipeline import (
     steps_per_epoch,
 )
+from kerasbert.data.tables import write_table
+from kerasbert.evaluation import metrics as metrics_lib
 from kerasbert.evaluation.report import write_report
 from kerasbert.evaluation.runs import write_data_summary
 from kerasbert.evaluation.saved_model_classifier import SavedModelClassifier
-from kerasbert.evaluation.scoring import evaluate_saved_model
+from kerasbert.evaluation.scoring import evaluate_saved_model, predictions_table
 from kerasbert.exporting.exporter import export_run_dir
 from kerasbert.files import write_json
 from kerasbert.training import baseline as baseline_lib
@@ -134,6 +136,9 @@ def _run(prepared, config, run_dir, chief, resume):
             metrics = evaluate_export(
                 prepared.splits, export_dir, run_dir, metrics, config.training.batch_size
             )
+        else:
+            # No export to score: the same metrics, from the model in memory.
+            metrics = evaluate_in_process(prepared, run_dir, metrics, config.training.batch_size)
         write_report_safely(run_dir)
     return metrics, export_dir
 
@@ -164,6 +169,37 @@ def evaluate_export(splits, export_dir, run_dir, metrics, batch_size) -> dict:
                 predictions_path=predictions,
             )
         )
+    write_json(run_dir / rundir.METRICS, metrics)
+    return metrics
+
+
+def evaluate_in_process(prepared, run_dir, metrics, batch_size) -> dict:
+    """`evaluate_export`'s metrics and test predictions, from the Keras model itself.
+
+    For runs that export nothing: the same `classification_metrics` on
+    validation and test, and `test_predictions.csv` for the report.
+    """
+    import numpy as np
+    from scipy.special import softmax
+
+    labels = prepared.splits.labels
+    for split, frame in prepared.splits.items():
+        if split == "train":
+            continue
+        logits = prepared.classifier.predict(prepared.dataset(split, batch_size), verbose=0)
+        probabilities = softmax(np.asarray(logits, dtype=np.float64), axis=-1)
+        metrics.setdefault(split, {}).update(
+            metrics_lib.classification_metrics(prepared.labels(split), probabilities, labels)
+        )
+        if split == "test":
+            table = predictions_table(
+                frame["text"].tolist(),
+                frame["label"].tolist(),
+                probabilities,
+                labels,
+                frame["text_pair"].tolist() if "text_pair" in frame else None,
+            )
+            write_table(table, run_dir / rundir.TEST_PREDICTIONS)
     write_json(run_dir / rundir.METRICS, metrics)
     return metrics
 

@@ -73,6 +73,7 @@ def test_write_baseline_scores_exactly_the_run_validation_and_test_rows(tmp_path
     written = json.loads((tmp_path / "baseline.json").read_text())
     assert written == record
     assert written["train_rows"] == 60
+    assert written["C"] in (0.1, 1.0, 10.0, 100.0)  # chosen on the validation split
     assert written["validation"]["num_examples"] == 21
     assert written["test"]["num_examples"] == 15
     expected_counts = frames["test"]["label"].value_counts()
@@ -101,3 +102,32 @@ def test_sentence_pairs_are_scored_on_both_texts(tmp_path):
 def test_baseline_needs_two_training_classes():
     with pytest.raises(ValueError, match="at least two classes"):
         evaluate_baseline(["a", "b"], [0, 0], {}, ["x", "y"])
+
+
+def test_c_is_chosen_on_validation_accuracy_the_smaller_on_a_tie():
+    from kerasbert.training.baseline import C_VALUES, fit_baseline
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(40)]
+    # Labels carried by a few words among many noisy ones: the best C is not
+    # scikit-learn's default for every draw.
+    texts = [" ".join(rng.choice(words, 6)) for _ in range(200)]
+    ids = np.array([int("w1" in t.split() or "w2" in t.split()) for t in texts])
+    train, validation = (texts[:120], ids[:120]), (texts[120:], ids[120:])
+
+    model, chosen = fit_baseline(*train, validation=validation)
+
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    features = vectorizer.fit_transform(train[0])
+    accuracies = [
+        accuracy_score(
+            validation[1],
+            LogisticRegression(C=C, max_iter=1000, random_state=0)
+            .fit(features, train[1])
+            .predict(vectorizer.transform(validation[0])),
+        )
+        for C in C_VALUES
+    ]
+    assert chosen == C_VALUES[int(np.argmax(accuracies))]
+    assert accuracy_score(validation[1], model.predict(validation[0])) == max(accuracies)
+    assert fit_baseline(*train)[1] == 1.0  # no validation split: scikit-learn's default

@@ -203,7 +203,10 @@ def render_report(run, pngs, num_mistakes=NUM_MISTAKES) -> str:
         sections.append(_section("Metrics", _table(table)))
     if run.baseline:
         comparison = baseline_comparison(run.metrics, run.baseline)
-        note = f"<p>Baseline: {_e(run.baseline.get('model', 'baseline'))}, trained on {run.baseline.get('train_rows', '?')} rows in {run.baseline.get('seconds', '?')} s. Lower is better for log_loss and ece.</p>"
+        chosen = (
+            f" (C = {run.baseline['C']:g})" if metrics_lib.is_number(run.baseline.get("C")) else ""
+        )
+        note = f"<p>Baseline: {_e(run.baseline.get('model', 'baseline'))}{chosen}, trained on {run.baseline.get('train_rows', '?')} rows in {run.baseline.get('seconds', '?')} s. Lower is better for log_loss and ece.</p>"
         sections.append(_section("Baseline comparison", note + _table(comparison)))
 
     if run.data_summary:

@@ -25,6 +25,9 @@ def setup(debug=False):
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    # One INFO line per HTTP request (`predict --server`) is noise, not news.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def run(main, args) -> int:

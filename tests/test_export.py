@@ -6,6 +6,7 @@ own `tmp_path`.
 """
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -535,3 +536,13 @@ def test_cli_inspect_of_a_model_directory_names_its_versions(exported_model, cap
     err = error_line(capsys)
     assert f"No SavedModel at {exported_model.parent}" in err
     assert f"pass one, e.g. {exported_model}" in err
+
+
+def test_export_logs_one_line_of_its_own_and_none_of_tensorflows(run_model, tmp_path, caplog):
+    classifier, tokenizer = run_model
+    caplog.set_level(logging.DEBUG)
+    version_dir = export_model(classifier, tokenizer, 16, LABELS, tmp_path, "quiet")
+    assert [r.getMessage() for r in caplog.records if r.name == "tensorflow"] == []
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("kerasbert")] == [
+        f"exported {version_dir}"
+    ]

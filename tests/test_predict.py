@@ -1,5 +1,6 @@
 """Batch prediction: every row, in order, with the SavedModel's own probabilities."""
 
+import logging
 import shutil
 
 import numpy as np
@@ -210,8 +211,10 @@ def test_server_predict_fn_writes_the_client_predictions_in_order(tmp_path):
     assert written["text"].tolist() == ["tiny", "a longer text", "", "über-long text"]
 
 
-def test_server_mode_matches_the_saved_model(exported_model, loaded, tmp_path, capsys):
+def test_server_mode_matches_the_saved_model(exported_model, loaded, tmp_path, capsys, caplog):
     from tests.support.servers import ServerProcess
+
+    caplog.set_level(logging.INFO)
 
     base = tmp_path / "models" / "tiny"
     shutil.copytree(exported_model, base / "1")
@@ -240,6 +243,10 @@ def test_server_mode_matches_the_saved_model(exported_model, loaded, tmp_path, c
         )
 
     assert status == 0, capsys.readouterr().err
+    # Quiet: no line per HTTP request.
+    assert [
+        r.getMessage() for r in caplog.records if r.name.startswith(("httpx", "httpcore"))
+    ] == []
     out = pd.read_csv(output, keep_default_na=False)
     assert out["text"].tolist() == texts
     expected = signature_outputs(loaded, texts)

@@ -20,6 +20,7 @@ The signatures are `kerasbert.exporting.serving_module`'s.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -131,7 +132,8 @@ def export_model(
     encoder = TextEncoder(tokenizer, sequence_length)
     try:
         module = ServingModule(classifier, encoder, labels, text_pair)
-        tf.saved_model.save(module, str(staging), signatures=module.signatures())
+        with _quiet_tensorflow_logger():
+            tf.saved_model.save(module, str(staging), signatures=module.signatures())
         set_method_name(staging, "classify", CLASSIFY_METHOD)
         check_signatures(staging, expected_signatures(len(labels), encoder.input_names, text_pair))
         check_ops(staging)
@@ -163,6 +165,21 @@ def export_model(
         bundle_check.close()
     log.info("exported %s", final)
     return final
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow_logger():
+    """TensorFlow's own lines while saving ("Assets written to" the staging
+    directory, a warning per tokenizer constant that looks like an input
+    name) say nothing a user can act on; the export's checks and its one log
+    line do."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def export_run_dir(run_dir, base_path=None, model_name=None, version=None) -> Path:

@@ -51,7 +51,7 @@ def _main(args):
         )
     cli.setup(args.debug)
     from kerasbert.training.fit import compile_for_stage, prepare
-    from kerasbert.training.lr_range import lr_range_test, unclear_minimum, write_range_test
+    from kerasbert.training.range_test import lr_range_test, unclear_minimum, write_range_test
 
     prepared = prepare(config)
     trainable_layers = stages[args.stage - 1].trainable_layers if args.stage is not None else "all"

@@ -11,7 +11,7 @@ import yaml
 
 from kerasbert.config_loading import config_from_dict
 from kerasbert.training.fit import compile_for_stage, prepare
-from kerasbert.training.lr_range import (
+from kerasbert.training.range_test import (
     lr_range_test,
     smooth_losses,
     suggest_learning_rate,
@@ -157,7 +157,7 @@ def test_cli_refuses_a_stage_that_does_not_exist(tmp_path):
     ],
 )
 def test_a_sweep_without_a_minimum_says_so(losses, diverged, warning):
-    from kerasbert.training.lr_range import RangeTestResult, smooth_losses, unclear_minimum
+    from kerasbert.training.range_test import RangeTestResult, smooth_losses, unclear_minimum
 
     rates = [1e-5 * 10**i for i in range(len(losses))]
     result = RangeTestResult(rates, losses, smooth_losses(losses, beta=0.0), 1e-4, diverged)

@@ -57,8 +57,9 @@ def test_build_classifier_gives_mean_pooling_and_padding_does_not_change_the_log
 
 def test_bert_pooler_is_frozen_and_left_out_of_the_groups_and_of_training():
     classifier, encoder = tiny("bert")
-    groups = layer_groups(classifier)
     pooler = classifier.backbone.get_layer("pooled_dense")
+    assert not pooler.trainable  # the classifier's doing; grouping the layers changes nothing
+    groups = layer_groups(classifier)
     grouped = {id(layer) for layer in groups.embeddings + groups.transformer + groups.head}
     assert id(pooler) not in grouped
     assert not pooler.trainable

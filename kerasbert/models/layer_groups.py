@@ -37,15 +37,13 @@ class LayerGroups:
 def layer_groups(classifier) -> LayerGroups:
     """Splits a classifier's weighted layers into embeddings, transformer, head.
 
-    Under mean pooling it also freezes BERT's pooler, which then gets no
-    gradient and belongs to no group.
+    BERT's pooler is part of the head, except under mean pooling, where it is
+    unused (`MeanPoolingClassifier` freezes it) and belongs to no group.
     """
     backbone = classifier.backbone
     transformer = list(backbone.transformer_layers)
     pooler = [backbone.get_layer("pooled_dense")] if family_of(backbone) == "bert" else []
     mean_pooling = isinstance(classifier, MeanPoolingClassifier)
-    for layer in pooler:
-        layer.trainable = not mean_pooling
     head_in_backbone = [] if mean_pooling else pooler
     skip = {id(layer) for layer in transformer + pooler}
     embeddings = [layer for layer in backbone.layers if layer.weights and id(layer) not in skip]

@@ -88,6 +88,12 @@ class MeanPoolingClassifier(keras_hub.models.TextClassifier):
         self.activation = keras.activations.get(activation)
         self.dropout = dropout
 
+        # BERT's pooler is not on the way to the logits: frozen, it gets no
+        # gradient and no optimizer slots (and `layer_groups` leaves it out).
+        for layer in backbone.layers:
+            if layer.name == "pooled_dense":
+                layer.trainable = False
+
     def get_config(self):
         config = super().get_config()
         config.update(

@@ -151,6 +151,7 @@ def check_export(saved_model_dir, run, check=None, timeout=600) -> int:
         ExportCheckError: the load, a record or a comparison failed, or a
             signature has no warm-up record; one line that says which.
     """
+    from kerasbert.exporting.inspection import signature_summary
     from kerasbert.serving.saved_model_bundle import warmup_requests
 
     check = check or ExportCheck()
@@ -172,7 +173,7 @@ def check_export(saved_model_dir, run, check=None, timeout=600) -> int:
             difference = _difference(np.asarray(outputs[name]), np.asarray(value))
             if difference:
                 raise ExportCheckError(f"{where}: output {name!r} {difference}")
-    signature_keys = _signature_keys(saved_model_dir)
+    signature_keys = set(signature_summary(saved_model_dir))
     untried = sorted(signature_keys - {request.signature_key for request in requests})
     if untried:
         raise ExportCheckError(f"no warm-up record runs signature(s) {', '.join(untried)}")
@@ -193,20 +194,6 @@ def _difference(found, expected) -> str:
     if not np.array_equal(found, expected):
         return "differs from the exporting process's"
     return ""
-
-
-def _signature_keys(saved_model_dir) -> set[str]:
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved_model = saved_model_pb2.SavedModel.FromString(
-        (Path(saved_model_dir) / "saved_model.pb").read_bytes()
-    )
-    return {
-        key
-        for graph in saved_model.meta_graphs
-        for key in graph.signature_def
-        if not key.startswith("__")
-    }
 
 
 # === The checking process ===

@@ -277,3 +277,10 @@ def test_server_mode_needs_a_model_name(tmp_path, capsys):
 def test_predict_in_batches_rejects_a_model_that_drops_rows():
     with pytest.raises(RuntimeError, match="1 labels and 1 probability rows for a batch of 2"):
         predict_in_batches(lambda texts: (["a"], [[1.0]]), ["x", "y"], progress=False)
+
+
+def test_loading_an_export_logs_none_of_tensorflows_lines(exported_model, caplog):
+    caplog.set_level(logging.DEBUG)
+    SavedModelClassifier(exported_model)
+    # TF1's loader would say "Restoring parameters from .../variables/variables".
+    assert [r.getMessage() for r in caplog.records if r.name == "tensorflow"] == []

@@ -20,7 +20,6 @@ The signatures are `kerasbert.exporting.serving_module`'s.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -40,7 +39,11 @@ from kerasbert.exporting.serving_module import ServingModule, expected_signature
 from kerasbert.exporting.warmup import WARMUP_TEXTS, write_warmup_requests
 from kerasbert.files import json_text
 from kerasbert.models.tokenizers import load_tokenizer
-from kerasbert.serving.saved_model_bundle import CLASSIFY_METHOD, WARMUP_FILE
+from kerasbert.serving.saved_model_bundle import (
+    CLASSIFY_METHOD,
+    WARMUP_FILE,
+    quiet_tensorflow_logger,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +135,7 @@ def export_model(
     encoder = TextEncoder(tokenizer, sequence_length)
     try:
         module = ServingModule(classifier, encoder, labels, text_pair)
-        with _quiet_tensorflow_logger():
+        with quiet_tensorflow_logger():
             tf.saved_model.save(module, str(staging), signatures=module.signatures())
         set_method_name(staging, "classify", CLASSIFY_METHOD)
         check_signatures(staging, expected_signatures(len(labels), encoder.input_names, text_pair))
@@ -165,21 +168,6 @@ def export_model(
         bundle_check.close()
     log.info("exported %s", final)
     return final
-
-
-@contextlib.contextmanager
-def _quiet_tensorflow_logger():
-    """TensorFlow's own lines while saving ("Assets written to" the staging
-    directory, a warning per tokenizer constant that looks like an input
-    name) say nothing a user can act on; the export's checks and its one log
-    line do."""
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def export_run_dir(run_dir, base_path=None, model_name=None, version=None) -> Path:

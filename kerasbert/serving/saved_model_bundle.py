@@ -29,7 +29,9 @@ https://github.com/tensorflow/tensorflow).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -83,7 +85,7 @@ class SavedModelBundle:
         try:
             # The TF1 loader is deprecated for Python users, not for servers:
             # it is the C++ loader's path, which is the point here.
-            with self.graph.as_default(), deprecation.silence():
+            with self.graph.as_default(), deprecation.silence(), quiet_tensorflow_logger():
                 meta_graph = tf.compat.v1.saved_model.loader.load(
                     self.session, list(tags), str(self.path)
                 )
@@ -121,6 +123,23 @@ class SavedModelBundle:
     def close(self):
         """Frees the Session and its resources."""
         self.session.close()
+
+
+@contextlib.contextmanager
+def quiet_tensorflow_logger():
+    """TensorFlow's Python logger at ERROR for the block.
+
+    Loading ("Restoring parameters from ...") and saving ("Assets written
+    to ...", a warning per tokenizer constant that looks like an input name)
+    log lines that say nothing a user can act on.
+    """
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def error_message(error: tf.errors.OpError) -> str:

@@ -102,6 +102,38 @@ def test_multi_worker_without_tf_config_is_refused(monkeypatch):
         distribute.make_strategy("multi_worker_mirrored")
 
 
+def run_two_workers(config) -> list[str]:
+    """`kerasbert.train --config` as worker 0 (the chief) and worker 1 on loopback.
+
+    Returns:
+        Each worker's stderr, once both exited 0.
+    """
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    workers = []
+    for index in range(2):
+        task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "kerasbert.train", "--config", str(config)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "TF_CONFIG": json.dumps(task)},
+            )
+        )
+    outputs = []
+    try:
+        for worker in workers:
+            _, err = worker.communicate(timeout=300)
+            outputs.append(err)
+            assert worker.returncode == 0, err[-3000:]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    return outputs
+
+
 def test_installed_keras_still_needs_the_multi_worker_fix():
     # When this fails, Keras fixed keras-team/keras#20585: delete
     # kerasbert/keras_compat.py and its call in kerasbert/distribute.py.
@@ -120,35 +152,7 @@ def test_two_workers_match_one_process_mirrored(tmp_path):
     reference_dir = run_dir_from(done.stderr)
 
     config = write_config(tmp_path, "workers", "multi_worker_mirrored")
-    ports = [free_port(), free_port()]
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    workers = []
-    for index in range(2):
-        env = {
-            **os.environ,
-            "TF_CONFIG": json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            ),
-        }
-        workers.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "kerasbert.train", "--config", str(config)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-        )
-    outputs = []
-    try:
-        for worker in workers:
-            out, err = worker.communicate(timeout=300)
-            outputs.append(err)
-            assert worker.returncode == 0, err[-3000:]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
+    outputs = run_two_workers(config)
     chief_dir, other_dir = (run_dir_from(err) for err in outputs)
     assert chief_dir.parent.parent == tmp_path / "workers" / "runs"
     assert not str(other_dir).startswith(str(tmp_path / "workers"))

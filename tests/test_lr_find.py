@@ -90,8 +90,8 @@ def test_bad_range_is_refused(prepared_tiny):
         lr_range_test(prepared.classifier, prepared.dataset("train", 8), 1e-2, 1e-4)
 
 
-def test_cli_writes_csv_png_and_suggestion(tmp_path):
-
+def two_stage_config(tmp_path):
+    """A config file with two unfreezing stages: the head, then everything."""
     raw = tiny_config_dict(
         QUICKSTART_CSV,
         tmp_path,
@@ -105,6 +105,11 @@ def test_cli_writes_csv_png_and_suggestion(tmp_path):
     )
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_cli_writes_csv_png_and_suggestion(tmp_path):
+    path = two_stage_config(tmp_path)
     out = tmp_path / "sweep"
     done = subprocess.run(
         [
@@ -168,19 +173,7 @@ def test_a_sweep_without_a_minimum_says_so(losses, diverged, warning):
 def test_stages_count_from_one_as_training_prints_them(tmp_path, capsys):
     from kerasbert import lr_find
 
-    raw = tiny_config_dict(
-        QUICKSTART_CSV,
-        tmp_path,
-        training={
-            "epochs": 2,
-            "unfreezing": [
-                {"epochs": 1, "trainable_layers": 0},
-                {"epochs": 1, "trainable_layers": "all"},
-            ],
-        },
-    )
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path = two_stage_config(tmp_path)
     for stage in ("0", "3"):
         assert lr_find.main(["--config", str(path), "--stage", stage]) == 2
         assert capsys.readouterr().err.strip() == (

@@ -59,6 +59,37 @@ def only_run(tmp_path, name):
     return run_dir
 
 
+def train_until_killed(config, tmp_path, name, after_epoch):
+    """Starts `kerasbert.train --config`, SIGKILLs it once epoch `after_epoch`'s state is saved.
+
+    Returns:
+        The killed run's directory.
+    """
+    process = subprocess.Popen(
+        [*TRAIN, "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=DETERMINISTIC,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        run_dir = None
+        while time.monotonic() < deadline and process.poll() is None:
+            runs = tmp_path / "runs" / name
+            if runs.is_dir() and any(runs.iterdir()):
+                run_dir = only_run(tmp_path, name)
+                if saved_epoch(run_dir) >= after_epoch:
+                    break
+            time.sleep(0.02)
+        assert process.poll() is None, "training ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return run_dir
+
+
 def saved_epoch(run_dir):
     state = run_dir / "resume" / "state.json"
     if not state.is_file():
@@ -80,29 +111,8 @@ def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
 
     killed = write_config(tmp_path, "killed")
-    process = subprocess.Popen(
-        [*TRAIN, "--config", str(killed)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=DETERMINISTIC,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        run_dir = None
-        # Kill once the state after epoch 2 exists: inside the second stage.
-        while time.monotonic() < deadline and process.poll() is None:
-            runs = tmp_path / "runs" / "killed"
-            if runs.is_dir() and any(runs.iterdir()):
-                run_dir = only_run(tmp_path, "killed")
-                if saved_epoch(run_dir) >= 2:
-                    break
-            time.sleep(0.02)
-        assert process.poll() is None, "training ended before it could be killed"
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    # Killed once the state after epoch 2 exists: inside the second stage.
+    run_dir = train_until_killed(killed, tmp_path, "killed", after_epoch=2)
     assert 2 <= saved_epoch(run_dir) < 5
 
     refused = subprocess.run(

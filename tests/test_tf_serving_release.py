@@ -138,33 +138,9 @@ def test_a_run_trained_under_mirrored_and_exported_again_answers_under_the_relea
 
 
 def test_a_multi_worker_run_answers_under_the_release(release_python, tmp_path):
-    import json
-    import os
+    from tests.test_distribute import run_two_workers, write_config
 
-    from tests.test_distribute import free_port, write_config
-
-    config = write_config(tmp_path, "workers", "multi_worker_mirrored")
-    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
-    workers = []
-    for index in range(2):
-        task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
-        workers.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "kerasbert.train", "--config", str(config)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-                env={**os.environ, "TF_CONFIG": json.dumps(task)},
-            )
-        )
-    try:
-        for worker in workers:
-            _, err = worker.communicate(timeout=600)
-            assert worker.returncode == 0, err[-3000:]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
+    run_two_workers(write_config(tmp_path, "workers", "multi_worker_mirrored"))
     (saved_model,) = (tmp_path / "workers" / "saved_models").rglob("saved_model.pb")
     version_dir = saved_model.parent
     records = check_export(
@@ -174,34 +150,10 @@ def test_a_multi_worker_run_answers_under_the_release(release_python, tmp_path):
 
 
 def test_a_resumed_run_answers_under_the_release(release_python, tmp_path):
-    import signal
-    import time
-
-    from tests.test_resume import DETERMINISTIC, TRAIN, only_run, saved_epoch, write_config
+    from tests.test_resume import TRAIN, train_until_killed, write_config
 
     config = write_config(tmp_path, "killed")
-    process = subprocess.Popen(
-        [*TRAIN, "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=DETERMINISTIC,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        run_dir = None
-        while time.monotonic() < deadline and process.poll() is None:
-            runs = tmp_path / "runs" / "killed"
-            if runs.is_dir() and any(runs.iterdir()):
-                run_dir = only_run(tmp_path, "killed")
-                if saved_epoch(run_dir) >= 1:
-                    break
-            time.sleep(0.02)
-        assert process.poll() is None, "training ended before it could be killed"
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    run_dir = train_until_killed(config, tmp_path, "killed", after_epoch=1)
     resumed = subprocess.run(
         [*TRAIN, "--config", str(config), "--resume", str(run_dir)],
         capture_output=True,

@@ -137,7 +137,7 @@ def export_model(
         module = ServingModule(classifier, encoder, labels, text_pair)
         with quiet_tensorflow_logger():
             tf.saved_model.save(module, str(staging), signatures=module.signatures())
-        set_method_name(staging, "classify", CLASSIFY_METHOD)
+            set_method_name(staging, "classify", CLASSIFY_METHOD)
         check_signatures(staging, expected_signatures(len(labels), encoder.input_names, text_pair))
         check_ops(staging)
         all_assets = {"labels.txt": "".join(f"{label}\n" for label in labels)}

@@ -127,19 +127,21 @@ class SavedModelBundle:
 
 @contextlib.contextmanager
 def quiet_tensorflow_logger():
-    """TensorFlow's Python logger at ERROR for the block.
+    """TensorFlow's Python loggers (its own and absl's) at ERROR for the block.
 
     Loading ("Restoring parameters from ...") and saving ("Assets written
-    to ...", a warning per tokenizer constant that looks like an input name)
-    log lines that say nothing a user can act on.
+    to ...", a line per function whose captured tokenizer constants have
+    numeric names) log lines that say nothing a user can act on.
     """
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    loggers = [tf.get_logger(), logging.getLogger("absl")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def error_message(error: tf.errors.OpError) -> str:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+import tempfile
 
 # Errors that mean "the input is wrong", not "kerasbert is broken". Any
 # OSError is the environment's answer about a path the user gave (missing,
@@ -17,8 +19,9 @@ MAX_MESSAGE = 2000
 
 
 def setup(debug=False):
-    """Quiet TensorFlow's start-up chatter and log ours to stderr."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Quiet TensorFlow's C++ logging (unless `debug`) and log ours to stderr."""
+    if not debug:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -28,6 +31,41 @@ def setup(debug=False):
     # One INFO line per HTTP request (`predict --server`) is noise, not news.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def load_tensorflow(debug=False):
+    """Imports TensorFlow, TF Text and Keras, and finds the devices, without their chatter.
+
+    TensorFlow's native libraries write to the process' stderr while they
+    load and look for a GPU ("oneDNN custom operations are on", "Could not
+    find cuda drivers", "failed call to cuInit"), before its log level
+    applies. Unless `debug`, that stream is held aside meanwhile, and shown
+    only if the import fails.
+    """
+    with contextlib.nullcontext() if debug else _stderr_held():
+        import keras  # noqa: F401
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401
+
+        tf.config.list_physical_devices()
+
+
+@contextlib.contextmanager
+def _stderr_held():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def run(main, args) -> int:

@@ -71,10 +71,15 @@ class SplitConfig(_Section):
 
 
 class BinningConfig(_Section):
-    """Turns a numeric target into classes, by quantiles or by edges."""
+    """Turns a numeric target into classes, by quantiles or by edges.
+
+    `names` names the classes, lowest bin first; without them a class is
+    named by its bounds, e.g. `[1000, 10000)`.
+    """
 
     num_bins: Optional[Annotated[int, Field(ge=2, le=MAX_INT)]] = None
     edges: Optional[list[float]] = None
+    names: Optional[list[Annotated[str, Field(min_length=1)]]] = None
 
     @model_validator(mode="after")
     def _one_way(self):
@@ -87,6 +92,14 @@ class BinningConfig(_Section):
                 raise ValueError(
                     f"`edges` must increase strictly; received {SHORT.repr(self.edges)}"
                 )
+        if self.names is not None:
+            bins = self.num_bins if self.edges is None else len(self.edges) + 1
+            if len(self.names) != bins:
+                raise ValueError(
+                    f"`names` names {len(self.names)} classes but there are {bins} bins"
+                )
+            if len(set(self.names)) != len(self.names):
+                raise ValueError(f"`names` repeats a name: {SHORT.repr(self.names)}")
         return self
 
 
@@ -204,7 +217,9 @@ class ScheduleConfig(_Section):
     `maximal_learning_rate / (div_factor * final_div_factor)`, with momentum
     moving the other way between `max_momentum` and `base_momentum`. The cyclic
     modes go between `initial_learning_rate` and `maximal_learning_rate` with a
-    half cycle of `step_size` batches.
+    half cycle of `step_size` batches. `linear` (BERT's recipe) warms up from 0
+    to `maximal_learning_rate` over `warmup_ratio` of the steps, then decays
+    linearly to 0.
     """
 
     mode: Literal[("constant",) + schedules.MODES] = "constant"
@@ -213,6 +228,7 @@ class ScheduleConfig(_Section):
     step_size: Optional[PositiveInt] = None
     gamma: Annotated[float, Field(gt=0, le=1)] = 1.0
     pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.25
+    warmup_ratio: Fraction = 0.1
     div_factor: Annotated[float, Field(ge=1)] = 25.0
     final_div_factor: Annotated[float, Field(ge=1)] = 1e4
     base_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.85
@@ -225,8 +241,8 @@ class ScheduleConfig(_Section):
             for key in ("initial_learning_rate", "maximal_learning_rate", "step_size"):
                 if getattr(self, key) is None:
                     raise ValueError(f"mode {self.mode!r} needs `{key}`")
-        if self.mode == "one_cycle" and self.maximal_learning_rate is None:
-            raise ValueError("mode 'one_cycle' needs `maximal_learning_rate`")
+        if self.mode in ("one_cycle", "linear") and self.maximal_learning_rate is None:
+            raise ValueError(f"mode {self.mode!r} needs `maximal_learning_rate`")
         # The schedule's constructor checks the rest: one set of rules for
         # the config and for code that builds a schedule. A one-cycle length
         # comes from the data; any length checks the other values.
@@ -237,10 +253,14 @@ class ScheduleConfig(_Section):
         """The schedule object (`kerasbert.training.schedules`), or None for `constant`.
 
         Args:
-            total_steps: batches in a one-cycle schedule's cycle.
+            total_steps: batches in a one-cycle or linear schedule.
         """
         if self.mode == "constant":
             return None
+        if self.mode == "linear":
+            return schedules.LinearSchedule(
+                self.maximal_learning_rate, total_steps, self.warmup_ratio
+            )
         if self.mode == "one_cycle":
             return schedules.OneCycleSchedule(
                 self.maximal_learning_rate,
@@ -283,6 +303,12 @@ class TrainingConfig(_Section):
     """How the model is fitted."""
 
     epochs: PositiveInt = 3
+    # A step budget, as Hugging Face's `TrainingArguments.max_steps`: the run
+    # trains this many batches, and `epochs` is ignored.
+    max_steps: Optional[PositiveInt] = None
+    # Evaluate on validation every N steps too (eval_history.csv), besides
+    # every epoch's end.
+    eval_steps: Optional[PositiveInt] = None
     batch_size: PositiveInt = 32
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     learning_rate: PositiveFloat = 5e-5
@@ -307,6 +333,11 @@ class TrainingConfig(_Section):
 
     @model_validator(mode="after")
     def _stages_sum_to_epochs(self):
+        if self.unfreezing and self.max_steps is not None:
+            raise ValueError(
+                "`max_steps` sets the run's length in steps, while `unfreezing` stages "
+                "count epochs; give `epochs` with the stages, or leave `unfreezing` out"
+            )
         if self.unfreezing:
             total = sum(stage.epochs for stage in self.unfreezing)
             if total != self.epochs:

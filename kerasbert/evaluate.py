@@ -23,6 +23,7 @@ from kerasbert.evaluation import metrics as metrics_lib
 from kerasbert.evaluation.saved_model_classifier import (
     SavedModelClassifier,
     read_model_bin_edges,
+    read_model_columns,
     read_model_labels,
     resolve_model_dir,
 )
@@ -51,10 +52,15 @@ def parse_args(argv=None):
     parser.add_argument(
         "--data", required=True, help="labelled CSV, TSV, JSON Lines or Parquet file"
     )
-    parser.add_argument("--text-column", default="text", help="default: text")
-    parser.add_argument("--label-column", default="label", help="default: label")
     parser.add_argument(
-        "--text-pair-column", help="the second text's column, for sentence-pair models"
+        "--text-column", help="default: the model's, from its training config (e.g. text)"
+    )
+    parser.add_argument(
+        "--label-column", help="default: the model's, from its training config (e.g. label)"
+    )
+    parser.add_argument(
+        "--text-pair-column",
+        help="the second text's column, for sentence-pair models (default: the model's)",
     )
     parser.add_argument(
         "--output",
@@ -82,20 +88,28 @@ def _main(args):
             raise ValueError(f"{name} must be a positive int; received {value}")
     # Cheap checks first: a bad path, column or label fails before TensorFlow loads.
     model_dir = resolve_model_dir(args.model)
+    columns = read_model_columns(
+        model_dir,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        label_column=args.label_column,
+    )
     frame, dropped = load_labelled(
         args.data,
-        args.text_column,
-        args.label_column,
-        args.text_pair_column,
+        columns["text_column"],
+        columns["label_column"],
+        columns["text_pair_column"],
         read_model_bin_edges(model_dir),
+        read_model_labels(model_dir),
     )
     if frame.empty:
         raise ValueError(
             f"{args.data}: no labelled rows to evaluate ({dropped} dropped without a label)"
         )
     label_ids(frame["label"], read_model_labels(model_dir))
+    cli.load_tensorflow(args.debug)
     model = SavedModelClassifier(model_dir)
-    if model.text_pair and not args.text_pair_column:
+    if model.text_pair and not columns["text_pair_column"]:
         raise ValueError(f"{model.model_dir} takes sentence pairs; give --text-pair-column")
     if dropped:
         log.warning("dropped %d row(s) without a label", dropped)

@@ -43,11 +43,14 @@ def _main(args):
         if given:
             raise ValueError(f"{', '.join(given)}: only with --run, not with --inspect")
         # TensorFlow loads here, after the flags are parsed: --help is instant.
+        cli.setup(args.debug)
+        cli.load_tensorflow(args.debug)
         from kerasbert.exporting.inspection import describe_saved_model
 
         print(describe_saved_model(args.inspect))
         return 0
     cli.setup(args.debug)
+    cli.load_tensorflow(args.debug)
     # Here, not at the top: exporting loads Keras and keras-hub, which
     # --inspect must not.
     from kerasbert.exporting.exporter import export_run_dir

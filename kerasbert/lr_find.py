@@ -50,6 +50,7 @@ def _main(args):
             else f"--stage {args.stage}: the config has no training.unfreezing stages"
         )
     cli.setup(args.debug)
+    cli.load_tensorflow(args.debug)
     from kerasbert.training.fit import compile_for_stage, prepare
     from kerasbert.training.range_test import lr_range_test, unclear_minimum, write_range_test
 

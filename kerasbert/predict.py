@@ -28,7 +28,11 @@ from kerasbert.evaluation.predictions import (
     server_labels,
     server_predict_fn,
 )
-from kerasbert.evaluation.saved_model_classifier import SavedModelClassifier, resolve_model_dir
+from kerasbert.evaluation.saved_model_classifier import (
+    SavedModelClassifier,
+    read_model_columns,
+    resolve_model_dir,
+)
 
 
 def parse_args(argv=None):
@@ -47,10 +51,13 @@ def parse_args(argv=None):
     parser.add_argument("--input", required=True, help="CSV, TSV, JSON Lines or Parquet file")
     parser.add_argument("--output", required=True, help="where to write the rows with predictions")
     parser.add_argument(
-        "--text-column", default="text", help="the column to classify (default: text)"
+        "--text-column",
+        help="the column to classify (default: with --model, the model's, from its "
+        "training config; with --server, text)",
     )
     parser.add_argument(
-        "--text-pair-column", help="the second text's column, for sentence-pair models"
+        "--text-pair-column",
+        help="the second text's column, for sentence-pair models (default: the model's)",
     )
     parser.add_argument(
         "--labels",
@@ -70,7 +77,11 @@ def _main(args):
     check_output_file(args.output)
     # Cheap checks first: a bad input fails before TensorFlow loads.
     model_dir = resolve_model_dir(args.model) if args.model else None
-    frame = read_input(args.input, args.text_column, args.text_pair_column)
+    columns = read_model_columns(
+        model_dir, text_column=args.text_column, text_pair_column=args.text_pair_column
+    )
+    text_column, text_pair_column = columns["text_column"], columns["text_pair_column"]
+    frame = read_input(args.input, text_column, text_pair_column)
     if args.server:
         # Imported here: prediction from a SavedModel does not need httpx.
         from kerasbert.client import ServingClient
@@ -79,16 +90,17 @@ def _main(args):
         labels = parse_labels(args.labels) if args.labels else server_labels(client)
         predict_fn = server_predict_fn(client)
     else:
+        cli.load_tensorflow(args.debug)
         model = SavedModelClassifier(model_dir)
-        if model.text_pair and not args.text_pair_column:
+        if model.text_pair and not text_pair_column:
             raise ValueError(f"{model.model_dir} takes sentence pairs; give --text-pair-column")
         labels, predict_fn = model.labels, model
     out = predict_frame(
         frame,
         predict_fn,
         labels,
-        args.text_column,
-        args.text_pair_column,
+        text_column,
+        text_pair_column,
         args.batch_size,
         not args.no_progress,
     )

@@ -7,6 +7,7 @@ these constants.
 ```
 config.yaml         the resolved config          labels.json      labels, bin edges, text_pair
 history.csv         per-epoch metrics            tensorboard/     TensorBoard logs
+eval_history.csv    validation every eval_steps steps
 lr_trace.csv        rate and momentum per step   stages.json      unfreezing stages
 metrics.json        final metrics                best.weights.h5  the best epoch's weights
 fit_summary.json    epochs run, early stop, the epoch kept
@@ -26,6 +27,7 @@ from pathlib import Path
 CONFIG = "config.yaml"
 LABELS = "labels.json"
 HISTORY = "history.csv"
+EVAL_HISTORY = "eval_history.csv"
 TENSORBOARD = "tensorboard"
 LR_TRACE = "lr_trace.csv"
 STAGES = "stages.json"

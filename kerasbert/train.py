@@ -27,6 +27,7 @@ def _main(args):
 
     config = load_config(args.config, args.overrides)
     cli.setup(args.debug)
+    cli.load_tensorflow(args.debug)
     from kerasbert.training.run import summarize, train
 
     result = train(config, resume_dir=args.resume)

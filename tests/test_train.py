@@ -117,6 +117,58 @@ def test_binned_target_exports_its_edges(tmp_path):
     assert labels == ["[-inf, 100)", "[100, 1000)", "[1000, 10000)", "[10000, inf)"]
 
 
+def test_named_bins_and_the_models_own_columns_carry_to_evaluate_and_predict(tmp_path):
+    from kerasbert import evaluate, predict
+
+    frame = pd.DataFrame(
+        {
+            "pitch": [f"pitch raised {w}" for w in ["little", "some", "plenty", "a fortune"] * 20],
+            "amount": [10, 500, 5000, 90000] * 20,
+        }
+    )
+    path = tmp_path / "pitches.csv"
+    frame.to_csv(path, index=False)
+    names = ["small", "medium", "large", "huge"]
+    raw = tiny_config_dict(path, tmp_path)
+    raw["data"].update(
+        {
+            "text_column": "pitch",
+            "label_column": "amount",
+            "binning": {"edges": [100, 1000, 10000], "names": names},
+        }
+    )
+    result = train(config_from_dict(raw))
+    assert (result.export_dir / "assets" / "labels.txt").read_text().splitlines() == names
+    run_predictions = pd.read_csv(result.run_dir / "test_predictions.csv")
+    assert set(run_predictions["label"]) <= set(names)
+
+    # No column flags: the export's own `pitch` and `amount` columns.
+    model = str(result.export_dir)
+    output = tmp_path / "evaluation"
+    assert evaluate.main(["--model", model, "--data", str(path), "--output", str(output)]) == 0
+    assert json.loads((output / "metrics.json").read_text())["num_examples"] == len(frame)
+    predictions = tmp_path / "predictions.csv"
+    assert predict.main(["--model", model, "--input", str(path), "--output", str(predictions)]) == 0
+    columns = pd.read_csv(predictions).columns
+    assert [c for c in columns if c.startswith("probability_")] == [
+        f"probability_{n}" for n in names
+    ]
+
+
+def test_bin_names_must_name_every_bin_once(tmp_path):
+    from kerasbert.config import ConfigError
+
+    for names, message in [
+        (["low", "high"], "`names` names 2 classes but there are 3 bins"),
+        (["low", "low", "high"], "`names` repeats a name"),
+        (["low", "", "high"], "at least 1 character"),
+    ]:
+        raw = tiny_config_dict("pitches.csv", tmp_path)
+        raw["data"]["binning"] = {"edges": [100, 1000], "names": names}
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict(raw)
+
+
 def write_transformers_bert(
     directory,
     vocabulary,

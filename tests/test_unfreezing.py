@@ -199,8 +199,9 @@ def test_stages_train_only_their_layers_within_one_fit(family, optimizer):
 
     expected_counts = [size_of(trainable_layers_of(groups, k)) for _, k in stages]
     assert [r["trainable_params"] for r in unfreezing.stage_log] == expected_counts
-    assert history.history["trainable_params"] == expected_counts
-    assert history.history["stage"] == [0, 1, 2]
+    assert [r["epoch"] for r in unfreezing.stage_log] == [0, 1, 2]
+    # Keras would print them on every epoch's line as floats.
+    assert not {"stage", "trainable_params"} & set(history.history)
     assert expected_counts[0] < expected_counts[1] < expected_counts[2]
 
 
@@ -296,9 +297,7 @@ def test_hooks_switch_stages_at_stage_boundaries_and_restart_the_schedule():
     for epoch in range(3):
         unfreezing.on_epoch_begin(epoch)
         flags.append([layer.trainable for layer in groups.embeddings + groups.transformer])
-        logs = {}
-        unfreezing.on_epoch_end(epoch, logs)
-        assert logs["stage"] == (0 if epoch < 2 else 1)
+        assert unfreezing.stage == (0 if epoch < 2 else 1)
 
     assert flags == [[False, False, False, True]] * 2 + [[True] * 4]
     assert [record["epoch"] for record in unfreezing.stage_log] == [0, 2]

@@ -98,10 +98,10 @@ def load_splits(data_config) -> Splits:
     bin_edges = None
     if cfg.binning is not None:
         bin_edges = bin_edges_for(frames["train"]["label"], cfg.binning)
+        labels = bin_names(bin_edges, cfg.binning.names)
         for name, frame in frames.items():
             if frame is not None:
-                frame["label"] = bin_labels(frame["label"], bin_edges, source=name)
-        labels = bin_names(bin_edges)
+                frame["label"] = bin_labels(frame["label"], bin_edges, labels, source=name)
         present = set(frames["train"]["label"])
         labels_in_train = [label for label in labels if label in present]
     else:
@@ -237,17 +237,22 @@ def bin_edges_for(values: pd.Series, binning) -> list[float]:
     return edges
 
 
-def bin_names(edges: list[float]) -> list[str]:
-    """Readable class names for the bins `(-inf, e0), [e0, e1), ... [en, inf)`."""
+def bin_names(edges: list[float], names=None) -> list[str]:
+    """The class names of the bins `[-inf, e0), [e0, e1), ... [en, inf)`.
+
+    `names`, when given, are the names; else each bin is named by its bounds.
+    """
+    if names is not None:
+        return list(names)
     bounds = [-math.inf] + list(edges) + [math.inf]
     return [f"[{_fmt(lo)}, {_fmt(hi)})" for lo, hi in zip(bounds, bounds[1:])]
 
 
-def bin_labels(values: pd.Series, edges: list[float], source="data") -> pd.Series:
-    """Maps numeric targets to the bin names of `bin_names(edges)`."""
+def bin_labels(values: pd.Series, edges: list[float], names=None, source="data") -> pd.Series:
+    """Maps numeric targets to the class names of their bins, `bin_names(edges, names)`."""
     numbers = _numeric(values, f"the {source} label column")
     index = np.searchsorted(np.asarray(edges, dtype="float64"), numbers, side="right")
-    names = bin_names(edges)
+    names = bin_names(edges, names)
     return pd.Series([names[i] for i in index], index=values.index)
 
 

@@ -55,6 +55,29 @@ def read_model_labels(model_dir) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
 
 
+def read_model_columns(model_dir, **given) -> dict:
+    """The data columns a model was trained on, from the run config it was exported with.
+
+    Args:
+        model_dir: the export; None for a model known only by a server.
+        **given: columns the user named (None: not named), which win.
+
+    Returns:
+        `{"text_column", "text_pair_column", "label_column"}`; `text`,
+        None and `label` where neither the user nor `assets/config.yaml`
+        names them.
+    """
+    import yaml
+
+    columns = {"text_column": "text", "text_pair_column": None, "label_column": "label"}
+    path = Path(model_dir or "") / "assets" / "config.yaml"
+    if model_dir is not None and path.is_file():
+        data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("data") or {}
+        columns.update({key: data[key] for key in columns if key in data})
+    columns.update({key: value for key, value in given.items() if value is not None})
+    return columns
+
+
 def read_model_bin_edges(model_dir) -> list[float] | None:
     """The bin edges of a model trained on a binned numeric target, or None."""
     path = Path(model_dir) / "assets" / "bin_edges.json"

@@ -189,13 +189,19 @@ def _number(value) -> str:
 
 
 def load_labelled(
-    path, text_column="text", label_column="label", text_pair_column=None, bin_edges=None
+    path,
+    text_column="text",
+    label_column="label",
+    text_pair_column=None,
+    bin_edges=None,
+    bin_names=None,
 ):
     """Reads a labelled file into `text`, `label` (and `text_pair`) columns.
 
     Missing texts become `""` and are evaluated; rows without a label are
     dropped. Numeric labels are written as a CSV would (3.0 is "3"); with
-    `bin_edges` a numeric target is binned as in training.
+    `bin_edges` a numeric target is binned as in training, into classes
+    named `bin_names` (the model's labels) or by their bounds.
 
     Returns:
         `(frame, dropped)`: the frame and the number of rows dropped.
@@ -213,7 +219,9 @@ def load_labelled(
     if text_pair_column:
         out["text_pair"] = text_values(frame[text_pair_column])
     if bin_edges is not None:
-        out["label"] = bin_labels(frame[label_column], bin_edges, source=str(path)).to_numpy()
+        out["label"] = bin_labels(
+            frame[label_column], bin_edges, bin_names, source=str(path)
+        ).to_numpy()
     else:
         out["label"] = [label_text(v) for v in frame[label_column].tolist()]
     return out, int((~keep).sum())

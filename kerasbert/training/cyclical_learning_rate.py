@@ -21,7 +21,7 @@ class CyclicalLearningRate(keras.callbacks.Callback):
     """Sets the learning rate (and momentum) before every batch from a schedule.
 
     The callback only applies a schedule, as Keras' `LearningRateScheduler`
-    does: the schedule is a `CyclicalSchedule` or `OneCycleSchedule` of
+    does: the schedule is a `CyclicalSchedule`, `OneCycleSchedule` or `LinearSchedule` of
     `kerasbert.training.schedules` (anything with `__call__(step)`,
     `momentum(step)`, `restarted(...)` and `get_config()`). Its step counts
     batches across epochs (and `fit` calls) until `restart()` starts a new
@@ -58,7 +58,7 @@ class CyclicalLearningRate(keras.callbacks.Callback):
             if not callable(schedule) or not callable(getattr(schedule, method, None)):
                 raise TypeError(
                     "Invalid type for argument `schedule`. Expected a schedule of "
-                    "kerasbert.training.schedules (CyclicalSchedule, OneCycleSchedule). "
+                    "kerasbert.training.schedules (CyclicalSchedule, OneCycleSchedule, LinearSchedule). "
                     f"Received: schedule={schedule!r} of type {type(schedule).__name__}"
                 )
         self.schedule = schedule

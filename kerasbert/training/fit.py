@@ -14,12 +14,7 @@ import pandas as pd
 
 from kerasbert import rundir
 from kerasbert.data import splits as data_lib
-from kerasbert.data.pipeline import (
-    encode_texts,
-    make_dataset,
-    make_training_dataset,
-    steps_per_epoch,
-)
+from kerasbert.data.pipeline import encode_texts, make_dataset, make_training_dataset
 from kerasbert.evaluation.runs import describe_fit
 from kerasbert.files import write_json
 from kerasbert.models.classifier import build_classifier
@@ -41,6 +36,7 @@ from kerasbert.training.resume import (
     restore_state,
 )
 from kerasbert.training.runtime import Runtime, apply_runtime, resolve_runtime
+from kerasbert.training.steps import StepBudget, StepwiseEvaluation, plan
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +178,11 @@ def fit(prepared, config, run_dir, resume=False):
     model = prepared.classifier
     stages = [(s.epochs, s.trainable_layers) for s in cfg.unfreezing or []]
     groups = compile_for_stage(prepared, cfg, stages[0][1] if stages else "all")
-    steps = steps_per_epoch(len(prepared.splits.train), cfg.batch_size)
+    length = plan(cfg, len(prepared.splits.train))
+    steps, epochs = length.steps_per_epoch, length.epochs
     # Each stage restarts the cycle, when there is a cycle to restart.
     restart = bool(stages) and cfg.schedule.mode != "constant" and cfg.schedule.restart_each_stage
-    schedule = make_schedule(cfg.schedule, (stages[0][0] if restart else cfg.epochs) * steps)
+    schedule = make_schedule(cfg.schedule, stages[0][0] * steps if restart else length.total_steps)
     stateful = {}
     callbacks = []
     unfreezing = None
@@ -215,16 +212,17 @@ def fit(prepared, config, run_dir, resume=False):
             mode=cfg.early_stopping.mode,
             # Earlier stages train a frozen network by design; only the last
             # stage may stop the run.
-            start_from_epoch=cfg.epochs - stages[-1][0] if stages else 0,
+            start_from_epoch=epochs - stages[-1][0] if stages else 0,
         )
     initial_epoch = 0
     if resume:
         saved = load_state(run_dir / rundir.STATE_DIR)
         if saved is not None:
             initial_epoch = restore_state(model, *saved, stateful)
-            log.info("resuming at epoch %d of %d", initial_epoch + 1, cfg.epochs)
+            log.info("resuming at epoch %d of %d", initial_epoch + 1, epochs)
     callbacks = [
         *stateful.values(),
+        *_step_callbacks(prepared, cfg, length, run_dir, initial_epoch),
         keras.callbacks.CSVLogger(str(run_dir / rundir.HISTORY), append=initial_epoch > 0),
         keras.callbacks.TensorBoard(str(run_dir / rundir.TENSORBOARD), write_graph=False),
         TrainingState(run_dir / rundir.STATE_DIR, stateful),
@@ -234,14 +232,14 @@ def fit(prepared, config, run_dir, resume=False):
         prepared.labels("train"),
         cfg.batch_size,
         seed=config.seed,
-        epochs=cfg.epochs,
+        epochs=epochs,
         initial_epoch=initial_epoch,
         bucket_window=cfg.bucket_window,
     )
     history = model.fit(
         train_data,
         validation_data=prepared.dataset("validation", cfg.batch_size),
-        epochs=cfg.epochs,
+        epochs=epochs,
         initial_epoch=initial_epoch,
         steps_per_epoch=steps,
         class_weight=prepared.class_weight,
@@ -255,7 +253,7 @@ def fit(prepared, config, run_dir, resume=False):
         write_json(run_dir / rundir.STAGES, unfreezing.stage_log)
     summary = fit_summary(
         pd.read_csv(run_dir / rundir.HISTORY),
-        cfg.epochs,
+        epochs,
         stateful["checkpoint"],
         stateful.get("early_stopping"),
     )
@@ -267,12 +265,33 @@ def fit(prepared, config, run_dir, resume=False):
     return history
 
 
+def _step_callbacks(prepared, training_config, length, run_dir, initial_epoch) -> list:
+    """`max_steps`' `StepBudget` and `eval_steps`' `StepwiseEvaluation`, when configured."""
+    cfg = training_config
+    callbacks = []
+    if cfg.max_steps is not None:
+        callbacks.append(StepBudget(cfg.max_steps, length.steps_per_epoch))
+    if cfg.eval_steps is not None:
+        callbacks.append(
+            StepwiseEvaluation(
+                prepared.dataset("validation", cfg.batch_size),
+                prepared.labels("validation"),
+                cfg.eval_steps,
+                length.steps_per_epoch,
+                run_dir / rundir.EVAL_HISTORY,
+                initial_step=initial_epoch * length.steps_per_epoch,
+            )
+        )
+    return callbacks
+
+
 def fit_summary(history, planned_epochs, checkpoint, early_stopping=None) -> dict:
     """How long the run trained, whether it stopped early, and which epoch it kept.
 
     Args:
         history: `history.csv` as a frame, every epoch run (resumed ones too).
-        planned_epochs: `training.epochs`.
+        planned_epochs: the epochs the run was to train (`training.epochs`,
+            or those `training.max_steps` reaches into).
         checkpoint: the `ModelCheckpoint` that kept the best epoch's weights.
         early_stopping: the `EarlyStopping` callback, if any.
 

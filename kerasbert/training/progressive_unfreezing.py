@@ -34,8 +34,10 @@ class ProgressiveUnfreezing(keras.callbacks.Callback):
       compiled step captures the trainable variables when it is traced, and
       `fit` looks up `model.train_function` before every batch.
 
-    Every stage's trainable parameter count goes to `stage_log`, to the
-    epoch logs (`stage`, `trainable_params`) and, with `verbose`, to stdout.
+    Every stage's first epoch and trainable parameter count go to
+    `stage_log` and, with `verbose`, to stdout. The epoch logs stay as Keras
+    makes them: Keras prints every number there as a float on the epoch's
+    line (`stage: 0.0000e+00`).
 
     Args:
         stages: a list of `(epochs, trainable_layers)` pairs;
@@ -213,8 +215,3 @@ class ProgressiveUnfreezing(keras.callbacks.Callback):
             )
         if self.on_stage_begin is not None:
             self.on_stage_begin(stage, record)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self.stage_log:
-            logs["stage"] = self.stage
-            logs["trainable_params"] = self.stage_log[-1]["trainable_params"]

@@ -13,9 +13,6 @@ from pathlib import Path
 
 from kerasbert import rundir
 from kerasbert.config_loading import dump_config
-from kerasbert.data.pipeline import (
-    steps_per_epoch,
-)
 from kerasbert.data.tables import write_table
 from kerasbert.evaluation import metrics as metrics_lib
 from kerasbert.evaluation.report import write_report
@@ -31,6 +28,7 @@ from kerasbert.training.resume import (
     read_status,
     write_status,
 )
+from kerasbert.training.steps import plan
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +66,7 @@ def check_fits_the_data(training_config, train_rows):
             so the weights would never change.
     """
     cfg = training_config
-    batches = steps_per_epoch(train_rows, cfg.batch_size) * cfg.epochs
+    batches = plan(cfg, train_rows).total_steps
     if cfg.gradient_accumulation_steps > batches:
         raise ValueError(
             f"training.gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) exceeds "

@@ -9,11 +9,16 @@ applies one; the same objects can be plotted before a run, and are tested
 against their closed forms. A step is the number of batches seen since the
 start of the cycle, counted across epochs.
 
+`LinearSchedule` is the recipe of BERT's paper and of Hugging Face's
+`get_linear_schedule_with_warmup`: a linear warm-up, then a linear decay to 0.
+
 Reference:
     - Smith 2017, "Cyclical Learning Rates for Training Neural Networks",
       arXiv:1506.01186 (`triangular`, `triangular2`, `exp_range`).
     - Smith 2018, "A disciplined approach to neural network
       hyper-parameters", arXiv:1803.09820 (the 1cycle policy).
+    - Devlin et al. 2019, "BERT", arXiv:1810.04805, appendix A.2 (linear
+      warm-up and decay).
 """
 
 from __future__ import annotations
@@ -22,13 +27,31 @@ import math
 
 from kerasbert.arguments import is_integer, is_real
 
-# Smith's cyclical policies, then the 1cycle policy: every mode a schedule
-# has. (A constant rate is no schedule: the optimizer keeps it.)
+# Smith's cyclical policies, the 1cycle policy, and BERT's linear warm-up and
+# decay: every mode a schedule has. (A constant rate is no schedule: the
+# optimizer keeps it.)
 CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
-MODES = CYCLIC_MODES + ("one_cycle",)
+MODES = CYCLIC_MODES + ("one_cycle", "linear")
 
 
-class CyclicalSchedule:
+class Schedule:
+    """What every schedule shares: a restart, and no momentum unless it moves one."""
+
+    def momentum(self, step):
+        """The momentum at `step`, or None: the policy leaves it alone."""
+        return None
+
+    def restarted(self, total_steps=None, maximal_learning_rate=None):
+        """The same policy anew: `total_steps` long (for the schedules that have a length),
+        peaking at `maximal_learning_rate`; None keeps each. A cyclical cycle stays
+        `2 * step_size` batches long."""
+        config = self.get_config()
+        changes = {"total_steps": total_steps, "maximal_learning_rate": maximal_learning_rate}
+        config.update({k: v for k, v in changes.items() if v is not None and k in config})
+        return type(self)(**config)
+
+
+class CyclicalSchedule(Schedule):
     """Smith's (2017) cyclical learning rates between two bounds.
 
     With `cycle = floor(1 + step / (2 * step_size))` and
@@ -103,17 +126,6 @@ class CyclicalSchedule:
         amplitude = self.maximal_learning_rate - self.initial_learning_rate
         return self.initial_learning_rate + amplitude * max(0.0, 1 - x) * scale
 
-    def momentum(self, step):
-        """None: these policies leave the momentum alone."""
-        return None
-
-    def restarted(self, total_steps=None, maximal_learning_rate=None):
-        """The same policy with a new peak; a cycle stays `2 * step_size` batches long."""
-        config = self.get_config()
-        if maximal_learning_rate is not None:
-            config["maximal_learning_rate"] = maximal_learning_rate
-        return type(self)(**config)
-
     def get_config(self) -> dict:
         return {
             "initial_learning_rate": self.initial_learning_rate,
@@ -124,7 +136,7 @@ class CyclicalSchedule:
         }
 
 
-class OneCycleSchedule:
+class OneCycleSchedule(Schedule):
     """The 1cycle policy (Smith 2018) over `total_steps` batches, as fast.ai's `fit_one_cycle`.
 
     With progress `p = step / total_steps` (clipped to 1), the learning rate
@@ -227,15 +239,6 @@ class OneCycleSchedule:
         """The momentum at `step`, or None when `cycle_momentum` is off."""
         return self.rates(step)[1] if self.cycle_momentum else None
 
-    def restarted(self, total_steps=None, maximal_learning_rate=None):
-        """A new cycle: `total_steps` long, peaking at `maximal_learning_rate` (None keeps each)."""
-        config = self.get_config()
-        if total_steps is not None:
-            config["total_steps"] = total_steps
-        if maximal_learning_rate is not None:
-            config["maximal_learning_rate"] = maximal_learning_rate
-        return type(self)(**config)
-
     def get_config(self) -> dict:
         return {
             "maximal_learning_rate": self.maximal_learning_rate,
@@ -249,8 +252,71 @@ class OneCycleSchedule:
         }
 
 
+class LinearSchedule(Schedule):
+    """A linear warm-up to `maximal_learning_rate`, then a linear decay to 0.
+
+    Over `total_steps` batches with `warmup = ceil(warmup_ratio *
+    total_steps)`, the rate at `step` is `maximal_learning_rate * step /
+    warmup` while `step < warmup`, then `maximal_learning_rate * (total_steps
+    - step) / (total_steps - warmup)`, and 0 from `total_steps` on: Hugging
+    Face's `get_linear_schedule_with_warmup`, with `TrainingArguments`'
+    rounding of `warmup_ratio`.
+
+    Args:
+        maximal_learning_rate: the rate at the end of the warm-up.
+        total_steps: batches from the start to the end of the decay.
+        warmup_ratio: the fraction of `total_steps` spent warming up, in
+            [0, 1).
+
+    Raises:
+        ValueError: for a non-positive rate or `total_steps`, a
+            `warmup_ratio` outside [0, 1); and, when called, a negative step.
+
+    Example:
+    >>> schedule = LinearSchedule(1e-3, total_steps=100, warmup_ratio=0.1)
+    >>> schedule(5), schedule(10), schedule(55), schedule.momentum(5)
+    (0.0005, 0.001, 0.0005, None)
+
+    Reference:
+        Devlin et al. 2019, arXiv:1810.04805, appendix A.2.
+    """
+
+    def __init__(self, maximal_learning_rate, total_steps, warmup_ratio=0.1):
+        _check_positive_float("maximal_learning_rate", maximal_learning_rate)
+        _check_positive_int("total_steps", total_steps)
+        if not is_real(warmup_ratio) or not 0 <= warmup_ratio < 1:
+            raise ValueError(
+                "Invalid value for argument `warmup_ratio`. Expected a fraction in "
+                f"[0, 1). Received: warmup_ratio={warmup_ratio!r}"
+            )
+        self.maximal_learning_rate = maximal_learning_rate
+        self.total_steps = total_steps
+        self.warmup_ratio = warmup_ratio
+
+    @property
+    def warmup_steps(self) -> int:
+        return math.ceil(self.warmup_ratio * self.total_steps)
+
+    def __call__(self, step) -> float:
+        _check_step(step)
+        warmup = self.warmup_steps
+        if step < warmup:
+            return self.maximal_learning_rate * step / warmup
+        remaining = max(0, self.total_steps - step) / max(1, self.total_steps - warmup)
+        return self.maximal_learning_rate * remaining
+
+    def get_config(self) -> dict:
+        return {
+            "maximal_learning_rate": self.maximal_learning_rate,
+            "total_steps": self.total_steps,
+            "warmup_ratio": self.warmup_ratio,
+        }
+
+
 def schedule_from_config(config):
-    """A `CyclicalSchedule` or `OneCycleSchedule` from its `get_config()`."""
+    """The schedule of a `get_config()`: its keys tell the three kinds apart."""
+    if "warmup_ratio" in config:
+        return LinearSchedule(**config)
     return (OneCycleSchedule if "total_steps" in config else CyclicalSchedule)(**config)
 
 

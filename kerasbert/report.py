@@ -5,7 +5,9 @@ python -m kerasbert.report runs/quickstart/20261125-144351        # rebuilds its
 python -m kerasbert.report runs/a/<stamp> runs/b/<stamp> --output comparison/
 ```
 
-The report is `kerasbert.evaluation.report`'s; this is its command line.
+The report is `kerasbert.evaluation.report`'s; this is its command line. A
+model that does not beat the baseline, or that predicts one class for every
+test text, gets a warning at the top of the report and one line on stderr.
 """
 
 from __future__ import annotations

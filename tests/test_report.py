@@ -115,7 +115,7 @@ def test_report_and_every_plot_are_written(full_run):
         "Unfreezing stages",
     ):
         assert heading in html, heading
-    assert "Suggested maximal learning rate: 0.001" in html
+    assert "Suggested maximal learning rate: 1.00e-03" in html
     assert "TF-IDF" in html
 
 
@@ -277,7 +277,9 @@ def test_cli_compares_runs_in_one_table_and_plot(full_run, trained_run, tmp_path
     assert {p.name for p in output.iterdir()} == {
         "comparison.html",
         "comparison.png",
+        "comparison_loss.png",
         "comparison.csv",
+        "config_diff.csv",
     }
     table = pd.read_csv(output / "comparison.csv", index_col=0)
     assert len(table) == 2
@@ -287,7 +289,7 @@ def test_cli_compares_runs_in_one_table_and_plot(full_run, trained_run, tmp_path
     assert table["test macro_f1"].iloc[0] == pytest.approx(test_metrics["macro_f1"])
     assert np.isnan(table["test macro_f1"].iloc[1])  # the plain run has no export evaluation
     assert "best val_accuracy" in stdout and "(2)" in stdout  # same run name, told apart
-    assert "data:image/png;base64," in (output / "comparison.html").read_text()
+    assert (output / "comparison.html").read_text().count("data:image/png;base64,") == 2
 
 
 def test_cli_wrong_run_path_exits_2_and_writes_nothing(full_run, tmp_path, capsys):

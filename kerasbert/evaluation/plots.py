@@ -105,21 +105,38 @@ def _mark_stages(ax, stages, x_of=None):
         if x is None:
             continue
         ax.axvline(x, color="grey", linestyle=":", linewidth=1)
+        # Written up along the line rather than across: stages a few steps or
+        # epochs long sit closer together than a label is wide, but further
+        # apart than it is high.
         ax.annotate(
             _stage_name(number, stage),
             xy=(x, 1.0),
             xycoords=("data", "axes fraction"),
-            xytext=(2, -2),
+            xytext=(1, -3),
             textcoords="offset points",
+            rotation=90,
+            ha="left",
             va="top",
             fontsize="x-small",
             color="dimgrey",
+            # Readable where it crosses a curve.
+            bbox={
+                "boxstyle": "square,pad=0.1",
+                "facecolor": "white",
+                "edgecolor": "none",
+                "alpha": 0.7,
+            },
         )
 
 
 def _stage_name(number, stage) -> str:
     layers = stage.get("trainable_layers")
     return f"stage {number}: {layers} layers" if layers is not None else f"stage {number}"
+
+
+def _legend_if_labelled(ax):
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
 
 
 def plot_learning_rate(trace: pd.DataFrame, stages=None) -> Figure:
@@ -361,4 +378,36 @@ def plot_comparison(
     right.set_title("test metrics")
     right.grid(alpha=0.3, axis="y")
     right.legend(fontsize="small")
+    return figure
+
+
+def plot_loss_curves(histories: dict[str, pd.DataFrame]) -> Figure:
+    """Several runs' training and validation loss per epoch: one line per run in each panel.
+
+    A run keeps its colour in both panels, so its two curves are read together.
+
+    Args:
+        histories: `{run name: history frame}` (`loss` and `val_loss`
+            columns; a run lacking one is left out of that panel).
+    """
+    figure = _figure(12, 4)
+    axes = figure.subplots(1, 2, sharey=True)
+    for colour, (name, history) in enumerate(histories.items()):
+        for ax, column in zip(axes, ("loss", "val_loss")):
+            if column in history:
+                ax.plot(
+                    _epochs(history),
+                    history[column].to_numpy(dtype=float),
+                    "o-" if column == "loss" else "s--",
+                    color=f"C{colour % 10}",
+                    markersize=3,
+                    label=name,
+                )
+    for ax, title in zip(axes, ("training loss per epoch", "validation loss per epoch")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        _legend_if_labelled(ax)
+    axes[0].set_ylabel("loss")
     return figure

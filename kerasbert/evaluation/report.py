@@ -9,6 +9,11 @@ time: the training run leaves there what exists only while it runs
 absent (`lr_trace.csv`, `stages.json`, `lr_find.csv`/`lr_find.png`, ...) are
 left out and listed at the end. `report.html` is self-contained (figures are
 embedded as base64 PNG); the figures are also written to `plots/`.
+
+The report opens with what needs attention: a warning when the model trails
+the TF-IDF baseline on the main metric or predicts one class for every test
+text (`kerasbert.evaluation.verdicts`), else the margin by which it beats the
+baseline. Those warnings are also logged, one line each.
 """
 
 from __future__ import annotations
@@ -22,10 +27,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from kerasbert import rundir
 from kerasbert.evaluation import metrics as metrics_lib
-from kerasbert.evaluation import plots
+from kerasbert.evaluation import plots, verdicts
+from kerasbert.evaluation.config_diff import config_diff
+from kerasbert.evaluation.formats import (
+    format_count,
+    format_learning_rate,
+    format_metric,
+    format_table,
+)
 from kerasbert.evaluation.predictions import PROBABILITY_PREFIX
 from kerasbert.evaluation.runs import describe_fit, load_run
 from kerasbert.files import write_text
@@ -33,7 +46,13 @@ from kerasbert.files import write_text
 log = logging.getLogger(__name__)
 
 
-COMPARISON_FILES = ("comparison.html", "comparison.png", "comparison.csv")
+COMPARISON_FILES = (
+    "comparison.html",
+    "comparison.png",
+    "comparison_loss.png",
+    "comparison.csv",
+    "config_diff.csv",
+)
 
 
 NUM_MISTAKES = 20
@@ -107,6 +126,44 @@ def _value(value):
     return float(value) if metrics_lib.is_number(value) else np.nan
 
 
+def findings(run) -> tuple[list[str], str | None]:
+    """What the top of a run's report says: `(warnings, verdict)`, each a sentence.
+
+    Warnings: the model predicts one class for every test text, or does not
+    beat the baseline on the main metric. The verdict is the baseline
+    comparison when the model beats it (None when it is a warning, or when
+    the run has no baseline).
+    """
+    warnings, verdict = [], None
+    label = _single_class_warning(run)
+    if label:
+        warnings.append(label)
+    comparison = verdicts.baseline_verdict(run.metrics, run.baseline)
+    if comparison is not None and comparison.beats:
+        verdict = comparison.sentence()
+    elif comparison is not None:
+        warnings.append(comparison.sentence())
+    return warnings, verdict
+
+
+def _single_class_warning(run) -> str | None:
+    predictions = run.test_predictions
+    if predictions is not None and {"label", "predicted_label"} <= set(predictions):
+        predicted, true = verdicts.class_counts_from_predictions(predictions)
+    else:
+        test = run.metrics.get("test", {})
+        matrix, labels = test.get("confusion_matrix"), test.get("labels") or run.labels
+        if not matrix or not labels or len(matrix) != len(labels):
+            return None
+        predicted, true = verdicts.class_counts_from_matrix(matrix, labels)
+    label = verdicts.single_predicted_class(predicted, true)
+    if label is None:
+        return None
+    return verdicts.single_class_sentence(
+        label, sum(predicted.values()), sum(1 for n in true.values() if n > 0)
+    )
+
+
 def _test_probabilities(run):
     """`(y_true, probabilities)` from test_predictions.csv, or None."""
     predictions, labels = run.test_predictions, run.labels
@@ -175,6 +232,8 @@ def write_report(run_dir, num_mistakes=NUM_MISTAKES) -> Path:
     PosixPath('runs/quickstart/20261125-144351/report.html')
     """
     run = load_run(run_dir)
+    for warning in findings(run)[0]:
+        log.warning("%s: %s", run.path, warning)
     figures = build_figures(run)
     plots_dir = run.path / rundir.PLOTS
     for name in PLOT_NAMES:
@@ -197,16 +256,26 @@ def render_report(run, pngs, num_mistakes=NUM_MISTAKES) -> str:
         f"<h1>kerasbert run {_e(run.name)}</h1>",
         f"<p class='meta'>{_e(str(run.path))} &middot; report built {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>",
     ]
+    warnings, verdict = findings(run)
+    sections += [
+        f"<p class='warning' role='alert'><strong>Warning:</strong> {_e(w)}</p>" for w in warnings
+    ]
+    if verdict:
+        sections.append(f"<p class='verdict'>{_e(verdict)}</p>")
 
     table = metrics_table(run.metrics)
     if len(table):
         sections.append(_section("Metrics", _table(table)))
     if run.baseline:
         comparison = baseline_comparison(run.metrics, run.baseline)
+        # C is a hyperparameter picked from 0.1, 1, 10, 100, written as chosen.
         chosen = (
             f" (C = {run.baseline['C']:g})" if metrics_lib.is_number(run.baseline.get("C")) else ""
         )
-        note = f"<p>Baseline: {_e(run.baseline.get('model', 'baseline'))}{chosen}, trained on {run.baseline.get('train_rows', '?')} rows in {run.baseline.get('seconds', '?')} s. Lower is better for log_loss and ece.</p>"
+        seconds = run.baseline.get("seconds")
+        took = f"{seconds:.1f}" if metrics_lib.is_number(seconds) else "?"
+        rows = format_count(run.baseline.get("train_rows", "?"))
+        note = f"<p>Baseline: {_e(run.baseline.get('model', 'baseline'))}{chosen}, trained on {_e(rows)} rows in {took} s. Lower is better for log_loss and ece.</p>"
         sections.append(_section("Baseline comparison", note + _table(comparison)))
 
     if run.data_summary:
@@ -226,7 +295,8 @@ def render_report(run, pngs, num_mistakes=NUM_MISTAKES) -> str:
 
     training = _images(pngs, "training_curves")
     if run.fit_summary:
-        training = f"<p>{_e(describe_fit(run.fit_summary).capitalize())}.</p>" + training
+        sentence = describe_fit(run.fit_summary, format_metric)
+        training = f"<p>{_e(sentence[:1].upper() + sentence[1:])}.</p>" + training
     if run.stages:
         training += "<h3>Unfreezing stages</h3>" + _table(pd.DataFrame(run.stages))
     if training:
@@ -240,7 +310,10 @@ def render_report(run, pngs, num_mistakes=NUM_MISTAKES) -> str:
         suggestion = (run.lr_find_summary or {}).get("suggested_maximal_learning_rate")
         if metrics_lib.is_number(suggestion):
             rule = run.lr_find_summary.get("rule", "")
-            body = f"<p>Suggested maximal learning rate: {suggestion:.3g} ({_e(rule)})</p>" + body
+            body = (
+                f"<p>Suggested maximal learning rate: {format_learning_rate(suggestion)} ({_e(rule)})</p>"
+                + body
+            )
         sections.append(_section("LR range test", body))
 
     test = run.metrics.get("test", {})
@@ -318,8 +391,34 @@ def _unique_names(runs):
     return runs
 
 
+def run_configs(runs) -> dict:
+    """`{run name: config dict}` of the runs whose `config.yaml` parses as a mapping.
+
+    A run whose config cannot be read gets a line in its `problems`.
+    """
+    configs = {}
+    for run in runs:
+        if run.config_text is None:
+            continue
+        try:
+            config = yaml.safe_load(run.config_text)
+        except yaml.YAMLError as e:
+            run.problems.append(f"{rundir.CONFIG}: {' '.join(str(e).split())}")
+            continue
+        if isinstance(config, dict):
+            configs[run.name] = config
+        else:
+            run.problems.append(f"{rundir.CONFIG}: not a mapping of keys to values")
+    return configs
+
+
 def write_comparison(run_dirs, output_dir) -> tuple[pd.DataFrame, Path]:
-    """Writes `comparison.html`, `comparison.png` and `comparison.csv` for several runs.
+    """Writes `comparison.html`, `comparison.png`, `comparison_loss.png`,
+    `comparison.csv` and `config_diff.csv` for several runs.
+
+    The page lists the runs with their metrics, the config keys whose values
+    differ (dotted, one column per run), validation accuracy and test metrics,
+    and training and validation loss per epoch.
 
     Args:
         run_dirs: run directories.
@@ -340,16 +439,47 @@ def write_comparison(run_dirs, output_dir) -> tuple[pd.DataFrame, Path]:
     )
     output_dir = Path(output_dir)
     png = plots.png_bytes(figure, output_dir / "comparison.png")
+    loss_png = plots.png_bytes(
+        plots.plot_loss_curves(histories), output_dir / "comparison_loss.png"
+    )
     write_text(output_dir / "comparison.csv", table.to_csv())
+    configs = run_configs(runs)
+    diff = config_diff(configs)
+    write_text(output_dir / "config_diff.csv", diff.to_csv())
     listing = (
         "<ul>" + "".join(f"<li>{_e(run.name)}: {_e(str(run.path))}</li>" for run in runs) + "</ul>"
     )
-    body = _section("Runs", listing + _table(table)) + _section(
-        "Validation accuracy and test metrics", _img(png, "comparison")
+    body = "".join(
+        [
+            _section("Runs", listing + _table(table)),
+            _section("Config differences", _config_diff_html(diff, configs, runs)),
+            _section("Validation accuracy and test metrics", _img(png, "comparison")),
+            _section("Training and validation loss", _img(loss_png, "comparison_loss")),
+        ]
     )
+    problems = [f"{run.name}: {problem}" for run in runs for problem in run.problems]
+    if problems:
+        body += _section(
+            "Notes",
+            "<p>Could not use:</p><ul>" + "".join(f"<li>{_e(p)}</li>" for p in problems) + "</ul>",
+        )
     path = output_dir / "comparison.html"
     write_text(path, _page("kerasbert run comparison", "<h1>kerasbert run comparison</h1>" + body))
     return table, path
+
+
+def _config_diff_html(diff, configs, runs) -> str:
+    unread = [run.name for run in runs if run.name not in configs]
+    note = (
+        f"<p>Without a readable config.yaml (left out): {_e(', '.join(unread))}</p>"
+        if unread
+        else ""
+    )
+    if len(configs) < 2:
+        return note + "<p>Fewer than two runs have a readable config.yaml: nothing to compare.</p>"
+    if not len(diff):
+        return note + "<p>The runs' resolved configs are the same.</p>"
+    return note + diff.rename_axis(None).to_html(escape=True, border=0, classes="config-diff")
 
 
 STYLE = """
@@ -362,6 +492,9 @@ td { max-width: 40em; overflow-wrap: anywhere; }
 img { max-width: 100%; display: block; margin: .6em 0; }
 pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: .85em; }
 .meta { color: #666; font-size: .9em; }
+.warning { background: #fdecea; border-left: 4px solid #c62828; padding: .6em 1em; color: #7f1d1d; }
+.verdict { background: #e8f5e9; border-left: 4px solid #2e7d32; padding: .6em 1em; }
+table.config-diff td { text-align: left; font-family: ui-monospace, monospace; }
 """
 
 
@@ -381,9 +514,8 @@ def _e(text) -> str:
 
 
 def _table(frame, classes=None) -> str:
-    return frame.to_html(
-        escape=True, na_rep="n/a", float_format=lambda x: f"{x:.4g}", border=0, classes=classes
-    )
+    """`frame` as HTML, each column's numbers in the format of their kind (`formats`)."""
+    return format_table(frame).to_html(escape=True, border=0, classes=classes)
 
 
 def _img(data, name) -> str:

@@ -139,8 +139,14 @@ def _failed(run_dir) -> bool:
     )
 
 
-def describe_fit(summary) -> str:
-    """One sentence of a run's `fit_summary.json`, for the log and the report."""
+def describe_fit(summary, format_value="{:.4g}".format) -> str:
+    """One sentence of a run's `fit_summary.json`, for the log and the report.
+
+    Args:
+        summary: `fit_summary.json`.
+        format_value: writes the kept epoch's monitored value (the report
+            writes it as it writes every metric).
+    """
     run, planned = summary["epochs_run"], summary["epochs_planned"]
     text = f"trained {run} of {planned} epochs"
     if summary["stopped_early"] and summary["early_stopping"]:
@@ -152,7 +158,7 @@ def describe_fit(summary) -> str:
     if summary["kept_epoch"] is not None:
         text += (
             f"; kept epoch {summary['kept_epoch']}, the best by {summary['checkpoint_monitor']} "
-            f"({summary['kept_value']:.4g})"
+            f"({format_value(summary['kept_value'])})"
         )
     return text
 

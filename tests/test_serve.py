@@ -247,6 +247,95 @@ def test_parse_errors_use_rapidjson_messages_and_byte_offsets():
     assert parse(b' {"a": 1} trailing') == {"a": 1}
 
 
+@pytest.mark.parametrize(
+    "number, offset",
+    [
+        (b"1" + b"0" * 5_000, 6),  # beyond Python's 4300-digit int conversion
+        (b"1" + b"0" * 400, 6),
+        (b"-1" + b"0" * 400, 6),
+        (b"1e400", 6),
+        (b"-1e400", 6),
+        (b"2e308", 6),
+        (b"0e400", 6),  # rapidjson refuses the exponent whatever the value
+        (b"1.0e310", 6),
+    ],
+)
+def test_numbers_too_big_for_a_double_are_refused_as_rapidjson_refuses_them(number, offset):
+    body = b'{"a": ' + number + b', "b": 1e400}'
+    assert (
+        error_of(parse_json_object, body)
+        == f"JSON Parse error: Number too big to be stored in double. at offset: {offset}"
+    )
+
+
+def test_big_numbers_are_read_as_rapidjson_reads_them():
+    document = parse_json_object(
+        b'{"u": 18446744073709551615, "u_over": 18446744073709551616, '
+        b'"i": -9223372036854775808, "i_under": -9223372036854775809, '
+        b'"e": 1e308, "tiny": 1e-400, "s": "1e400", "long": 1' + b"0" * 300 + b"}"
+    )
+    assert document["u"] == 2**64 - 1 and isinstance(document["u"], int)
+    assert document["u_over"] == 2.0**64 and isinstance(document["u_over"], float)
+    assert document["i"] == -(2**63) and isinstance(document["i"], int)
+    assert document["i_under"] == -(2.0**63) and isinstance(document["i_under"], float)
+    assert document["e"] == 1e308 and document["tiny"] == 0.0 and document["s"] == "1e400"
+    assert isinstance(document["long"], float) and document["long"] == pytest.approx(1e300)
+    # A number after a multi-byte character: the offset counts bytes.
+    assert error_of(parse_json_object, '{"é": 1e999}'.encode()) == (
+        "JSON Parse error: Number too big to be stored in double. at offset: 7"
+    )
+
+
+def test_the_first_of_repeated_keys_counts_as_in_rapidjson():
+    document = parse_json_object(
+        b'{"instances": ["a"], "signature_name": "x", "instances": 3, "signature_name": "y", '
+        b'"nested": {"k": 1, "k": 2}}'
+    )
+    assert document == {"instances": ["a"], "signature_name": "x", "nested": {"k": 1}}
+
+
+def test_nesting_deeper_than_a_tensor_can_be_is_refused_without_recursing():
+    deep = 10_000
+    body = b'{"instances": ' + b"[" * deep + b"]" * deep + b"}"
+    assert error_of(parse_json_object, body) == (
+        "JSON Parse error: Arrays and objects nested more than 512 deep. at offset: 525"
+    )
+    # Brackets inside strings don't count.
+    assert parse_json_object(b'{"a": "' + b"[" * 1_000 + b'"}') == {"a": "[" * 1_000}
+
+
+@pytest.mark.parametrize("key", ["instances", "inputs"])
+@pytest.mark.parametrize("rank", [65, 254, 255, 509])
+def test_tensors_of_more_dimensions_than_numpy_takes_are_refused(key, rank):
+    depth = rank - 1 if key == "instances" else rank
+    document = parse_json_object(
+        ('{"%s": %s"a"%s}' % (key, "[" * depth, "]" * depth)).encode()
+        if key == "inputs"
+        else ('{"%s": [%s"a"%s]}' % (key, "[" * depth, "]" * depth)).encode()
+    )
+    message = error_of(predict_inputs_from_json, document, TEXT)
+    if rank > 254:
+        assert message == "tensor parsing error: text"  # TensorShape's 254 dimensions
+    else:
+        assert message == (
+            "Input `text` of signature `serving_default` has shape "
+            f"[{','.join(['1'] * rank)}], expected [-1] (-1 is any size)."
+        )
+    unknown_rank = {
+        "text": meta_graph_pb2.TensorInfo(
+            dtype=types_pb2.DT_STRING,
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(unknown_rank=True),
+        )
+    }
+    message = error_of(predict_inputs_from_json, document, unknown_rank, "sig")
+    if rank > 254:
+        assert message == "tensor parsing error: text"
+    else:
+        assert message == (
+            f"Input `text` of signature `sig` has {rank} dimensions; this server takes at most 64."
+        )
+
+
 def test_row_format_with_one_input_batches_the_list():
     inputs, row_format = predict_inputs_from_json({"instances": ["a", {"b64": "Yg=="}]}, TEXT)
     assert row_format
@@ -368,11 +457,13 @@ def test_nested_lists_must_be_dense_and_consistent():
 
 
 def test_input_shapes_are_checked_against_the_signature():
-    inputs, _ = predict_inputs_from_json({"inputs": [["a"]]}, TEXT)
-    message = error_of(check_input_shapes, inputs, TEXT, "serving_default")
+    message = error_of(predict_inputs_from_json, {"inputs": [["a"]]}, TEXT)
     assert (
         message
         == "Input `text` of signature `serving_default` has shape [1,1], expected [-1] (-1 is any size)."
+    )
+    assert error_of(check_input_shapes, {"text": [2, 3]}, TEXT, "sig") == (
+        "Input `text` of signature `sig` has shape [2,3], expected [-1] (-1 is any size)."
     )
 
 

@@ -21,12 +21,13 @@ import logging
 import os
 import re
 import urllib.parse
+import zlib
 from typing import Sequence
 
 import numpy as np
 from google.protobuf import text_format
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from tensorflow.core.framework import types_pb2
@@ -38,7 +39,6 @@ from kerasbert.serving.rest.errors import RestError, invalid_argument, not_found
 from kerasbert.serving.rest.examples import examples_from_json
 from kerasbert.serving.rest.json_text import error_json, proto_json
 from kerasbert.serving.rest.requests import (
-    check_input_shapes,
     parse_json_object,
     predict_inputs_from_json,
     requested_signature_name,
@@ -124,6 +124,10 @@ class _RestApi:
     async def handle(self, request: Request) -> Response:
         raw_path = request.scope.get("raw_path") or request.url.path.encode("utf-8")
         path = raw_path.decode("latin-1").split("?", 1)[0]
+        if request.scope.get("query_string"):
+            # TF Serving matches its URL patterns against the path and query
+            # (evhttp_request.cc's path_and_query): a query is a malformed request.
+            path += "?" + request.scope["query_string"].decode("latin-1")
         method = request.method
         if not _API_PATH.fullmatch(path):
             return self._error(
@@ -140,6 +144,9 @@ class _RestApi:
             return self._json(await self._process(method, path, body))
         except RestError as error:
             return self._error(error)
+        except ClientDisconnect:
+            log.info("The client of %s %s disconnected before sending the whole body", method, path)
+            return Response(b"", status_code=400)
         except Exception as error:  # noqa: BLE001  (answered without a traceback; logged in full)
             log.exception("Internal error answering %s %s", method, path)
             return self._error(
@@ -165,7 +172,11 @@ class _RestApi:
         if too_large:
             received = declared if declared is not None else size
             raise _PayloadTooLarge(received, limit)
-        return b"".join(chunks)
+        body = b"".join(chunks)
+        # TF Serving's HTTP server inflates a gzip body (auto_uncompress_input).
+        if body and "gzip" in request.headers.get("content-encoding", ""):
+            body = _gunzip(body, limit)
+        return body
 
     async def _process(self, method: str, path: str, body: bytes) -> str:
         if method == "POST":
@@ -253,8 +264,7 @@ class _RestApi:
             raise invalid_argument(
                 "Failed to get input map for signature: ", signature_name or "DEFAULT"
             )
-        inputs, row_format = predict_inputs_from_json(document, signature.inputs)
-        check_input_shapes(inputs, signature.inputs, key)
+        inputs, row_format = predict_inputs_from_json(document, signature.inputs, key)
         outputs = await self._run(servable, key, inputs)
         return predict_response_json(outputs, row_format)
 
@@ -356,9 +366,10 @@ class _RestApi:
 
 
 class _PayloadTooLarge(RestError):
-    def __init__(self, received, limit):
+    def __init__(self, received, limit, inflated=False):
         super().__init__(
-            f"Request body of {received} bytes is larger than this server's limit of {limit} bytes; "
+            f"Request body of {received} bytes{' inflated' if inflated else ''} is larger than "
+            f"this server's limit of {limit} bytes; "
             "start it with a larger --max_body_bytes to accept it.",
             "RESOURCE_EXHAUSTED",
         )
@@ -366,6 +377,27 @@ class _PayloadTooLarge(RestError):
     @property
     def http_status(self) -> int:
         return 413
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """A gzip request body inflated, at most `limit` bytes of it.
+
+    A body that doesn't inflate is read as empty, as TF Serving's HTTP server
+    reads it (evhttp_request.cc), so that the request is refused as one
+    without a body.
+    """
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+        complete = inflater.eof
+    except zlib.error:
+        inflated, complete = b"", False
+    if len(inflated) > limit:
+        raise _PayloadTooLarge(f"more than {limit}", limit, inflated=True)
+    if not complete:
+        log.warning("Failed to uncompress the gzipped body")
+        return b""
+    return inflated
 
 
 def _model_info(match) -> tuple[str, int | None, str | None]:

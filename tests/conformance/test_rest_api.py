@@ -7,6 +7,7 @@ still succeeds.
 """
 
 import base64
+import gzip
 import json
 import math
 
@@ -276,6 +277,26 @@ BAD_PREDICT_BODIES = {
         {"signature_name": "nope", "instances": ["a"]},
         'Serving signature name: "nope" not found in signature def',
     ),
+    "an integer of 5000 digits": (
+        b'{"instances": ["a"], "n": 1' + b"0" * 5_000 + b"}",
+        "JSON Parse error: Number too big to be stored in double. at offset: 26",
+    ),
+    "an integer of 400 digits": (
+        b'{"instances": [1' + b"0" * 400 + b"]}",
+        "JSON Parse error: Number too big to be stored in double. at offset: 15",
+    ),
+    "1e400": (
+        b'{"instances": ["a"], "n": -1e400}',
+        "JSON Parse error: Number too big to be stored in double. at offset: 26",
+    ),
+    "a tensor of 255 dimensions in rows": (
+        b'{"instances": [' + b"[" * 254 + b'"a"' + b"]" * 254 + b"]}",
+        "tensor parsing error: text",
+    ),
+    "a tensor of 300 dimensions in columns": (
+        b'{"inputs": ' + b"[" * 300 + b'"a"' + b"]" * 300 + b"}",
+        "tensor parsing error: text",
+    ),
     "signature name not a string": (
         {"signature_name": 3, "instances": ["a"]},
         'JSON Value: {\n    "signature_name": 3,\n    "instances": ["a"]\n} not formatted correctly. '
@@ -293,6 +314,65 @@ def test_bad_predict_requests_get_400_and_tf_serving_messages(http, model, case)
 
 def test_a_tensor_of_the_wrong_rank_is_refused(http, model):
     assert_error(post(http, f"{model}:predict", {"inputs": [["a"]]}), 400)
+    assert_still_serving(http, model)
+
+
+@pytest.mark.parametrize("key", ["instances", "inputs"])
+@pytest.mark.parametrize("depth", [65, 200, 971, 972, 5_000])
+def test_deeply_nested_lists_are_refused(http, model, target, key, depth):
+    # TF Serving parses any depth and refuses the tensor (its message depends
+    # on the model up to 254 dimensions, "tensor parsing error" beyond);
+    # kerasbert.serve refuses documents nested more than 512 deep as it parses.
+    body = f'{{"{key}": {"[" * depth}"a"{"]" * depth}}}'.encode()
+    message = assert_error(post(http, f"{model}:predict", body), 400)
+    if depth > 254 and (depth <= 511 or not target.local):
+        assert message == "tensor parsing error: text"
+    elif depth > 511:
+        assert message == (
+            "JSON Parse error: Arrays and objects nested more than 512 deep. "
+            f"at offset: {len(key) + 5 + 511}"
+        )
+    assert_still_serving(http, model)
+
+
+def test_the_first_of_repeated_keys_counts(http, model, labels):
+    body = (
+        b'{"signature_name": "serving_default", "instances": ["the film was great"], '
+        b'"signature_name": "nope", "instances": 3}'
+    )
+    response = post(http, f"{model}:predict", body)
+    assert response.status_code == 200, response.text
+    check_predictions(response.json()["predictions"], labels, 1)
+
+
+def test_a_gzip_body_is_answered_as_the_plain_one(http, model):
+    for path, body in (
+        (f"{model}:predict", {"instances": TEXTS}),
+        (f"{model}:predict", {"instances": 3}),
+        (f"{model}:classify", {"signature_name": "classify", "examples": [{"text": TEXTS[0]}]}),
+    ):
+        plain = post(http, path, body)
+        zipped = http.post(
+            path,
+            content=gzip.compress(json.dumps(body).encode("utf-8")),
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+        assert (zipped.status_code, zipped.json()) == (plain.status_code, plain.json())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"instances": ["a"]}', gzip.compress(b'{"instances": ["a"]}')[:-9], b"\x1f\x8b junk"],
+    ids=["not gzip", "truncated", "bad header"],
+)
+def test_a_body_that_does_not_gunzip_is_read_as_empty(http, model, body):
+    # TF Serving's HTTP server drops a body it can't inflate (evhttp_request.cc).
+    response = http.post(
+        f"{model}:predict",
+        content=body,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert_error(response, 400, "JSON Parse error: The document is empty")
     assert_still_serving(http, model)
 
 
@@ -370,6 +450,10 @@ def test_a_body_over_the_size_limit_gets_413(http, model, target):
         ("GET", "{model}:predict", 400, "Malformed request: GET {model}:predict"),
         ("GET", "{model}/versions/abc", 400, "Malformed request: GET {model}/versions/abc"),
         ("GET", "/v1/models", 400, "Missing model name in request."),
+        # TF Serving matches the path with its query (evhttp's path_and_query).
+        ("POST", "{model}:predict?x=1", 400, "Malformed request: POST {model}:predict?x=1"),
+        # ... and a model name, [^/:]+, takes the query in.
+        ("GET", "{model}?x=1", 404, "Could not find any versions of model {name}?x=1"),
         ("POST", "/v1/models/nope:predict", 404, "Servable not found for request: Latest(nope)"),
         ("POST", "/v1/models/nope:classify", 404, "Servable not found for request: Latest(nope)"),
         ("GET", "/v1/models/nope", 404, "Could not find any versions of model nope"),

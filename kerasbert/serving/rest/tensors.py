@@ -174,13 +174,9 @@ def typed_array(values, shape, dtype) -> np.ndarray:
     return np.asarray(values, dtype=numpy_dtype).reshape(shape)
 
 
-def tensor_from_json(value, dtype) -> np.ndarray:
+def dense_values(value, dtype) -> tuple[list, list[int]]:
+    """A JSON value's leaves as elements of `dtype`, and its dense shape."""
     shape = dense_shape(value)
     values = []
-    try:
-        fill_values(value, 0, shape, dtype, values)
-    except RecursionError:
-        raise invalid_argument(
-            "JSON Value: ", debug_string(value), " is nested too deeply"
-        ) from None
-    return typed_array(values, shape, dtype)
+    fill_values(value, 0, shape, dtype, values)
+    return values, shape

@@ -1,7 +1,9 @@
 """`python -m kerasbert.lr_find --config X.yaml [--stage K]`: the LR range test.
 
 Writes `lr_find.csv`, `lr_find.png` and `lr_find.json` (the suggested
-`maximal_learning_rate` and the rule behind it) and prints the suggestion.
+`maximal_learning_rate` and the rule behind it) and the config swept, and
+prints the suggestion. The next `train` of the same data and model copies
+the three files into its run directory, for its report.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def parse_args(argv=None):
 
 
 def _main(args):
-    from kerasbert.config_loading import load_config
+    from kerasbert.config_loading import dump_config, load_config
 
     config = load_config(args.config, args.overrides)
     stages = config.training.unfreezing or []
@@ -71,6 +73,8 @@ def _main(args):
     )
     output.mkdir(parents=True, exist_ok=True)
     write_range_test(result, output)
+    # `train` carries the newest range test of the same data and model into its run.
+    (output / rundir.CONFIG).write_text(dump_config(config), encoding="utf-8")
     summary = {
         "suggested_maximal_learning_rate": result.suggestion,
         "rule": "learning rate at the minimum of the smoothed loss, divided by 10",

@@ -179,3 +179,26 @@ def test_stages_count_from_one_as_training_prints_them(tmp_path, capsys):
         assert capsys.readouterr().err.strip() == (
             f"error: --stage {stage}: the config has 2 unfreezing stage(s); give 1 to 2"
         )
+
+
+def test_train_carries_the_newest_range_test_of_its_data_and_model_into_its_run(tmp_path):
+    from kerasbert import lr_find
+    from kerasbert.evaluation.runs import load_run
+    from kerasbert.training.range_test import latest_range_test
+    from kerasbert.training.run import train
+
+    raw = tiny_config_dict(QUICKSTART_CSV, tmp_path, export={"enabled": False})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert lr_find.main(["--config", str(path), "--steps", "10"]) == 0
+    (sweep,) = (tmp_path / "runs" / "tiny").glob("lr_find-*")
+
+    run_dir = train(config_from_dict(raw)).run_dir
+    for name in ("lr_find.csv", "lr_find.png", "lr_find.json"):
+        assert (run_dir / name).read_bytes() == (sweep / name).read_bytes()
+    assert not [name for name in load_run(run_dir).missing if name.startswith("lr_find")]
+
+    other_batch = {**raw, "training": {**raw["training"], "batch_size": 4}}
+    assert latest_range_test(config_from_dict(other_batch)) is None
+    other_data = {**raw, "data": {**raw["data"], "seed": 1}}
+    assert latest_range_test(config_from_dict(other_data)) is None

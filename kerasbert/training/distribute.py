@@ -57,6 +57,22 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise ValueError(f"unknown distribution.strategy {name!r}")
 
 
+def wait_for_workers(strategy):
+    """Returns once every worker of a multi-worker strategy has called it too.
+
+    The chief exports after training while the other workers have nothing
+    left to do; a worker that exits meanwhile looks to the chief's
+    coordination service like a task that crashed. One collective op makes
+    them wait. Without other workers it returns at once.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    if strategy.extended._num_workers < 2:
+        return
+    barrier = tf.function(lambda: strategy.run(lambda: tf.constant(1.0)))
+    strategy.reduce(tf.distribute.ReduceOp.SUM, barrier(), axis=None)
+
+
 def is_chief() -> bool:
     """Whether this process writes the run directory and the export.
 

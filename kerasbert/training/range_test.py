@@ -190,3 +190,50 @@ def write_range_test(result: RangeTestResult, directory) -> tuple[Path, Path]:
     png_path = directory / rundir.LR_FIND_PLOT
     plots.png_bytes(plots.plot_lr_find(table, suggestion=result.suggestion), png_path)
     return csv_path, png_path
+
+
+# === Carried into the run it informed ===
+
+RANGE_TEST_FILES = (rundir.LR_FIND_TABLE, rundir.LR_FIND_PLOT, rundir.LR_FIND_SUGGESTION)
+# What a range test's answer depends on: a run that differs in any of these
+# was not informed by it.
+SAME_FOR_RANGE_TEST = (("data",), ("model",), ("training", "batch_size"), ("training", "optimizer"))
+
+
+def latest_range_test(config) -> Path | None:
+    """The newest `lr_find` of `config`'s data, model, batch size and optimizer, or None.
+
+    `python -m kerasbert.lr_find` writes to `<runs_dir>/<name>/lr_find-<timestamp>/`,
+    with the config it swept.
+    """
+    import yaml
+
+    from kerasbert.config_loading import config_to_dict
+
+    ours = config_to_dict(config)
+    parent = Path(config.training.runs_dir) / config.name
+    for directory in sorted(parent.glob("lr_find-*"), reverse=True):
+        saved = directory / rundir.CONFIG
+        if not saved.is_file() or not all((directory / f).is_file() for f in RANGE_TEST_FILES):
+            continue
+        try:
+            theirs = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        if all(_at(theirs, keys) == _at(ours, keys) for keys in SAME_FOR_RANGE_TEST):
+            return directory
+    return None
+
+
+def copy_range_test(source, run_dir) -> None:
+    """Copies a range test's files into a run directory, for its report."""
+    import shutil
+
+    for name in RANGE_TEST_FILES:
+        shutil.copyfile(Path(source) / name, Path(run_dir) / name)
+
+
+def _at(tree, keys):
+    for key in keys:
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree

@@ -22,8 +22,9 @@ from kerasbert.evaluation.scoring import evaluate_saved_model, predictions_table
 from kerasbert.exporting.exporter import export_run_dir
 from kerasbert.files import write_json
 from kerasbert.training import baseline as baseline_lib
-from kerasbert.training.distribute import is_chief
+from kerasbert.training.distribute import is_chief, wait_for_workers
 from kerasbert.training.fit import evaluate_splits, fit, prepare
+from kerasbert.training.range_test import copy_range_test, latest_range_test
 from kerasbert.training.resume import (
     read_status,
     write_status,
@@ -94,24 +95,34 @@ def train(config, resume_dir=None) -> RunResult:
     prepared = prepare(config)
     check_fits_the_data(config.training, len(prepared.splits.train))
     # In a cluster only the chief writes the run and the export; the other
-    # workers take part in every step but keep their files in a scratch dir.
+    # workers take part in every step but keep their files in a scratch dir,
+    # removed when they are done.
     chief = is_chief()
+    scratch = False
     if resume_dir is not None:
         run_dir = Path(resume_dir)
     elif chief:
         run_dir = rundir.make_run_dir(config.training.runs_dir, config.name)
         write_run_header(prepared, config, run_dir)
+        range_test = latest_range_test(config)
+        if range_test is not None:
+            copy_range_test(range_test, run_dir)
+            log.info("learning-rate range test: %s, copied into the run", range_test)
     else:
-        run_dir = Path(tempfile.mkdtemp(prefix="kerasbert-worker-"))
+        run_dir, scratch = Path(tempfile.mkdtemp(prefix="kerasbert-worker-")), True
     log.info("run directory: %s", run_dir)
     write_status(run_dir, "running")
     try:
         metrics, export_dir = _run(prepared, config, run_dir, chief, resume_dir is not None)
+        wait_for_workers(prepared.strategy)
+        write_status(run_dir, "finished", export=str(export_dir) if export_dir else None)
     except BaseException:
         # Still resumable from its last epoch; never taken for the latest run.
         write_status(run_dir, "failed")
         raise
-    write_status(run_dir, "finished", export=str(export_dir) if export_dir else None)
+    finally:
+        if scratch:
+            shutil.rmtree(run_dir, ignore_errors=True)
     # A finished run is never resumed; its saved state would only double
     # the run's size on disk.
     shutil.rmtree(run_dir / rundir.STATE_DIR, ignore_errors=True)

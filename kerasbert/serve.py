@@ -226,9 +226,21 @@ def _check_flags(args):
             "an integer >= 0",
         ),
         ("rest_api_num_threads", args.rest_api_num_threads >= 0, "an integer >= 0"),
-        ("max_batch_size", (args.max_batch_size or 1) >= 1, "an integer >= 1"),
-        ("batch_timeout_micros", (args.batch_timeout_micros or 0) >= 0, "an integer >= 0"),
-        ("num_batch_threads", (args.num_batch_threads or 1) >= 1, "an integer >= 1"),
+        (
+            "max_batch_size",
+            args.max_batch_size is None or args.max_batch_size >= 1,
+            "an integer >= 1",
+        ),
+        (
+            "batch_timeout_micros",
+            args.batch_timeout_micros is None or args.batch_timeout_micros >= 0,
+            "an integer >= 0",
+        ),
+        (
+            "num_batch_threads",
+            args.num_batch_threads is None or args.num_batch_threads >= 1,
+            "an integer >= 1",
+        ),
         ("max_body_bytes", args.max_body_bytes >= 1, "an integer >= 1"),
     ]
     for flag, ok, expected in checks:

@@ -1,10 +1,13 @@
-"""A bounded load test of `python -m kerasbert.serve` on loopback.
+"""A bounded load test of `python -m kerasbert.serve` on loopback, REST and gRPC side by side.
 
-Starts the server on a free loopback port, once without and once with
-`--enable_batching`, sends `--requests` predict requests (one text each by
-default) from `--concurrency` concurrent clients, and prints requests/s and
-p50/p99 latency for each run as a Markdown table. It stops by itself: every
-request has a timeout and the whole run a deadline.
+Starts the server on free loopback ports, once without and once with
+`--enable_batching --batching_parameters_file` (TF Serving's
+BatchingParameters, written here from `--max_batch_size` and
+`--batch_timeout_micros`), sends `--requests` predict requests (one text
+each by default) from `--concurrency` concurrent clients to the REST API,
+then the same to the gRPC API (TF Serving's official stubs), and prints
+requests/s and p50/p99 latency for each run as a Markdown table. It stops
+by itself: every request has a timeout and the whole run a deadline.
 
 Run from the repository root:
 
@@ -12,7 +15,7 @@ Run from the repository root:
 
 or against a server that is already running (TF Serving included):
 
-    .venv/bin/python benchmarks/load_test.py --url http://localhost:8501 --model_name quickstart
+    .venv/bin/python benchmarks/load_test.py --url http://localhost:8501 --grpc_target localhost:8500 --model_name quickstart
 
 Exit status 0 when every request succeeded, 1 when some failed, 2 for bad
 arguments.
@@ -27,6 +30,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 import urllib.parse
 from pathlib import Path
@@ -244,6 +248,88 @@ def run_load(
     )
 
 
+async def _grpc_load(
+    target, model_name, requests, concurrency, texts_per_request, timeout, deadline_seconds, warmup
+):
+    # TensorFlow comes with the official stubs; only a gRPC run imports it.
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    bodies = []
+    for i in range(len(TEXTS)):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model_name
+        texts = [TEXTS[(i * texts_per_request + j) % len(TEXTS)] for j in range(texts_per_request)]
+        request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string))
+        bodies.append(request)
+    latencies, errors, first_error = [], 0, None
+    next_index = 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+        async def worker(limit, measured):
+            nonlocal next_index, errors, first_error
+            while next_index < limit:
+                index = next_index
+                next_index += 1
+                started = time.perf_counter()
+                try:
+                    response = await stub.Predict(bodies[index % len(bodies)], timeout=timeout)
+                    problem = None if response.outputs else "an answer without outputs"
+                except grpc.aio.AioRpcError as error:
+                    problem = f"{error.code().name}: {error.details()}"
+                if not measured:
+                    continue
+                if problem is None:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+                    first_error = first_error or problem
+
+        await asyncio.wait_for(
+            asyncio.gather(*(worker(warmup, False) for _ in range(concurrency))), deadline_seconds
+        )
+        next_index = 0
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(worker(requests, True) for _ in range(concurrency))),
+                deadline_seconds,
+            )
+        except asyncio.TimeoutError:
+            errors = requests - len(latencies)
+            first_error = first_error or f"the run passed its {deadline_seconds:.0f} s deadline"
+        seconds = time.perf_counter() - started
+    return LoadResult(requests, errors, seconds, latencies, first_error)
+
+
+def run_grpc_load(
+    target,
+    model_name,
+    requests=2000,
+    concurrency=16,
+    texts_per_request=1,
+    timeout=30.0,
+    deadline_seconds=600.0,
+    warmup=None,
+) -> LoadResult:
+    """`run_load` over gRPC: Predict calls with TF Serving's stubs to `target` (`host:port`)."""
+    warmup = 2 * concurrency if warmup is None else warmup
+    return asyncio.run(
+        _grpc_load(
+            target,
+            model_name,
+            requests,
+            concurrency,
+            texts_per_request,
+            timeout,
+            deadline_seconds,
+            warmup,
+        )
+    )
+
+
 def _row(name, result: LoadResult) -> str:
     return (
         f"| {name} | {result.requests} | {result.errors} | {result.requests_per_second:.0f} "
@@ -259,12 +345,17 @@ def _parser():
     parser.add_argument(
         "--model_base_path", help="serve this model directory (started here, twice)"
     )
-    parser.add_argument("--url", help="instead, load a server that is already running")
+    parser.add_argument("--url", help="instead, load a server that is already running (REST)")
+    parser.add_argument("--grpc_target", help="with --url: its gRPC API too, e.g. localhost:8500")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--texts_per_request", type=int, default=1)
-    parser.add_argument("--max_batch_size", type=int, default=32)
-    parser.add_argument("--batch_timeout_micros", type=int, default=1000)
+    parser.add_argument(
+        "--max_batch_size", type=int, default=32, help="of the batching parameters file"
+    )
+    parser.add_argument(
+        "--batch_timeout_micros", type=int, default=1000, help="of the batching parameters file"
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     return parser
 
@@ -282,19 +373,22 @@ def main(argv=None) -> int:
             print(f"error: --{flag} must be >= 1, received {getattr(args, flag)}", file=sys.stderr)
             return 2
 
-    def load(url):
-        return run_load(
-            url,
+    def load(url, target):
+        arguments = (
             args.model_name,
             args.requests,
             args.concurrency,
             args.texts_per_request,
             args.timeout,
         )
+        results = [("REST", run_load(url, *arguments))]
+        if target:
+            results.append(("gRPC", run_grpc_load(target, *arguments)))
+        return results
 
     results = []
     if args.url:
-        results.append((args.url, load(args.url)))
+        results += [(f"{args.url} {api}", r) for api, r in load(args.url, args.grpc_target)]
     else:
         # The tests' harness for a server in a subprocess; this script runs
         # from benchmarks/, so the repository root goes on the path first.
@@ -302,19 +396,21 @@ def main(argv=None) -> int:
         from tests.support.servers import ServerProcess
 
         base = ["--model_name", args.model_name, "--model_base_path", args.model_base_path]
-        batching = [
-            "--enable_batching",
-            "--max_batch_size",
-            str(args.max_batch_size),
-            "--batch_timeout_micros",
-            str(args.batch_timeout_micros),
-        ]
-        for name, flags in (
-            ("no batching", []),
-            (f"batching ({args.max_batch_size}, {args.batch_timeout_micros} µs)", batching),
-        ):
-            with ServerProcess(base + flags) as server:
-                results.append((name, load(server.url)))
+        with tempfile.TemporaryDirectory() as directory:
+            parameters = Path(directory) / "batching_parameters.txt"
+            parameters.write_text(
+                f"max_batch_size {{ value: {args.max_batch_size} }}\n"
+                f"batch_timeout_micros {{ value: {args.batch_timeout_micros} }}\n",
+                encoding="utf-8",
+            )
+            batching = ["--enable_batching", "--batching_parameters_file", str(parameters)]
+            for name, flags in (
+                ("no batching", []),
+                (f"batching ({args.max_batch_size}, {args.batch_timeout_micros} µs)", batching),
+            ):
+                with ServerProcess(base + flags) as server:
+                    for api, result in load(server.url, server.grpc_target):
+                        results.append((f"{api}, {name}", result))
 
     print(
         f"{args.requests} requests of {args.texts_per_request} text(s) from {args.concurrency} concurrent clients, "

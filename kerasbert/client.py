@@ -1,13 +1,18 @@
-"""A client for kerasbert's text classifiers behind TF Serving's REST API.
+"""A client for kerasbert's text classifiers behind TF Serving's REST or gRPC API.
 
-`ServingClient` speaks only the public REST API (`/v1/models/...`), so it
-works the same against TF Serving and against `python -m kerasbert.serve`.
-It needs httpx and nothing of TensorFlow.
+`ServingClient` speaks only TF Serving's public APIs: REST
+(`http://host:8501`, `/v1/models/...`) or gRPC (`grpc://host:8500`, with the
+official `tensorflow_serving.apis` stubs), and answers the same either way,
+so it works alike against TF Serving and against `python -m kerasbert.serve`.
+Over REST it needs httpx and nothing of TensorFlow; over gRPC it needs
+`tensorflow-serving-api` (and so TensorFlow), imported on first use.
 
 Example:
 
 >>> client = ServingClient("http://localhost:8501", "quickstart")
 >>> client.predict(["What a superb film."])  # [(label, probabilities)]
+[('positive', [0.0227322578, 0.00727118, 0.969996572])]
+>>> ServingClient("grpc://localhost:8500", "quickstart").predict(["What a superb film."])
 [('positive', [0.0227322578, 0.00727118, 0.969996572])]
 """
 
@@ -26,21 +31,25 @@ class ServingError(ValueError):
     """The server answered an error, answered nonsense, or could not be reached.
 
     Attributes:
-        status_code: the HTTP status, or None when there was no answer.
-        server_message: the server's `error` text, when it sent one.
+        status_code: the HTTP status, or None when there was no HTTP answer.
+        server_message: the server's `error` text (gRPC: its status
+            details), when it sent one.
+        grpc_code: over gRPC, the status code's name (e.g. `NOT_FOUND`).
     """
 
-    def __init__(self, message, status_code=None, server_message=None):
+    def __init__(self, message, status_code=None, server_message=None, grpc_code=None):
         super().__init__(message)
         self.status_code = status_code
         self.server_message = server_message
+        self.grpc_code = grpc_code
 
 
 class ServingClient:
     """Predictions from a model that TF Serving (or `kerasbert.serve`) serves.
 
     Args:
-        url: the server's REST address, e.g. `http://localhost:8501`.
+        url: the server's REST address, e.g. `http://localhost:8501`, or
+            its gRPC address, e.g. `grpc://localhost:8500`.
         model_name: the model's name on the server.
         version: a version number; the server's latest by default.
         timeout: seconds to wait for each answer.
@@ -55,10 +64,10 @@ class ServingClient:
     def __init__(
         self, url: str, model_name: str, version: int | None = None, timeout: float = 30.0
     ):
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        if not isinstance(url, str) or not url.startswith(("http://", "https://", "grpc://")):
             raise ValueError(
-                "Invalid value for argument `url`. Expected the server's http:// or https:// address, "
-                f"e.g. http://localhost:8501. Received: url={url!r}"
+                "Invalid value for argument `url`. Expected the server's http://, https:// or grpc:// "
+                f"address, e.g. http://localhost:8501 or grpc://localhost:8500. Received: url={url!r}"
             )
         if not isinstance(model_name, str) or not model_name:
             raise ValueError(
@@ -82,7 +91,8 @@ class ServingClient:
         if version is not None:
             model_path += f"/versions/{version}"
         self._model_url = self.url + model_path
-        self._http = httpx.Client(timeout=timeout)
+        self._grpc = _GrpcCalls(self) if url.startswith("grpc://") else None
+        self._http = None if self._grpc else httpx.Client(timeout=timeout)
 
     def __enter__(self):
         return self
@@ -92,7 +102,10 @@ class ServingClient:
 
     def close(self):
         """Closes the connections."""
-        self._http.close()
+        if self._grpc is not None:
+            self._grpc.close()
+        else:
+            self._http.close()
 
     # === Requests ===
 
@@ -118,11 +131,15 @@ class ServingClient:
         return data
 
     def status(self) -> dict:
-        """The model's versions and their states (`GET /v1/models/<name>`)."""
+        """The model's versions and their states (`GET /v1/models/<name>`, gRPC GetModelStatus)."""
+        if self._grpc is not None:
+            return self._grpc.status()
         return self._request("GET", self._model_url)
 
     def metadata(self) -> dict:
-        """The model's signatures (`GET /v1/models/<name>/metadata`)."""
+        """The model's signatures (`GET /v1/models/<name>/metadata`, gRPC GetModelMetadata)."""
+        if self._grpc is not None:
+            return self._grpc.metadata()
         return self._request("GET", f"{self._model_url}/metadata")
 
     def predict(
@@ -145,11 +162,14 @@ class ServingClient:
         """
         results = []
         for batch, pairs in _batches(texts, text_pairs, batch_size):
-            if pairs is None:
-                instances = batch
+            if self._grpc is not None:
+                data = self._grpc.predict(batch, pairs)
             else:
-                instances = [{"text": t, "text_pair": p} for t, p in zip(batch, pairs)]
-            data = self._request("POST", f"{self._model_url}:predict", {"instances": instances})
+                if pairs is None:
+                    instances = batch
+                else:
+                    instances = [{"text": t, "text_pair": p} for t, p in zip(batch, pairs)]
+                data = self._request("POST", f"{self._model_url}:predict", {"instances": instances})
             predictions = data.get("predictions")
             if not isinstance(predictions, list) or len(predictions) != len(batch):
                 raise ServingError(
@@ -189,11 +209,14 @@ class ServingClient:
             if pairs is not None:
                 for example, pair in zip(examples, pairs):
                     example["text_pair"] = pair
-            data = self._request(
-                "POST",
-                f"{self._model_url}:classify",
-                {"signature_name": "classify", "examples": examples},
-            )
+            if self._grpc is not None:
+                data = self._grpc.classify(examples)
+            else:
+                data = self._request(
+                    "POST",
+                    f"{self._model_url}:classify",
+                    {"signature_name": "classify", "examples": examples},
+                )
             # TF Serving answers `results`; its REST guide says `result`.
             classes = data.get("results", data.get("result"))
             if not isinstance(classes, list) or len(classes) != len(batch):
@@ -204,6 +227,142 @@ class ServingClient:
                 [[(_text(label), float(score)) for label, score in row] for row in classes]
             )
         return results
+
+
+class _GrpcCalls:
+    """A `ServingClient`'s calls over gRPC, with answers shaped as the REST API's JSON."""
+
+    def __init__(self, client: ServingClient):
+        # TensorFlow comes with the stubs: imported only when gRPC is used.
+        import grpc
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+        self._grpc = grpc
+        self.client = client
+        self.target = client.url[len("grpc://") :]
+        self.channel = grpc.insecure_channel(
+            self.target,
+            options=[
+                ("grpc.max_receive_message_length", 2**31 - 1),
+                ("grpc.max_send_message_length", 2**31 - 1),
+            ],
+        )
+        self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+
+    def close(self):
+        self.channel.close()
+
+    def _spec(self, spec, signature_name=""):
+        spec.name = self.client.model_name
+        if signature_name:
+            spec.signature_name = signature_name
+        if self.client.version is not None:
+            spec.version.value = self.client.version
+
+    def _call(self, stub, method_name, request):
+        grpc = self._grpc
+        name = f"{self.target} {method_name}"
+        try:
+            return getattr(stub, method_name)(request, timeout=self.client.timeout)
+        except grpc.RpcError as error:
+            code = error.code()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise ServingError(
+                    f"{name}: no answer within {self.client.timeout} s", grpc_code=code.name
+                ) from None
+            if code == grpc.StatusCode.UNAVAILABLE and "connect" in (error.details() or "").lower():
+                raise ServingError(
+                    f"{name}: could not reach the server: {error.details()}", grpc_code=code.name
+                ) from None
+            raise ServingError(
+                f"{name}: gRPC {code.name}: {error.details()}",
+                server_message=error.details(),
+                grpc_code=code.name,
+            ) from None
+
+    def status(self) -> dict:
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._spec(request.model_spec)
+        response = self._call(self.models, "GetModelStatus", request)
+        from tensorflow.core.protobuf import error_codes_pb2
+
+        return {
+            "model_version_status": [
+                {
+                    "version": str(s.version),
+                    "state": get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
+                    "status": {
+                        "error_code": error_codes_pb2.Code.Name(s.status.error_code),
+                        "error_message": s.status.error_message,
+                    },
+                }
+                for s in response.model_version_status
+            ]
+        }
+
+    def metadata(self) -> dict:
+        from google.protobuf import json_format
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        self._spec(request.model_spec)
+        response = self._call(self.predictions, "GetModelMetadata", request)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+        return {
+            "model_spec": {
+                "name": response.model_spec.name,
+                "signature_name": response.model_spec.signature_name,
+                "version": str(response.model_spec.version.value),
+            },
+            "metadata": {
+                "signature_def": json_format.MessageToDict(
+                    signature_map,
+                    preserving_proto_field_name=True,
+                    always_print_fields_with_no_presence=True,
+                )
+            },
+        }
+
+    def predict(self, texts, pairs) -> dict:
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        request = predict_pb2.PredictRequest()
+        self._spec(request.model_spec)
+        request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string))
+        if pairs is not None:
+            request.inputs["text_pair"].CopyFrom(tf.make_tensor_proto(pairs, dtype=tf.string))
+        response = self._call(self.predictions, "Predict", request)
+        outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+        if "label" not in outputs or "probabilities" not in outputs:
+            return {"predictions": [dict.fromkeys(outputs)] * len(texts)}
+        return {
+            "predictions": [
+                {"label": label.decode("utf-8", "replace"), "probabilities": row.tolist()}
+                for label, row in zip(outputs["label"], outputs["probabilities"])
+            ]
+        }
+
+    def classify(self, examples) -> dict:
+        from tensorflow_serving.apis import classification_pb2
+
+        request = classification_pb2.ClassificationRequest()
+        self._spec(request.model_spec, "classify")
+        for features in examples:
+            example = request.input.example_list.examples.add()
+            for name, text in features.items():
+                example.features.feature[name].bytes_list.value.append(text.encode("utf-8"))
+        response = self._call(self.predictions, "Classify", request)
+        return {
+            "results": [
+                [[c.label, c.score] for c in classifications.classes]
+                for classifications in response.result.classifications
+            ]
+        }
 
 
 def _batches(texts, text_pairs, batch_size):

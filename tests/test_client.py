@@ -148,7 +148,7 @@ def test_bad_arguments_are_refused_before_any_request(call, error, message):
     [
         (
             {"url": "localhost:8501", "model_name": "m"},
-            "Expected the server's http:// or https:// address",
+            "Expected the server's http://, https:// or grpc:// address",
         ),
         ({"url": "http://x", "model_name": ""}, "Expected a non-empty string"),
         ({"url": "http://x", "model_name": "m", "version": -1}, "Expected None or an integer >= 0"),

@@ -794,6 +794,83 @@ def test_one_bad_request_in_a_batch_fails_alone():
 def test_batch_scheduler_checks_its_arguments():
     with pytest.raises(ValueError, match="Expected an integer >= 1. Received: max_batch_size=0"):
         BatchScheduler(max_batch_size=0)
+    with pytest.raises(
+        ValueError,
+        match="Last entry in allowed_batch_sizes must match max_batch_size; last entry was 4; expected 8",
+    ):
+        BatchScheduler(max_batch_size=8, allowed_batch_sizes=[2, 4])
+
+
+def test_allowed_batch_sizes_pad_each_call_and_drop_the_padding():
+    scheduler = BatchScheduler(
+        max_batch_size=4, batch_timeout_micros=5_000_000, allowed_batch_sizes=[2, 4]
+    )
+    results, calls = run_batched(scheduler, [[1], [2, 3], [7, 8, 9, 10, 11]])
+    assert calls == [5, 4]  # the large request alone; 3 rows padded to 4
+    assert [r["y"].tolist() for r in results] == [[10], [20, 30], [70, 80, 90, 100, 110]]
+
+
+def test_a_full_queue_answers_unavailable_as_tf_serving():
+    scheduler = BatchScheduler(
+        max_batch_size=1, batch_timeout_micros=0, num_batch_threads=1, max_enqueued_batches=1
+    )
+    results, calls = run_batched(scheduler, [[1], [2], [3]], seconds=0.2)
+    assert results[0]["y"].tolist() == [10]
+    errors = [r for r in results if isinstance(r, RestError)]
+    assert errors and errors[0].code == "UNAVAILABLE"
+    assert (
+        errors[0].message == "The batch scheduling queue to which this task was submitted is full"
+    )
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_a_batching_parameters_file_in_tf_serving_format_sets_the_batching(tmp_path):
+    file = write(
+        tmp_path / "batching.txt",
+        "max_batch_size { value: 2 }\nbatch_timeout_micros { value: 5000000 }\n"
+        "num_batch_threads { value: 3 }\nmax_enqueued_batches { value: 7 }\n"
+        'thread_pool_name { value: "model_server_batch_threads" }\n'
+        "allowed_batch_sizes: 1\nallowed_batch_sizes: 2\npad_variable_length_inputs: true\n",
+    )
+    args = serve.parse_args(
+        ["--model_base_path=x", "--enable_batching=true", f"--batching_parameters_file={file}"]
+    )
+    scheduler = serve.batch_scheduler(args)
+    assert (
+        scheduler.max_batch_size,
+        scheduler.batch_timeout_micros,
+        scheduler.num_batch_threads,
+        scheduler.max_enqueued_batches,
+        scheduler.allowed_batch_sizes,
+    ) == (2, 5_000_000, 3, 7, (1, 2))
+    # Four concurrent one-row requests: two calls of two with the file,
+    # one call of four with TF Serving's defaults and a long timeout.
+    _, calls = run_batched(scheduler, [[1], [2], [3], [4]])
+    assert calls == [2, 2]
+    defaults = serve.batch_scheduler(
+        serve.parse_args(["--enable_batching", "--batch_timeout_micros", "5000000"])
+    )
+    assert (defaults.max_batch_size, defaults.max_enqueued_batches) == (1000, 10)
+    assert run_batched(defaults, [[1], [2], [3], [4]])[1] == [4]
+    assert serve.batch_scheduler(serve.parse_args([])) is None
+
+
+def test_tf_serving_flags_have_its_defaults_and_take_both_forms():
+    args = serve.parse_args([])
+    assert (args.port, args.rest_api_port, args.model_name, args.enable_batching) == (
+        8500,
+        0,
+        "default",
+        False,
+    )
+    spaced = serve.parse_args(["--port", "9000", "--rest_api_port", "9001", "--model_name", "m"])
+    joined = serve.parse_args(["--port=9000", "--rest_api_port=9001", "--model_name=m"])
+    assert spaced == joined
+    assert (joined.port, joined.rest_api_port, joined.model_name) == (9000, 9001, "m")
 
 
 # === Command line ===
@@ -812,12 +889,69 @@ def test_batch_scheduler_checks_its_arguments():
             "Expected an integer from 0 to 65535",
         ),
         (["--model_config_file", "/nonexistent/models.config"], "No such file"),
+        (
+            ["--model_base_path=x", "--port=8501", "--rest_api_port=8501"],
+            "--rest_api_port cannot be the same as --port (8501)",
+        ),
+        (["--model_base_path=x", "--port=0"], "At least one of --port or --grpc_socket_path"),
+        (
+            ["--model_base_path=x", "--batching_parameters_file=b.txt"],
+            "--batching_parameters_file is set without setting --enable_batching to true.",
+        ),
+        (
+            [
+                "--model_base_path=x",
+                "--enable_batching",
+                "--batching_parameters_file=/nonexistent/b.txt",
+            ],
+            "No such file",
+        ),
+        (
+            ["--model_base_path=x", "--max_batch_size=4"],
+            "--max_batch_size need --enable_batching.",
+        ),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, message, capsys):
     assert serve.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        (
+            "batching",
+            "max_batch_size: 4\n",
+            "not a valid BatchingParameters in text format: 1:17 : 'max_batch_size: 4': Expected \"{\".",
+        ),
+        (
+            "batching",
+            "max_batch_size { value: 4 }\nnum_threads { value: 2 }\n",
+            "2:1 : Message type",
+        ),
+        (
+            "batching",
+            "max_batch_size { value: 4 }\nallowed_batch_sizes: 2\n",
+            "Last entry in allowed_batch_sizes must match max_batch_size",
+        ),
+        ("batching", "max_batch_size { value: 0 }\n", "Expected an integer >= 1"),
+        ("monitoring", "prometheus_config { enable: yes }\n", "not a valid MonitoringConfig"),
+    ],
+)
+def test_malformed_batching_or_monitoring_files_exit_2_with_one_line(
+    tmp_path, capsys, name, text, message
+):
+    file = write(tmp_path / f"{name}.txt", text)
+    flags = (
+        ["--enable_batching", f"--batching_parameters_file={file}"]
+        if name == "batching"
+        else [f"--monitoring_config_file={file}"]
+    )
+    assert serve.main(["--model_base_path", str(tmp_path / "none"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {file}: ") and message in err and "\n" not in err
 
 
 def test_tf_serving_style_boolean_flags_are_accepted():

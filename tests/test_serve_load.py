@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from kerasbert.serving.app import create_app
+from kerasbert.serving.batching import BatchScheduler
+from kerasbert.serving.model_api import ModelApi
 from kerasbert.serving.model_config import ServedModelConfig
 from kerasbert.serving.model_manager import ModelManager
-from tests.support.servers import background_server
+from tests.support.servers import background_servers
 
 LOAD_TEST = Path(__file__).resolve().parents[1] / "benchmarks" / "load_test.py"
 
@@ -28,23 +29,24 @@ def test_load_run_sends_every_request_without_errors(exported_model, tmp_path, l
     shutil.copytree(exported_model, tmp_path / "tiny" / "1")
     manager = ModelManager([ServedModelConfig("tiny", tmp_path / "tiny")], poll_wait_seconds=0)
     manager.poll()
-    app = create_app(manager, enable_batching=True, max_batch_size=8, batch_timeout_micros=2000)
-    with background_server(app) as url:
+    model_api = ModelApi(manager, batcher=BatchScheduler(8, 2000))
+    with background_servers(model_api) as (url, target):
         result = load_test.run_load(
             url, "tiny", requests=60, concurrency=4, texts_per_request=2, deadline_seconds=300
         )
-        assert (
-            load_test.main(
-                ["--url", url, "--model_name", "tiny", "--requests", "20", "--concurrency", "2"]
-            )
-            == 0
+        grpc_result = load_test.run_grpc_load(
+            target, "tiny", requests=30, concurrency=4, texts_per_request=2, deadline_seconds=300
         )
+        argv = ["--url", url, "--grpc_target", target, "--model_name", "tiny", "--requests", "20"]
+        assert load_test.main([*argv, "--concurrency", "2"]) == 0
     assert (result.requests, result.errors, len(result.latencies)) == (60, 0, 60)
+    assert (grpc_result.requests, grpc_result.errors, len(grpc_result.latencies)) == (30, 0, 30)
     assert 0 < result.percentile(50) <= result.percentile(99) <= max(result.latencies)
     assert result.requests_per_second > 0
     table = capsys.readouterr().out
     assert "| server | requests | errors | requests/s | p50 ms | p99 ms |" in table
-    assert f"| {url} | 20 | 0 |" in table
+    assert f"| {url} REST | 20 | 0 |" in table
+    assert f"| {url} gRPC | 20 | 0 |" in table
 
 
 def test_failed_requests_are_counted_not_raised(load_test):

@@ -1,7 +1,9 @@
 """TF Serving's REST API as a Starlette app: the URLs, JSON shapes, status codes and messages of `tensorflow_model_server`.
 
-`create_app` builds it over a `ModelManager`; `kerasbert.serving.server`
-runs it and `python -m kerasbert.serve` is its command line.
+`create_app` builds it over a `ModelManager`, or over the `ModelApi` it
+shares with the gRPC API (`grpc_api`); `kerasbert.serving.server` runs it
+and `python -m kerasbert.serve` is its command line. With a Prometheus path
+it also serves TF Serving's request metrics there (`metrics`).
 
 Reference: TF Serving's `http_rest_api_handler.cc`, `json_tensor.cc`,
 `get_model_status_impl.cc` and `g3doc/api_rest.md`
@@ -11,29 +13,26 @@ Reference: TF Serving's `http_rest_api_handler.cc`, `json_tensor.cc`,
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import dataclasses
 import importlib.resources
 import importlib.util
 import json
 import logging
-import os
 import re
+import time
 import urllib.parse
 import zlib
 from typing import Sequence
 
-import numpy as np
-from google.protobuf import text_format
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from kerasbert.serving.batching import BatchScheduler
+from kerasbert.serving.model_api import ModelApi
 from kerasbert.serving.model_manager import ModelManager
 from kerasbert.serving.rest.errors import RestError, invalid_argument, not_found
 from kerasbert.serving.rest.examples import examples_from_json
@@ -42,16 +41,14 @@ from kerasbert.serving.rest.requests import (
     parse_json_object,
     predict_inputs_from_json,
     requested_signature_name,
-    shape_text,
 )
 from kerasbert.serving.rest.responses import (
     classify_response_json,
     predict_response_json,
     regress_response_json,
 )
-from kerasbert.serving.rest.tensors import typed_array
 from kerasbert.serving.saved_model_bundle import DEFAULT_SIGNATURE
-from kerasbert.serving.servables import Servable, call_signature
+from kerasbert.serving.servables import Servable
 
 log = logging.getLogger("kerasbert.serve")
 
@@ -74,32 +71,16 @@ _STATUS_PATH = re.compile(
 
 @dataclasses.dataclass(eq=False)
 class _RestApi:
-    """TF Serving's HttpRestApiHandler over a ModelManager."""
+    """TF Serving's HttpRestApiHandler over a ModelApi."""
 
-    manager: ModelManager
-    num_threads: int
-    batcher: object
+    api: ModelApi
     max_body_bytes: int
     timeout_seconds: float | None
     enable_cors: bool
-    _executor: concurrent.futures.ThreadPoolExecutor | None = dataclasses.field(
-        default=None, init=False
-    )
 
     @property
-    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        # Made on first use and shut down with the app, so an app can be
-        # served more than once.
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.num_threads, thread_name_prefix="kerasbert-serve"
-            )
-        return self._executor
-
-    def shutdown(self):
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+    def manager(self) -> ModelManager:
+        return self.api.manager
 
     def _headers(self) -> dict:
         if not self.enable_cors:
@@ -139,18 +120,29 @@ class _RestApi:
             return self._error(
                 RestError("Origin header is missing in CORS preflight", "FAILED_PRECONDITION")
             )
+        started = time.perf_counter()
+        status = "OK"
         try:
             body = await self._read_body(request)
             return self._json(await self._process(method, path, body))
         except RestError as error:
+            status = error.code
             return self._error(error)
         except ClientDisconnect:
+            status = "CANCELLED"
             log.info("The client of %s %s disconnected before sending the whole body", method, path)
             return Response(b"", status_code=400)
         except Exception as error:  # noqa: BLE001  (answered without a traceback; logged in full)
+            status = "INTERNAL"
             log.exception("Internal error answering %s %s", method, path)
             return self._error(
                 RestError(f"Internal error: {type(error).__name__}: {error}", "INTERNAL")
+            )
+        finally:
+            # Every request under /v1/ counts, as in TF Serving's http_server.cc.
+            model_name, verb = _metric_labels(method, path)
+            self.api.metrics.record(
+                model_name, status, verb, "REST", (time.perf_counter() - started) * 1e6
             )
 
     async def _read_body(self, request: Request) -> bytes:
@@ -232,25 +224,7 @@ class _RestApi:
         )
 
     async def _run(self, servable: Servable, key: str, inputs: dict) -> dict:
-        loop = asyncio.get_running_loop()
-
-        async def run(batch_inputs):
-            return await loop.run_in_executor(
-                self.executor, call_signature, servable, key, batch_inputs
-            )
-
-        if self.batcher is not None:
-            call = self.batcher.submit((id(servable), key), inputs, run)
-        else:
-            call = run(inputs)
-        try:
-            return await asyncio.wait_for(call, self.timeout_seconds)
-        except asyncio.TimeoutError:
-            raise RestError(
-                f"Deadline exceeded: the model took longer than {self.timeout_seconds * 1000:.0f} ms "
-                "(--rest_api_timeout_in_ms)",
-                "DEADLINE_EXCEEDED",
-            ) from None
+        return await self._with_timeout(self.api.run(servable, key, inputs))
 
     async def _predict(self, name, version, label, body) -> str:
         document = parse_json_object(body)
@@ -268,101 +242,31 @@ class _RestApi:
         outputs = await self._run(servable, key, inputs)
         return predict_response_json(outputs, row_format)
 
-    def _examples_signature(self, servable: Servable, signature_name: str, method: str):
-        """GetClassificationSignatureDef / GetRegressionSignatureDef, without
-        the method-name check (off by default in TF Serving)."""
-        key = signature_name or DEFAULT_SIGNATURE
-        signature = servable.signature_defs.get(key)
-        if signature is None:
-            raise invalid_argument(f"No signature was found with the name: {key}")
-        if len(signature.inputs) != 1:
-            raise invalid_argument("Expected one input Tensor.")
-        if method == "classify":
-            if len(signature.outputs) not in (1, 2):
-                raise invalid_argument(
-                    f"Expected one or two output Tensors, found {len(signature.outputs)}"
-                )
-            if "inputs" not in signature.inputs:
-                raise invalid_argument(
-                    f"No classification inputs found in SignatureDef: {text_format.MessageToString(signature)}"
-                )
-            if "classes" not in signature.outputs and "scores" not in signature.outputs:
-                raise invalid_argument(
-                    'Expected classification signature outputs to contain at least one of "classes" or '
-                    f'"scores". Signature was: {text_format.MessageToString(signature)}'
-                )
-        else:
-            if len(signature.outputs) != 1:
-                raise invalid_argument("Expected one output Tensor.")
-            if "inputs" not in signature.inputs:
-                raise invalid_argument(
-                    f"No regression inputs found in SignatureDef: {text_format.MessageToString(signature)}"
-                )
-            if "outputs" not in signature.outputs:
-                raise invalid_argument(
-                    f"No regression outputs found in SignatureDef: {text_format.MessageToString(signature)}"
-                )
-        return key
-
-    async def _run_examples(self, name, version, label, body, method):
-        """`(examples, outputs)` of a classify or regress body, run on its signature."""
-        document = parse_json_object(body)
-        signature_name = requested_signature_name(document)
-        examples = examples_from_json(document, method)
-        servable = self.manager.servable(name, version, label)
-        key = self._examples_signature(servable, signature_name, method)
-        inputs = {"inputs": typed_array(examples, [len(examples)], types_pb2.DT_STRING)}
-        return examples, await self._run(servable, key, inputs)
+    async def _with_timeout(self, call):
+        try:
+            return await asyncio.wait_for(call, self.timeout_seconds)
+        except asyncio.TimeoutError:
+            raise RestError(
+                f"Deadline exceeded: the model took longer than {self.timeout_seconds * 1000:.0f} ms "
+                "(--rest_api_timeout_in_ms)",
+                "DEADLINE_EXCEEDED",
+            ) from None
 
     async def _classify(self, name, version, label, body) -> str:
-        examples, outputs = await self._run_examples(name, version, label, body, "classify")
-        classes, scores = outputs.get("classes"), outputs.get("scores")
-        for output, dtype_ok, dtype_name in (
-            (classes, lambda a: a.dtype == object, "DT_STRING"),
-            (scores, lambda a: a.dtype == np.float32, "DT_FLOAT"),
-        ):
-            if output is None:
-                continue
-            if output.ndim != 2:
-                raise invalid_argument(
-                    f"Expected Tensor shape: [batch_size num_classes] but got {shape_text(output.shape)}"
-                )
-            if not dtype_ok(output):
-                kind = "classes" if output is classes else "scores"
-                raise invalid_argument(
-                    f"Expected {kind} Tensor of {dtype_name}. Got: {output.dtype}"
-                )
-            if output.shape[0] != len(examples):
-                kind = "classes" if output is classes else "scores"
-                raise invalid_argument(
-                    f"Expected {kind} output batch size of {len(examples)}. Got: {output.shape[0]}"
-                )
-        if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
-            raise invalid_argument(
-                f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}"
-            )
-        num_classes = (classes if classes is not None else scores).shape[1]
-        results = []
-        for i in range(len(examples)):
-            row = []
-            for c in range(num_classes):
-                text = classes[i, c].decode("utf-8", "replace") if classes is not None else ""
-                row.append((text, float(scores[i, c]) if scores is not None else 0.0))
-            results.append(row)
+        document = parse_json_object(body)
+        signature_name = requested_signature_name(document)
+        examples = examples_from_json(document, "classify")
+        servable = self.manager.servable(name, version, label)
+        _, results = await self._with_timeout(self.api.classify(servable, signature_name, examples))
         return classify_response_json(results)
 
     async def _regress(self, name, version, label, body) -> str:
-        examples, outputs = await self._run_examples(name, version, label, body, "regress")
-        values = outputs["outputs"]
-        if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
-            raise invalid_argument(
-                f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got {shape_text(values.shape)}"
-            )
-        if values.shape[0] != len(examples):
-            raise invalid_argument(
-                f"Input batch size did not match output batch size: {len(examples)} vs. {values.shape[0]}"
-            )
-        return regress_response_json([float(v) for v in values.reshape(-1)])
+        document = parse_json_object(body)
+        signature_name = requested_signature_name(document)
+        examples = examples_from_json(document, "regress")
+        servable = self.manager.servable(name, version, label)
+        _, values = await self._with_timeout(self.api.regress(servable, signature_name, examples))
+        return regress_response_json(values)
 
 
 class _PayloadTooLarge(RestError):
@@ -411,6 +315,19 @@ def _model_info(match) -> tuple[str, int | None, str | None]:
     return name, version, label
 
 
+def _metric_labels(method: str, path: str) -> tuple[str, str]:
+    """`(model_name, API)` of a request for the metrics: "" where the path names none."""
+    if method == "POST":
+        match = _PREDICTION_PATH.fullmatch(path)
+        if match:
+            return urllib.parse.unquote(match.group(1)), match.group(4)
+    elif method == "GET":
+        match = _STATUS_PATH.fullmatch(path)
+        if match:
+            return urllib.parse.unquote(match.group(1) or ""), ""
+    return "", ""
+
+
 def _page_html(model_names: Sequence[str]) -> str:
     template = (
         importlib.resources.files("kerasbert.serving")
@@ -422,7 +339,7 @@ def _page_html(model_names: Sequence[str]) -> str:
 
 
 def create_app(
-    manager: ModelManager,
+    manager: ModelManager | ModelApi,
     *,
     enable_batching=False,
     max_batch_size=32,
@@ -432,13 +349,17 @@ def create_app(
     rest_api_timeout_in_ms=30000,
     num_threads=None,
     enable_cors=False,
+    prometheus_path=None,
 ) -> Starlette:
     """The ASGI app: TF Serving's REST API under `/v1/`, a try-it page at `/`.
 
     Model calls run in a thread pool, so requests are served concurrently.
 
     Args:
-        manager: the models to serve; the app doesn't start or stop it.
+        manager: the models to serve (the app doesn't start or stop it), or
+            a `ModelApi` shared with the gRPC API, which brings its own
+            thread pool, batcher and metrics (the batching and thread
+            arguments are then not used).
         enable_batching: merge concurrent calls of a signature (see
             `BatchScheduler`).
         max_batch_size: with batching, the most rows in one model call.
@@ -450,6 +371,8 @@ def create_app(
         num_threads: threads for model calls; 4 per CPU by default, like
             TF Serving's REST threads.
         enable_cors: add CORS headers to API answers.
+        prometheus_path: where to serve the request metrics in Prometheus'
+            text format (`--monitoring_config_file`); nowhere by default.
 
     Example:
 
@@ -461,39 +384,51 @@ def create_app(
             "Invalid value for argument `max_body_bytes`. Expected an integer >= 1. "
             f"Received: max_body_bytes={max_body_bytes}"
         )
-    num_threads = num_threads or 4 * (os.cpu_count() or 1)
-    batcher = (
-        BatchScheduler(max_batch_size, batch_timeout_micros, num_batch_threads)
-        if enable_batching
-        else None
-    )
+    if prometheus_path is not None and not str(prometheus_path).startswith("/"):
+        raise ValueError(
+            "Invalid value for argument `prometheus_path`. Expected a path starting with /. "
+            f"Received: prometheus_path={prometheus_path!r}"
+        )
+    owns_model_api = not isinstance(manager, ModelApi)
+    if owns_model_api:
+        batcher = (
+            BatchScheduler(max_batch_size, batch_timeout_micros, num_batch_threads)
+            if enable_batching
+            else None
+        )
+        model_api = ModelApi(manager, batcher=batcher, num_threads=num_threads)
+    else:
+        model_api = manager
     api = _RestApi(
-        manager,
-        num_threads,
-        batcher,
+        model_api,
         max_body_bytes,
         rest_api_timeout_in_ms / 1000 if rest_api_timeout_in_ms > 0 else None,
         enable_cors,
     )
 
     async def page(request: Request) -> Response:
-        return HTMLResponse(_page_html(manager.model_names))
+        return HTMLResponse(_page_html(model_api.manager.model_names))
+
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(model_api.metrics.prometheus_text())
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
-        api.shutdown()
+        if owns_model_api:
+            model_api.shutdown()
 
-    app = Starlette(
-        routes=[
-            Route("/", page, methods=["GET"]),
-            Route(
-                "/{path:path}",
-                api.handle,
-                methods=["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"],
-            ),
-        ],
-        lifespan=lifespan,
+    routes = [Route("/", page, methods=["GET"])]
+    if prometheus_path is not None:
+        routes.append(Route(prometheus_path, metrics, methods=["GET"]))
+    routes.append(
+        Route(
+            "/{path:path}",
+            api.handle,
+            methods=["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"],
+        )
     )
-    app.state.batcher = batcher
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.batcher = model_api.batcher
+    app.state.model_api = model_api
     return app

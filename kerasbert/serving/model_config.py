@@ -95,13 +95,28 @@ def read_model_config_file(path) -> list[ServedModelConfig]:
         text_format.Parse(path.read_text(encoding="utf-8"), config)
     except text_format.ParseError as error:
         raise ValueError(f"{path}: {error}") from None
+    return served_model_configs(config, str(path))
+
+
+def served_model_configs(config, where: str) -> list[ServedModelConfig]:
+    """The models of a `ModelServerConfig` message (a config file's, or a ReloadConfigRequest's).
+
+    Args:
+        config: a `model_server_config_pb2.ModelServerConfig`.
+        where: what error messages name it by, e.g. the file's path.
+
+    Raises:
+        ValueError: the config is not one this server can serve; the message
+            starts with `where`.
+    """
+    source = where
     if config.WhichOneof("config") != "model_config_list":
         raise ValueError(
-            f"{path}: expected a `model_config_list {{ config {{ ... }} }}`; custom_model_config is not supported"
+            f"{source}: expected a `model_config_list {{ config {{ ... }} }}`; custom_model_config is not supported"
         )
     configs = []
     for index, entry in enumerate(config.model_config_list.config):
-        where = f"{path}: model_config_list.config[{index}]"
+        where = f"{source}: model_config_list.config[{index}]"
         if not entry.name:
             raise ValueError(f"{where}: `name` is missing")
         if not entry.base_path:
@@ -136,5 +151,5 @@ def read_model_config_file(path) -> list[ServedModelConfig]:
             )
         )
     if not configs:
-        raise ValueError(f"{path}: model_config_list has no `config`")
+        raise ValueError(f"{source}: model_config_list has no `config`")
     return configs

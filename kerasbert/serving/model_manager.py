@@ -196,6 +196,30 @@ class ModelManager:
                 except Exception:  # noqa: BLE001  (one model's trouble must not stop the others)
                     log.exception("Polling the base path of model %s failed", config.name)
 
+    def reload(self, configs):
+        """Serves `configs` from now on, as TF Serving's ReloadConfig: new
+        models are loaded, removed ones unloaded, the others keep their
+        versions and follow their new policy. Returns after one poll.
+
+        Raises:
+            ValueError: no configs.
+        """
+        configs = list(configs)
+        if not configs:
+            raise ValueError(
+                "Invalid value for argument `configs`. Expected at least one ServedModelConfig. Received: []"
+            )
+        with self._poll_lock:
+            new = {config.name: config for config in configs}
+            for name in [n for n in self.configs if n not in new]:
+                for version in sorted(self._servables[name]):
+                    self._unload_version(name, version)
+            with self._lock:
+                self._servables = {name: self._servables.get(name, {}) for name in new}
+                self._states = {name: self._states.get(name, {}) for name in new}
+            self.configs = new
+        self.poll()
+
     def _reconcile(self, config: ServedModelConfig):
         on_disk = list_versions(config.base_path)
         if not on_disk and config.name not in self._missing_reported:

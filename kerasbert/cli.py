@@ -19,9 +19,7 @@ MAX_MESSAGE = 2000
 
 
 def setup(debug=False):
-    """Quiet TensorFlow's C++ logging (unless `debug`) and log ours to stderr."""
-    if not debug:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    """Logs ours to stderr: INFO, or DEBUG with `debug`."""
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -40,8 +38,11 @@ def load_tensorflow(debug=False):
     load and look for a GPU ("oneDNN custom operations are on", "Could not
     find cuda drivers", "failed call to cuInit"), before its log level
     applies. Unless `debug`, that stream is held aside meanwhile, and shown
-    only if the import fails.
+    only if the import fails; and TensorFlow's C++ log is off afterwards
+    (`TF_CPP_MIN_LOG_LEVEL=3`, unless set already).
     """
+    if not debug:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with contextlib.nullcontext() if debug else _stderr_held():
         import keras  # noqa: F401
         import tensorflow as tf

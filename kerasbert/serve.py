@@ -167,6 +167,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     add = own.add_argument
     add(
+        "--debug",
+        action="store_true",
+        help="show TensorFlow's native log and tracebacks [false]",
+    )
+    add(
         "--host",
         default="127.0.0.1",
         help="address both APIs listen on; 0.0.0.0 for every interface, as TF Serving [127.0.0.1]",
@@ -311,6 +316,7 @@ def _main(args) -> int:
         from kerasbert.serving.metrics import read_monitoring_config_file
 
         prometheus_path = read_monitoring_config_file(args.monitoring_config_file)
+    cli.load_tensorflow(args.debug)
     from kerasbert.serving.app import create_app
     from kerasbert.serving.grpc_api import create_grpc_server
     from kerasbert.serving.model_api import ModelApi

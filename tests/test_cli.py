@@ -8,6 +8,8 @@ import sys
 
 import yaml
 
+from kerasbert.client import ServingClient
+from tests.support.servers import ServerProcess
 from tests.support.tiny import tiny_config_dict
 
 COMMANDS = ("train", "lr_find", "export", "serve", "evaluate", "predict", "report")
@@ -65,7 +67,9 @@ def run_command(command, *args, cwd):
     return done.stderr
 
 
-def test_train_export_evaluate_and_predict_print_no_tensorflow_log_lines(tmp_path, reviews_csv):
+def test_train_export_evaluate_predict_and_serve_print_no_tensorflow_log_lines(
+    tmp_path, reviews_csv
+):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config_dict(reviews_csv, tmp_path)))
     stderr = run_command("train", "--config", config, cwd=tmp_path)
@@ -95,6 +99,14 @@ def test_train_export_evaluate_and_predict_print_no_tensorflow_log_lines(tmp_pat
         "--no-progress",
         cwd=tmp_path,
     )
+    log = tmp_path / "serve.log"
+    with ServerProcess(
+        ["--model_name", "tiny", "--model_base_path", model],
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
+        log_path=log,
+    ) as server:
+        assert ServingClient(server.url, "tiny").predict(["a good film"])
+    stderr += log.read_text()
     assert NATIVE_LOG.findall(stderr) == [], stderr[:3000]
     assert "exported" in stderr  # kerasbert's own log lines stay
 

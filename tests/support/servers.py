@@ -60,7 +60,6 @@ class ServerProcess:
         self.args = [str(a) for a in args]
         self.startup_timeout = startup_timeout
         self.env = dict(os.environ if env is None else env)
-        self.env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         self.env["PYTHONUNBUFFERED"] = "1"
         self.log_path = Path(log_path) if log_path else None
         self.url = None

@@ -48,17 +48,33 @@ class ConfigError(ValueError):
 class _Section(BaseModel):
     # No inf or nan: every float here is a rate, a fraction or an edge, and a
     # non-finite one would only fail (or silently diverge) once training runs.
-    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+    # A field's docstring, the string under it, is its description: the
+    # configuration reference (`kerasbert.config_reference`) is built from them.
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_default=True,
+        allow_inf_nan=False,
+        use_attribute_docstrings=True,
+    )
 
 
 # === Data ===
 
 
 class SplitConfig(_Section):
-    """Fractions for splitting one file; the rest goes to `train`."""
+    """Fractions for splitting one file (`data.path`); the rest goes to `train`.
+
+    With `data.train` and no `data.validation` file, `validation` is the
+    fraction of `train` held out for validation, and `test` is unused.
+    `validation + test` must stay below 1.
+    """
 
     validation: Fraction = 0.1
+    """Fraction held out for validation, stratified by label. With `data.train` and no
+    `data.validation` file, the fraction of `train` held out (0 there means 0.1).
+    """
     test: Fraction = 0.1
+    """Fraction of `data.path` held out for the final test metrics; unused with `data.train`."""
 
     @model_validator(mode="after")
     def _leaves_training_data(self):
@@ -78,8 +94,17 @@ class BinningConfig(_Section):
     """
 
     num_bins: Optional[Annotated[int, Field(ge=2, le=MAX_INT)]] = None
+    """Bins of equal count, cut at the quantiles of the training split's target. Give `num_bins` or
+    `edges`.
+    """
     edges: Optional[list[float]] = None
+    """Increasing bin edges: `[1000, 10000]` makes the classes `[-inf, 1000)`, `[1000, 10000)` and
+    `[10000, inf)`. Give `num_bins` or `edges`; the edges are saved with the model.
+    """
     names: Optional[list[Annotated[str, Field(min_length=1)]]] = None
+    """Class names, lowest bin first, one per bin and all different; without them a class is named
+    by its bounds, e.g. `[1000, 10000)`.
+    """
 
     @model_validator(mode="after")
     def _one_way(self):
@@ -107,17 +132,45 @@ class DataConfig(_Section):
     """Where the labelled text is and how to read it."""
 
     train: Optional[str] = None
+    """The training file. Given alone, validation is held out from it as a stratified
+    `split.validation` slice (0.1 by default, seeded by `seed`), and the run has no test split, so
+    no test metrics. Give either `train` or `path`.
+    """
     validation: Optional[str] = None
+    """The validation file, with `train`: scored at every epoch's end (checkpoints, early stopping)
+    and at the end of the run. Without it, validation is a stratified slice of `train`.
+    """
     test: Optional[str] = None
+    """The test file, with `train`: scored once at the end (`metrics.json`, `test_predictions.csv`).
+    Without it the run has no test split.
+    """
     path: Optional[str] = None
+    """One labelled file, split into stratified train, validation and test parts by the `split`
+    fractions (seeded by `seed`). Give either `path` or `train`.
+    """
     split: SplitConfig = SplitConfig()
+    """Fractions held out of `path`; with `train` alone, only `split.validation` is used."""
     seed: Seed = 0
+    """Seeds the stratified splits."""
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    """How to read the files. `auto` goes by the extension: `.csv`, `.tsv` or `.tab`, `.jsonl` or
+    `.ndjson`, `.parquet` or `.pq`, optionally followed by `.gz`, `.bz2`, `.zip` or `.xz` for a
+    compressed file. A format name reads every file as that format, whatever its extension.
+    """
     text_column: str = "text"
+    """The column with the text to classify."""
     text_pair_column: Optional[str] = None
+    """For sentence pairs: the column with the second text (an empty second text is kept)."""
     label_column: str = "label"
+    """The column with the labels: strings or integers, or numbers to bin with `binning`. Rows with
+    an empty text or a missing label are dropped and counted in the log.
+    """
     binning: Optional[BinningConfig] = None
+    """Turns a numeric target into classes; `null` takes the labels as they are."""
     class_weight: Union[Literal["balanced"], dict[str, PositiveFloat], None] = None
+    """Weighs each class's examples in the loss: `balanced` (inversely to the class's frequency in
+    training) or a mapping `{label: weight}`; `null` weighs every example the same.
+    """
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -151,13 +204,26 @@ class ScratchConfig(_Section):
     """A randomly initialised backbone with a vocabulary learned from the data."""
 
     family: Literal["bert", "roberta"] = "bert"
+    """`bert` (a WordPiece vocabulary) or `roberta` (byte-level BPE; `vocabulary_size` at least
+    300).
+    """
     num_layers: PositiveInt = 2
+    """Transformer layers."""
     num_heads: PositiveInt = 2
+    """Attention heads per layer; must divide `hidden_dim`."""
     hidden_dim: PositiveInt = 32
+    """Width of the token representations."""
     intermediate_dim: PositiveInt = 64
+    """Width of each layer's feed-forward block."""
     max_sequence_length: PositiveInt = 128
+    """Position embeddings available: the longest `model.sequence_length` this backbone takes."""
     vocabulary_size: Annotated[int, Field(ge=16, le=MAX_INT)] = 1000
+    """The largest vocabulary learned from the training texts."""
     lowercase: bool = True
+    """BERT only: fold the texts to lower case, both when learning the WordPiece vocabulary and when
+    tokenizing (in training and in the export), so that `Great` and `great` are one token. RoBERTa's
+    byte-level BPE keeps case and ignores it.
+    """
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self):
@@ -178,11 +244,29 @@ class ModelConfig(_Section):
     """Which backbone, and the classification head on top of it."""
 
     preset: Optional[str] = None
+    """A keras-hub preset name (`bert_base_en_uncased`, `roberta_base_en`, ...; these download) or a
+    local directory in Keras preset or Hugging Face Transformers format. Give either `preset` or
+    `scratch`.
+    """
     preset_sha256: Optional[dict[str, Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]]] = None
+    """SHA-256 digests of files in a local `preset` directory, `{file name: digest}`, checked before
+    anything is loaded; a mismatch stops the run.
+    """
     scratch: Optional[ScratchConfig] = None
+    """A randomly initialised backbone with a vocabulary learned from the training texts. Give
+    either `preset` or `scratch`.
+    """
     sequence_length: PositiveInt = 128
+    """Tokens kept per text; longer texts are truncated. With `scratch`, at most
+    `scratch.max_sequence_length`.
+    """
     pooling: Literal["cls", "mean"] = "cls"
+    """`cls` is keras-hub's own head (BERT's pooled `[CLS]` vector, RoBERTa's `<s>` vector through a
+    dense layer); `mean` averages the token vectors under the padding mask, as sentence encoders
+    were trained.
+    """
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    """Dropout rate before the classification layer."""
 
     @model_validator(mode="after")
     def _one_backbone(self):
@@ -223,17 +307,42 @@ class ScheduleConfig(_Section):
     """
 
     mode: Literal[("constant",) + schedules.MODES] = "constant"
+    """`constant` keeps `training.learning_rate`; `triangular`, `triangular2` and `exp_range` (Smith
+    2017) cycle between `initial_learning_rate` and `maximal_learning_rate`; `one_cycle` (Smith
+    2018) warms up, then anneals; `linear` (BERT's recipe, as Hugging Face's
+    `get_linear_schedule_with_warmup`) warms up from 0 to `maximal_learning_rate` over
+    `warmup_ratio` of the steps, then decays linearly to 0.
+    """
     initial_learning_rate: Optional[PositiveFloat] = None
+    """The low end of a cyclic mode's cycle; the cyclic modes need it."""
     maximal_learning_rate: Optional[PositiveFloat] = None
+    """The peak rate; every mode but `constant` needs it (`python -m kerasbert.lr_find` suggests
+    one).
+    """
     step_size: Optional[PositiveInt] = None
+    """Batches in half a cycle; the cyclic modes need it."""
     gamma: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """`exp_range` only: the amplitude's decay per step."""
     pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.25
+    """`one_cycle` only: the fraction of the cycle spent warming up."""
     warmup_ratio: Fraction = 0.1
+    """`linear` only: the fraction of the steps spent warming up from 0 to `maximal_learning_rate`;
+    the rest decay linearly to 0.
+    """
     div_factor: Annotated[float, Field(ge=1)] = 25.0
+    """`one_cycle` only: the cycle starts at `maximal_learning_rate / div_factor`."""
     final_div_factor: Annotated[float, Field(ge=1)] = 1e4
+    """`one_cycle` only: the cycle ends at `maximal_learning_rate / (div_factor *
+    final_div_factor)`.
+    """
     base_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.85
+    """`one_cycle` only: the momentum (Adam's `beta_1`, SGD's momentum) at the peak rate."""
     max_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.95
+    """`one_cycle` only: the momentum at the start and the end of the cycle."""
     restart_each_stage: bool = True
+    """With `training.unfreezing`: each stage starts a new cycle over its own epochs; `false` runs
+    one schedule over the whole run.
+    """
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -289,40 +398,96 @@ class StageConfig(_Section):
     """
 
     epochs: PositiveInt
+    """Epochs of this stage."""
     trainable_layers: Union[Count, Literal["all"]]
+    """Transformer layers that train in this stage, counted from the top; the head always trains,
+    and `all` trains the embeddings too.
+    """
     maximal_learning_rate: Optional[PositiveFloat] = None
+    """This stage's peak instead of `schedule.maximal_learning_rate`; needs a schedule with
+    `restart_each_stage: true`.
+    """
 
 
 class EarlyStoppingConfig(_Section):
+    """Stops the run once `monitor` has not improved for `patience` epochs.
+
+    On by default, watching `val_loss` with patience 2;
+    `training.early_stopping: null` turns it off. With `training.unfreezing`,
+    only the last stage may stop the run: the earlier ones train a partly
+    frozen network by design. Either way the best epoch by
+    `training.checkpoint_monitor` is the one kept.
+    """
+
     monitor: str = "val_loss"
+    """The metric to watch, as Keras logs it (`val_loss`, `val_accuracy`, ...)."""
     patience: Count = 2
+    """Epochs without improvement before the run stops."""
     mode: Literal["auto", "min", "max"] = "auto"
+    """Whether `monitor` should fall (`min`) or rise (`max`); `auto` tells from its name, as Keras'
+    `EarlyStopping` does.
+    """
 
 
 class TrainingConfig(_Section):
     """How the model is fitted."""
 
     epochs: PositiveInt = 3
-    # A step budget, as Hugging Face's `TrainingArguments.max_steps`: the run
-    # trains this many batches, and `epochs` is ignored.
+    """Passes over the training split; `unfreezing` stages add up to it. Ignored when `max_steps` is
+    given.
+    """
     max_steps: Optional[PositiveInt] = None
-    # Evaluate on validation every N steps too (eval_history.csv), besides
-    # every epoch's end.
+    """A step budget, as Hugging Face's `TrainingArguments.max_steps`: the run trains this many
+    batches, stopping within an epoch if need be, `epochs` is ignored, and a schedule spans these
+    steps. Cannot be combined with `unfreezing`, whose stages count epochs.
+    """
     eval_steps: Optional[PositiveInt] = None
+    """Also evaluates on the validation split every this many steps, besides each epoch's end:
+    each evaluation is logged and appended to `eval_history.csv` (step, epoch, val_loss,
+    val_accuracy). Checkpoints and early stopping still go by the epoch-end evaluations.
+    """
     batch_size: PositiveInt = 32
+    """Examples per step; under a several-device `distribution.strategy`, the global batch, split
+    across replicas.
+    """
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    """The optimizer; `weight_decay` and `momentum` apply to each."""
     learning_rate: PositiveFloat = 5e-5
+    """The rate of a `constant` schedule; other schedule modes set the rate every step."""
     weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    """Decoupled weight decay."""
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    """SGD's momentum, or Adam's and AdamW's `beta_1`; a `one_cycle` schedule moves it instead."""
     layerwise_decay: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """Discriminative fine-tuning: layer *i* learns at `lr * layerwise_decay ** (top - i)`, the
+    embeddings lowest, the head at `lr`; 1 turns it off.
+    """
     schedule: ScheduleConfig = ScheduleConfig()
+    """The learning-rate schedule."""
     unfreezing: Optional[list[StageConfig]] = None
+    """ULMFiT's gradual unfreezing: stages run in order in one `fit`, their epochs adding up to
+    `epochs`; `null` trains every layer from the start.
+    """
     early_stopping: Optional[EarlyStoppingConfig] = EarlyStoppingConfig()
+    """On by default, watching `val_loss` with patience 2; `null` turns it off. With `unfreezing`,
+    only the last stage may stop the run.
+    """
     checkpoint_monitor: str = "val_loss"
+    """The best epoch by this metric (`best.weights.h5`) is the one kept, evaluated and exported."""
     gradient_accumulation_steps: PositiveInt = 1
+    """Applies the mean gradient of this many batches at once, for an effective batch of
+    `gradient_accumulation_steps * batch_size`.
+    """
     bucket_window: Count = 50
+    """Groups texts of similar length into the same batch within windows of this many batches, as
+    fast.ai's `SortishSampler`, so that batches pad less; 0 turns it off.
+    """
     baseline: bool = True
+    """Also fits a TF-IDF and logistic regression baseline on the same splits (`baseline.json`), to
+    compare with in the report.
+    """
     runs_dir: str = "runs"
+    """Run directories go to `<runs_dir>/<name>/<timestamp>/`."""
 
     @field_validator("unfreezing")
     @classmethod
@@ -377,8 +542,17 @@ class ExportConfig(_Section):
     """Where the SavedModel goes, in TF Serving's `<base>/<name>/<version>`."""
 
     enabled: bool = True
+    """Exports the best model as a SavedModel that takes raw text, at the end of the run, and takes
+    the final validation and test metrics from the export itself. `false` exports nothing and scores
+    the Keras model in memory instead; `python -m kerasbert.export --run <run directory>` can still
+    export the run later.
+    """
     base_path: str = "saved_models"
+    """TF Serving's base path: an export goes to `<base_path>/<model name>/<version>/`, version 1 +
+    the highest existing one; an existing version is never overwritten.
+    """
     model_name: Optional[str] = None
+    """The exported model's name; `null` takes the run's `name`."""
 
 
 # === Distribution ===
@@ -393,9 +567,17 @@ class RuntimeConfig(_Section):
     """How TensorFlow uses the machine; see `kerasbert.training.runtime`."""
 
     intra_op_threads: Union[Literal["auto"], Threads] = "auto"
+    """Threads within one op; `auto` is the CPUs this process may use, counting a container's CPU
+    quota.
+    """
     inter_op_threads: Union[Literal["auto"], Threads] = "auto"
+    """Ops run side by side; `auto` as for `intra_op_threads`."""
     jit_compile: Union[Literal["auto"], bool] = "auto"
+    """XLA compilation; `auto` is on for GPU and TPU, off on CPU."""
     mixed_precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
+    """`auto` is `mixed_bfloat16` on GPUs of compute capability 8.0 and up, `float32` elsewhere.
+    Variables stay float32; exports answer in float32.
+    """
 
 
 class DistributionConfig(_Section):
@@ -407,19 +589,34 @@ class DistributionConfig(_Section):
     """
 
     strategy: Literal["auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"] = "auto"
+    """The `tf.distribute` strategy; `auto` is one device, or every local GPU when there are
+    several. Under `multi_worker_mirrored` only the chief writes the run and the export.
+    """
 
 
 class Config(_Section):
     """A whole run."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    """The run's name: runs go to `<training.runs_dir>/<name>/<timestamp>/`, exports to
+    `<export.base_path>/<name>/<version>/` unless `export.model_name` is given.
+    """
     seed: Seed = 0
+    """Seeds the weights, each epoch's order of the training examples and the baseline; `data.seed`
+    seeds the splits.
+    """
     data: DataConfig
+    """The labelled text."""
     model: ModelConfig
+    """The backbone and its head."""
     training: TrainingConfig = TrainingConfig()
+    """How the model is fitted."""
     export: ExportConfig = ExportConfig()
+    """The SavedModel for TF Serving."""
     distribution: DistributionConfig = DistributionConfig()
+    """Devices and machines."""
     runtime: RuntimeConfig = RuntimeConfig()
+    """How TensorFlow uses the machine."""
 
     @model_validator(mode="after")
     def _stages_fit_backbone(self):

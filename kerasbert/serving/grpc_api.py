@@ -203,7 +203,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             raise RestError(f'Serving signature key "{key}" not found.', "FAILED_PRECONDITION")
         _check_input_names(request.inputs, signature.inputs)
         inputs = {alias: _input_array(alias, proto) for alias, proto in request.inputs.items()}
-        check_input_shapes(inputs, signature.inputs, key)
+        check_input_shapes({k: v.shape for k, v in inputs.items()}, signature.inputs, key)
         wanted = list(request.output_filter) or sorted(signature.outputs)
         for alias in wanted:
             if alias not in signature.outputs:

@@ -144,6 +144,12 @@ class DataConfig(_Section):
     """The test file, with `train`: scored once at the end (`metrics.json`, `test_predictions.csv`).
     Without it the run has no test split.
     """
+    predict: Optional[str] = None
+    """An unlabelled file to predict once the model is exported: its rows, with the predicted
+    label and every class's probability, go to `predictions.csv` in the run directory. It needs
+    `text_column` (and `text_pair_column`), is read before training starts, and needs
+    `export.enabled`: the export is what predicts it.
+    """
     path: Optional[str] = None
     """One labelled file, split into stratified train, validation and test parts by the `split`
     fractions (seeded by `seed`). Give either `path` or `train`.
@@ -617,6 +623,12 @@ class Config(_Section):
     """Devices and machines."""
     runtime: RuntimeConfig = RuntimeConfig()
     """How TensorFlow uses the machine."""
+
+    @model_validator(mode="after")
+    def _predicted_by_the_export(self):
+        if self.data.predict is not None and not self.export.enabled:
+            raise ValueError("data.predict is predicted by the export, but export.enabled is false")
+        return self
 
     @model_validator(mode="after")
     def _stages_fit_backbone(self):

@@ -14,6 +14,7 @@ fit_summary.json    epochs run, early stop, the epoch kept
 model.keras         the model                    tokenizer/       its tokenizer (a preset dir)
 data_summary.json   the splits, described        baseline.json    TF-IDF + LR baseline
 test_predictions.csv                             report.html, plots/
+predictions.csv     data.predict, predicted by the export
 lr_find.csv, lr_find.png, lr_find.json           the LR range test
 status.json         running / finished           resume/          state to resume from
 ```
@@ -39,6 +40,7 @@ TOKENIZER = "tokenizer"
 DATA_SUMMARY = "data_summary.json"
 BASELINE = "baseline.json"
 TEST_PREDICTIONS = "test_predictions.csv"
+PREDICTIONS = "predictions.csv"
 REPORT = "report.html"
 PLOTS = "plots"
 LR_FIND_TABLE = "lr_find.csv"

@@ -522,3 +522,32 @@ def test_a_run_that_exports_nothing_still_reports_every_metric(trained_run, revi
     )
     for key in ("accuracy", "macro_f1", "log_loss"):
         assert metrics["test"][key] == pytest.approx(from_export[key], abs=1e-5), key
+
+
+def test_data_predict_is_predicted_by_the_export_into_the_run(tmp_path, reviews_csv):
+    unlabelled = tmp_path / "new.csv"
+    pd.DataFrame({"text": ["a superb film", "tickets on friday", ""]}).to_csv(
+        unlabelled, index=False
+    )
+    raw = tiny_config_dict(reviews_csv, tmp_path)
+    raw["data"]["predict"] = str(unlabelled)
+    result = train(config_from_dict(raw))
+    predictions = pd.read_csv(result.run_dir / "predictions.csv", keep_default_na=False)
+    assert predictions["text"].tolist() == ["a superb film", "tickets on friday", ""]
+    labels = (result.export_dir / "assets" / "labels.txt").read_text().splitlines()
+    assert set(predictions["predicted_label"]) <= set(labels)
+
+
+def test_a_bad_data_predict_file_fails_before_training(tmp_path, reviews_csv):
+    from kerasbert.config import ConfigError
+
+    unlabelled = tmp_path / "new.csv"
+    pd.DataFrame({"review": ["a superb film"]}).to_csv(unlabelled, index=False)
+    raw = tiny_config_dict(reviews_csv, tmp_path)
+    raw["data"]["predict"] = str(unlabelled)
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['text'\]"):
+        train(config_from_dict(raw))
+    assert not (tmp_path / "runs").exists()
+    raw["export"]["enabled"] = False
+    with pytest.raises(ConfigError, match="data.predict is predicted by the export"):
+        config_from_dict(raw)

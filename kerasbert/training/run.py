@@ -15,6 +15,7 @@ from kerasbert import rundir
 from kerasbert.config_loading import dump_config
 from kerasbert.data.tables import write_table
 from kerasbert.evaluation import metrics as metrics_lib
+from kerasbert.evaluation.predictions import predict_frame, read_input
 from kerasbert.evaluation.report import write_report
 from kerasbert.evaluation.runs import write_data_summary
 from kerasbert.evaluation.saved_model_classifier import SavedModelClassifier
@@ -92,6 +93,8 @@ def train(config, resume_dir=None) -> RunResult:
     """
     if resume_dir is not None:
         check_resumable(resume_dir, config)
+    # Read first: a missing file or column fails before any training.
+    to_predict = read_to_predict(config.data)
     prepared = prepare(config)
     check_fits_the_data(config.training, len(prepared.splits.train))
     # In a cluster only the chief writes the run and the export; the other
@@ -114,6 +117,8 @@ def train(config, resume_dir=None) -> RunResult:
     write_status(run_dir, "running")
     try:
         metrics, export_dir = _run(prepared, config, run_dir, chief, resume_dir is not None)
+        if to_predict is not None and export_dir is not None:
+            predict_with_export(to_predict, config, export_dir, run_dir)
         wait_for_workers(prepared.strategy)
         write_status(run_dir, "finished", export=str(export_dir) if export_dir else None)
     except BaseException:
@@ -150,6 +155,30 @@ def _run(prepared, config, run_dir, chief, resume):
             metrics = evaluate_in_process(prepared, run_dir, metrics, config.training.batch_size)
         write_report_safely(run_dir)
     return metrics, export_dir
+
+
+def read_to_predict(data_config):
+    """The `data.predict` file, its columns checked; None without one."""
+    cfg = data_config
+    if cfg.predict is None:
+        return None
+    return read_input(cfg.predict, cfg.text_column, cfg.text_pair_column)
+
+
+def predict_with_export(frame, config, export_dir, run_dir):
+    """Predicts the `data.predict` rows with the export, into `predictions.csv`."""
+    model = SavedModelClassifier(export_dir)
+    table = predict_frame(
+        frame,
+        model,
+        model.labels,
+        config.data.text_column,
+        config.data.text_pair_column,
+        config.training.batch_size,
+        progress=False,
+    )
+    write_table(table, run_dir / rundir.PREDICTIONS)
+    log.info("predicted %d rows of %s: %s", len(table), config.data.predict, rundir.PREDICTIONS)
 
 
 def evaluate_export(splits, export_dir, run_dir, metrics, batch_size) -> dict:

@@ -24,7 +24,10 @@ def parse_args(argv=None):
         "or describe an exported version.",
     )
     action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--run", help="a run directory, runs/<name>/<timestamp>")
+    action.add_argument(
+        "--run",
+        help="a run directory, runs/<name>/<timestamp>, or runs/<name> for its latest run",
+    )
     action.add_argument("--inspect", metavar="VERSION_DIR", help="describe an exported version")
     parser.add_argument("--model-name", help="default: the run's export.model_name, else its name")
     parser.add_argument("--version", help="a positive integer; default: the next free version")

@@ -74,7 +74,7 @@ def _main(args):
     output.mkdir(parents=True, exist_ok=True)
     write_range_test(result, output)
     # `train` carries the newest range test of the same data and model into its run.
-    (output / rundir.CONFIG).write_text(dump_config(config), encoding="utf-8")
+    (output / rundir.LR_FIND_CONFIG).write_text(dump_config(config), encoding="utf-8")
     summary = {
         "suggested_maximal_learning_rate": result.suggestion,
         "rule": "learning rate at the minimum of the smoothed loss, divided by 10",

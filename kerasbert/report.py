@@ -19,7 +19,7 @@ import pandas as pd
 
 from kerasbert import cli
 from kerasbert.evaluation.report import NUM_MISTAKES, write_comparison, write_report
-from kerasbert.evaluation.runs import resolve_run_dir
+from kerasbert.rundir import resolve_run_dir
 
 # === Data summary (written at training time) ===
 

@@ -22,6 +22,7 @@ status.json         running / finished           resume/          state to resum
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -46,6 +47,8 @@ PLOTS = "plots"
 LR_FIND_TABLE = "lr_find.csv"
 LR_FIND_PLOT = "lr_find.png"
 LR_FIND_SUGGESTION = "lr_find.json"
+# The config a range test swept, in its own `lr_find-<timestamp>` directory.
+LR_FIND_CONFIG = "lr_find_config.yaml"
 STATUS = "status.json"
 STATE_DIR = "resume"
 # Inside STATE_DIR.
@@ -71,3 +74,34 @@ def make_run_dir(runs_dir, name, prefix="") -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(f"cannot create a new run directory under {parent}")
+
+
+def resolve_run_dir(path) -> Path:
+    """A run directory: `path`, or the latest run under `runs/<name>` that did not fail.
+
+    Raises:
+        FileNotFoundError: `path` is missing or holds no run.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such run directory")
+    if any((path / marker).is_file() for marker in MARKERS):
+        return path
+    runs = sorted(
+        p
+        for p in path.iterdir()
+        if p.is_dir() and any((p / m).is_file() for m in MARKERS) and not _failed(p)
+    )
+    if not runs:
+        raise FileNotFoundError(
+            f"{path}: not a run directory (no {', '.join(MARKERS)}) and no runs in it"
+        )
+    return runs[-1]
+
+
+def _failed(run_dir) -> bool:
+    status = run_dir / STATUS
+    return (
+        status.is_file()
+        and json.loads(status.read_text(encoding="utf-8")).get("status") == "failed"
+    )

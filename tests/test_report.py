@@ -14,7 +14,6 @@ from kerasbert.evaluation import plots
 from kerasbert.evaluation.report import most_confident_mistakes, write_report
 from kerasbert.evaluation.runs import (
     load_run,
-    resolve_run_dir,
     stages_from_history,
     summarize_splits,
     write_data_summary,
@@ -22,6 +21,7 @@ from kerasbert.evaluation.runs import (
 from kerasbert.evaluation.saved_model_classifier import SavedModelClassifier
 from kerasbert.evaluation.scoring import evaluate_saved_model
 from kerasbert.files import write_json
+from kerasbert.rundir import resolve_run_dir
 from kerasbert.training.baseline import write_baseline
 from tests.support.browser import launch, needs_chromium
 

@@ -423,7 +423,7 @@ def test_unfreezing_under_a_constant_rate_runs_every_stage(reviews_csv, tmp_path
 def test_a_run_that_fails_is_marked_failed_and_not_taken_for_the_latest(
     reviews_csv, tmp_path, monkeypatch
 ):
-    from kerasbert.evaluation.runs import resolve_run_dir
+    from kerasbert.rundir import resolve_run_dir
     from kerasbert.training import run
 
     config = config_from_dict(tiny_config_dict(reviews_csv, tmp_path, export={"enabled": False}))

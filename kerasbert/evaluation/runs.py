@@ -108,37 +108,6 @@ class Run:
         return None
 
 
-def resolve_run_dir(path) -> Path:
-    """A run directory: `path`, or the latest run under `runs/<name>` that did not fail.
-
-    Raises:
-        FileNotFoundError: `path` is missing or holds no run.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such run directory")
-    if any((path / marker).is_file() for marker in rundir.MARKERS):
-        return path
-    runs = sorted(
-        p
-        for p in path.iterdir()
-        if p.is_dir() and any((p / m).is_file() for m in rundir.MARKERS) and not _failed(p)
-    )
-    if not runs:
-        raise FileNotFoundError(
-            f"{path}: not a run directory (no {', '.join(rundir.MARKERS)}) and no runs in it"
-        )
-    return runs[-1]
-
-
-def _failed(run_dir) -> bool:
-    status = run_dir / rundir.STATUS
-    return (
-        status.is_file()
-        and json.loads(status.read_text(encoding="utf-8")).get("status") == "failed"
-    )
-
-
 def describe_fit(summary, format_value="{:.4g}".format) -> str:
     """One sentence of a run's `fit_summary.json`, for the log and the report.
 
@@ -172,7 +141,7 @@ def load_run(path) -> Run:
     Raises:
         FileNotFoundError: not a run directory.
     """
-    path = resolve_run_dir(path)
+    path = rundir.resolve_run_dir(path)
     run = Run(path=path, name=f"{path.parent.name}/{path.name}")
     readers = {
         rundir.CONFIG: ("config_text", lambda p: p.read_text(encoding="utf-8")),

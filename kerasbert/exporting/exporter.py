@@ -178,7 +178,8 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None) -> Pa
     `model.keras`, `tokenizer/` and, when present, `metrics.json`.
 
     Args:
-        run_dir: a run directory, `runs/<name>/<timestamp>`.
+        run_dir: a run directory, `runs/<name>/<timestamp>`, or `runs/<name>`
+            for its latest run that did not fail.
         base_path: default the run's `export.base_path`.
         model_name: default the run's `export.model_name`, else its `name`.
         version: a positive integer; default the next free version.
@@ -240,7 +241,9 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None) -> Pa
 
 def _check_run_dir(run_dir) -> Path:
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+    if run_dir.is_dir():
+        run_dir = rundir.resolve_run_dir(run_dir)
+    else:
         raise FileNotFoundError(
             f"No run directory at {run_dir}. Expected a directory written by "
             "`python -m kerasbert.train`, such as runs/<name>/<timestamp>."

@@ -213,7 +213,7 @@ def latest_range_test(config) -> Path | None:
     ours = config_to_dict(config)
     parent = Path(config.training.runs_dir) / config.name
     for directory in sorted(parent.glob("lr_find-*"), reverse=True):
-        saved = directory / rundir.CONFIG
+        saved = directory / rundir.LR_FIND_CONFIG
         if not saved.is_file() or not all((directory / f).is_file() for f in RANGE_TEST_FILES):
             continue
         try:

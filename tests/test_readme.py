@@ -8,11 +8,13 @@ free ports for 8500 and 8501. A `kerasbert.serve` command, or TF Serving's
 background, which the blocks after it talk to. The few blocks that need
 Docker, two machines or a killed run are listed in `NOT_RUN` with the reason;
 any other block runs, so a new one is checked from the day it is written.
+No kerasbert command may print TensorFlow's native log.
 
 Marked `readme`: it trains twice and starts servers, so `.ci/run` runs it
 apart from the default suite (`pytest -m readme`).
 """
 
+import os
 import re
 import shutil
 import subprocess
@@ -36,6 +38,10 @@ NOT_RUN = {
     "-t tensorflow/serving": "needs Docker (the local server stands in: the next block)",
     "KERASBERT_TFSERVING_URL=": "needs Docker, to run the conformance suite against TF Serving",
 }
+# TensorFlow's native log, which no command prints: absl's lines ("I0000
+# 00:00:... port.cc:153] oneDNN custom operations are on", "E0000 ... failed
+# call to cuInit") and its warning that they come before absl::InitializeLog.
+NATIVE_LOG = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl)", re.MULTILINE)
 INSTALL = re.compile(r"^(python3 -m venv \S+|\.venv/bin/pip install .*)$")
 SERVER = re.compile(r"-m kerasbert\.serve\b|^tensorflow_model_server\b")
 COMMAND_SECONDS = 600
@@ -71,6 +77,8 @@ class Workspace:
         self.ports = {"8500": str(free_port()), "8501": str(free_port())}
         self.server = None
         self.server_log = directory / "server.log"
+        # A user's environment: TensorFlow's log level left as it comes.
+        self.env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
 
     def localize(self, text) -> str:
         text = text.replace(".venv/bin/python", sys.executable)
@@ -88,9 +96,12 @@ class Workspace:
             capture_output=True,
             text=True,
             timeout=COMMAND_SECONDS,
+            env=self.env,
         )
         where = f"README line {line}: {command}\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
         assert done.returncode == 0, where
+        if "-m kerasbert." in command:
+            assert NATIVE_LOG.findall(done.stderr) == [], where
         if command.startswith("curl"):
             assert done.stdout and '"error"' not in done.stdout, where
 
@@ -103,6 +114,7 @@ class Workspace:
             capture_output=True,
             text=True,
             timeout=COMMAND_SECONDS,
+            env=self.env,
         )
         assert done.returncode == 0, f"README line {line}:\n{snippet}\n{done.stderr[-3000:]}"
 
@@ -120,6 +132,7 @@ class Workspace:
             cwd=self.directory,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=self.env,
         )
         deadline = time.monotonic() + COMMAND_SECONDS
         while READY_MESSAGE not in self.server_log.read_text():
@@ -134,6 +147,8 @@ class Workspace:
             self.server.terminate()
             self.server.wait(timeout=60)
             self.server = None
+            log = self.server_log.read_text()
+            assert NATIVE_LOG.findall(log) == [], log[-3000:]
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The README as a new user runs it: its shell commands and Python snippets, in order.
 
 Every ```sh and ```python block runs in a fresh directory holding the
-repository's `configs/` and `benchmarks/`, with this interpreter for
+repository's `configs/`, `benchmarks/` and `tests/`, with this interpreter for
 `.venv/bin/python` (the install steps are what CI's fresh clone runs) and
 free ports for 8500 and 8501. A `kerasbert.serve` command, or TF Serving's
 `tensorflow_model_server` command line, starts the local server in the
@@ -153,8 +153,10 @@ class Workspace:
 
 @pytest.fixture
 def workspace(tmp_path):
-    for folder in ("configs", "benchmarks"):
-        shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("cache"))
+    for folder in ("configs", "benchmarks", "tests"):
+        shutil.copytree(
+            REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("cache", "__pycache__")
+        )
     space = Workspace(tmp_path)
     yield space
     space.stop_server()

@@ -266,7 +266,9 @@ def test_the_readme_override_example_is_a_valid_config():
     argv = shlex.split(command)[3:]
     assert argv[:2] == ["--config", "configs/quickstart.yaml"]
     overrides = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--set"]
-    assert len(overrides) == 3
+    assert len(overrides) == 4
     config = load_config(REPO / argv[1], overrides)
     assert config.training.epochs == 2 and config.model.dropout == 0.2
     assert [stage.epochs for stage in config.training.unfreezing] == [1, 1]
+    # Not the next version of the quickstart, which a server may be serving.
+    assert config.model_name != load_config(REPO / argv[1]).model_name

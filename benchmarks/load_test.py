@@ -153,59 +153,30 @@ async def _load(
         ).encode()
         for i in range(len(TEXTS))
     ]
-    latencies, errors, first_error = [], 0, None
-    next_index = 0
 
-    async def worker(limit, measured):
-        nonlocal next_index, errors, first_error
+    def new_caller():
         connection = _Connection(host, port)
-        try:
-            while next_index < limit:
-                index = next_index
-                next_index += 1
-                started = time.perf_counter()
-                try:
-                    status, payload = await asyncio.wait_for(
-                        connection.post(path, bodies[index % len(bodies)]), timeout
-                    )
-                    problem = (
-                        None
-                        if status == 200 and b'"predictions"' in payload
-                        else f"HTTP {status}: {payload[:200]!r}"
-                    )
-                except (
-                    OSError,
-                    ValueError,
-                    IndexError,
-                    asyncio.TimeoutError,
-                    asyncio.IncompleteReadError,
-                ) as error:
-                    problem = f"{type(error).__name__}: {error}"
-                if not measured:
-                    continue
-                if problem is None:
-                    latencies.append(time.perf_counter() - started)
-                else:
-                    errors += 1
-                    first_error = first_error or problem
-        finally:
-            connection.close()
 
-    # Warm-up: connections opened, first-call costs paid; not measured.
-    await asyncio.wait_for(
-        asyncio.gather(*(worker(warmup, False) for _ in range(concurrency))), deadline_seconds
-    )
-    next_index = 0
-    started = time.perf_counter()
-    try:
-        await asyncio.wait_for(
-            asyncio.gather(*(worker(requests, True) for _ in range(concurrency))), deadline_seconds
-        )
-    except asyncio.TimeoutError:
-        errors = requests - len(latencies)
-        first_error = first_error or f"the run passed its {deadline_seconds:.0f} s deadline"
-    seconds = time.perf_counter() - started
-    return LoadResult(requests, errors, seconds, latencies, first_error)
+        async def call(index):
+            try:
+                status, payload = await asyncio.wait_for(
+                    connection.post(path, bodies[index % len(bodies)]), timeout
+                )
+            except (
+                OSError,
+                ValueError,
+                IndexError,
+                asyncio.TimeoutError,
+                asyncio.IncompleteReadError,
+            ) as error:
+                return f"{type(error).__name__}: {error}"
+            if status == 200 and b'"predictions"' in payload:
+                return None
+            return f"HTTP {status}: {payload[:200]!r}"
+
+        return call, connection.close
+
+    return await _drive(new_caller, requests, concurrency, warmup, deadline_seconds)
 
 
 def run_load(
@@ -263,22 +234,41 @@ async def _grpc_load(
         texts = [TEXTS[(i * texts_per_request + j) % len(TEXTS)] for j in range(texts_per_request)]
         request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string))
         bodies.append(request)
-    latencies, errors, first_error = [], 0, None
-    next_index = 0
     async with grpc.aio.insecure_channel(target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
-        async def worker(limit, measured):
-            nonlocal next_index, errors, first_error
+        async def call(index):
+            try:
+                response = await stub.Predict(bodies[index % len(bodies)], timeout=timeout)
+            except grpc.aio.AioRpcError as error:
+                return f"{error.code().name}: {error.details()}"
+            return None if response.outputs else "an answer without outputs"
+
+        return await _drive(
+            lambda: (call, lambda: None), requests, concurrency, warmup, deadline_seconds
+        )
+
+
+async def _drive(new_caller, requests, concurrency, warmup, deadline_seconds) -> LoadResult:
+    """`warmup` unmeasured calls, then `requests` measured ones, from `concurrency` clients.
+
+    Args:
+        new_caller: `() -> (call, close)` for each client: `await call(index)`
+            sends request `index` and gives None when it was answered well,
+            else what went wrong; `close()` ends the client.
+    """
+    latencies, errors, first_error = [], 0, None
+    next_index = 0
+
+    async def client(limit, measured):
+        nonlocal next_index, errors, first_error
+        call, close = new_caller()
+        try:
             while next_index < limit:
                 index = next_index
                 next_index += 1
                 started = time.perf_counter()
-                try:
-                    response = await stub.Predict(bodies[index % len(bodies)], timeout=timeout)
-                    problem = None if response.outputs else "an answer without outputs"
-                except grpc.aio.AioRpcError as error:
-                    problem = f"{error.code().name}: {error.details()}"
+                problem = await call(index)
                 if not measured:
                     continue
                 if problem is None:
@@ -286,21 +276,23 @@ async def _grpc_load(
                 else:
                     errors += 1
                     first_error = first_error or problem
+        finally:
+            close()
 
+    # Warm-up: connections opened, first-call costs paid; not measured.
+    await asyncio.wait_for(
+        asyncio.gather(*(client(warmup, False) for _ in range(concurrency))), deadline_seconds
+    )
+    next_index = 0
+    started = time.perf_counter()
+    try:
         await asyncio.wait_for(
-            asyncio.gather(*(worker(warmup, False) for _ in range(concurrency))), deadline_seconds
+            asyncio.gather(*(client(requests, True) for _ in range(concurrency))), deadline_seconds
         )
-        next_index = 0
-        started = time.perf_counter()
-        try:
-            await asyncio.wait_for(
-                asyncio.gather(*(worker(requests, True) for _ in range(concurrency))),
-                deadline_seconds,
-            )
-        except asyncio.TimeoutError:
-            errors = requests - len(latencies)
-            first_error = first_error or f"the run passed its {deadline_seconds:.0f} s deadline"
-        seconds = time.perf_counter() - started
+    except asyncio.TimeoutError:
+        errors = requests - len(latencies)
+        first_error = first_error or f"the run passed its {deadline_seconds:.0f} s deadline"
+    seconds = time.perf_counter() - started
     return LoadResult(requests, errors, seconds, latencies, first_error)
 
 

@@ -40,14 +40,14 @@ def split_label_cells(values: pd.Series, delimiter: str, source) -> pd.Series:
         DataError: the column holds numbers (with no delimited cell, or
             mixed with delimited ones), or a delimiter leaves an empty name.
     """
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        raise DataError(
-            f"{source}: the label column holds numbers, not label names joined by "
-            f"{delimiter!r}; for one 0/1 column per label use data.label_columns"
-        )
     cells = ["" if _missing(value) else str(value).strip() for value in values.tolist()]
     delimited = [cell for cell in cells if delimiter in cell]
     numeric = [cell for cell in cells if cell and _is_number(cell)]
+    if numeric and len(numeric) == sum(1 for cell in cells if cell):
+        raise DataError(
+            f"{source}: the label column holds numbers (e.g. {numeric[0]!r}), not label names "
+            f"joined by {delimiter!r}; for one 0/1 column per label use data.label_columns"
+        )
     if delimited and numeric:
         raise DataError(
             f"{source}: the label column mixes delimited label names (e.g. {delimited[0]!r}) "

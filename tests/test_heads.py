@@ -227,6 +227,7 @@ def test_regression_export_has_a_regress_signature_and_answers_in_a_session_like
     assert set(summary["serving_default"]["outputs"]) == {"value"}
 
 
+@pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
 def test_regress_on_the_local_server_returns_serving_default_values_in_the_target_unit(
     regression_run, tmp_path
 ):
@@ -243,7 +244,7 @@ def test_regress_on_the_local_server_returns_serving_default_values_in_the_targe
         predicted = post(f"{server.url}/v1/models/tiny:predict", {"instances": PITCHES})
         regressed = post(
             f"{server.url}/v1/models/tiny:regress",
-            {"examples": [{"text": text} for text in PITCHES]},
+            {"signature_name": "regress", "examples": [{"text": text} for text in PITCHES]},
         )
     values = [row["value"] if isinstance(row, dict) else row for row in predicted["predictions"]]
     np.testing.assert_allclose(regressed["results"], values, rtol=1e-5)

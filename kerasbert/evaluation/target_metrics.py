@@ -33,7 +33,7 @@ def f1_scores(y_true, decisions):
 
 
 def tune_thresholds(y_true, probabilities, floor=0.05) -> list[float]:
-    """Each label's decision threshold with the best F1 on held-out data, at least `floor`.
+    """Each label's decision threshold with the best F1 on held-out data, raised to `floor`.
 
     The candidates are the label's own probabilities (deciding "on" at or
     above one) and `DEFAULT_THRESHOLD`; of equally good thresholds, the one
@@ -68,14 +68,15 @@ def tune_thresholds(y_true, probabilities, floor=0.05) -> list[float]:
         # Halfway below each distinct score, so that score and those above are "on".
         lower = np.concatenate([[0.0], distinct[:-1]])
         candidates = np.concatenate([(distinct + lower) / 2, [DEFAULT_THRESHOLD]])
-        candidates = np.maximum(candidates, floor)
         best, best_threshold = -1.0, DEFAULT_THRESHOLD
         for threshold in candidates:
             f1 = f1_scores(truth[:, None], (scores >= threshold)[:, None])[2][0]
             closer = abs(threshold - DEFAULT_THRESHOLD) < abs(best_threshold - DEFAULT_THRESHOLD)
             if f1 > best + 1e-12 or (abs(f1 - best) <= 1e-12 and closer):
                 best, best_threshold = f1, float(threshold)
-        thresholds.append(best_threshold)
+        # The floor bounds the tuned value: a label tuned very low would be
+        # called on for nearly every text.
+        thresholds.append(max(best_threshold, float(floor)))
     return thresholds
 
 

@@ -371,3 +371,30 @@ def test_a_contradictory_config_exits_2_without_reading_the_data(tmp_path, capsy
     assert train.main(["--config", str(tmp_path / "config.yaml")]) == 2
     line = error_line(capsys)
     assert "model" in line and "target_transform" in line and "never-read" not in line
+
+
+# === The shipped pitch example ===
+
+
+def test_pitch_examples_train_the_same_data_both_ways_with_roberta_unfreezing_and_triangular():
+    from pathlib import Path
+
+    from kerasbert.config_loading import load_config
+    from kerasbert.data.splits import load_splits
+
+    root = Path(__file__).resolve().parents[1]
+    bins = load_config(root / "configs/examples/pitch_amount_bins.yaml")
+    regression = load_config(root / "configs/examples/pitch_amount_regression.yaml")
+    assert (bins.model.task, regression.model.task) == ("classification", "regression")
+    assert bins.data.path == regression.data.path
+    assert regression.model.target_transform == "log1p" and bins.data.binning.num_bins == 4
+    for config in (bins, regression):
+        assert config.model.scratch.family == "roberta"
+        assert config.training.schedule.mode == "triangular"
+        assert len(config.training.unfreezing) > 1
+    data = bins.data.model_copy(update={"path": str(root / bins.data.path)})
+    binned = load_splits(data)
+    assert binned.labels == ["low", "modest", "high", "top"]
+    data = regression.data.model_copy(update={"path": str(root / regression.data.path)})
+    amounts = load_splits(data, "regression", "log1p")
+    assert amounts.scaling.transform == "log1p" and len(amounts.train) == len(binned.train)

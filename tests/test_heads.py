@@ -398,3 +398,99 @@ def test_pitch_examples_train_the_same_data_both_ways_with_roberta_unfreezing_an
     data = regression.data.model_copy(update={"path": str(root / regression.data.path)})
     amounts = load_splits(data, "regression", "log1p")
     assert amounts.scaling.transform == "log1p" and len(amounts.train) == len(binned.train)
+
+
+# === evaluate and predict ===
+
+
+def test_evaluate_and_predict_score_a_multi_label_export_with_its_thresholds(
+    multi_label_run, tmp_path, capsys
+):
+    from kerasbert import evaluate, predict
+
+    frame = make_tagged_reviews(24, seed=3)
+    frame.to_csv(tmp_path / "labelled.csv", index=False)
+    assert (
+        evaluate.main(
+            [
+                "--model",
+                str(multi_label_run.export_dir),
+                "--data",
+                str(tmp_path / "labelled.csv"),
+                "--output",
+                str(tmp_path),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "micro F1" in printed and "threshold" in printed
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics["per_label"]) == {"acting", "music", "plot"}
+    scored = pd.read_csv(tmp_path / "predictions.csv", keep_default_na=False)
+    frame[["text"]].to_csv(tmp_path / "texts.csv", index=False)
+    assert (
+        predict.main(
+            [
+                "--model",
+                str(multi_label_run.export_dir),
+                "--input",
+                str(tmp_path / "texts.csv"),
+                "--output",
+                str(tmp_path / "out.csv"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert out["predicted_labels"].tolist() == scored["predicted_labels"].tolist()
+    thresholds = np.array(run_labels(multi_label_run)["head"]["thresholds"], dtype=np.float32)
+    probabilities = out[["probability_acting", "probability_music", "probability_plot"]]
+    for row, decided in zip(probabilities.to_numpy(np.float32), out["predicted_labels"]):
+        on = [name for name, p, t in zip(["acting", "music", "plot"], row, thresholds) if p >= t]
+        assert decided == "|".join(on)
+
+
+def test_evaluate_and_predict_give_a_regression_export_values_in_the_target_unit(
+    regression_run, tmp_path, capsys
+):
+    from kerasbert import evaluate, predict
+
+    make_amounts(24, seed=3).to_csv(tmp_path / "labelled.csv", index=False)
+    assert (
+        evaluate.main(
+            [
+                "--model",
+                str(regression_run.export_dir),
+                "--data",
+                str(tmp_path / "labelled.csv"),
+                "--output",
+                str(tmp_path),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert "Spearman" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["num_examples"] == 24 and metrics["mae"] > 10
+    assert (
+        predict.main(
+            [
+                "--model",
+                str(regression_run.export_dir),
+                "--input",
+                str(tmp_path / "labelled.csv"),
+                "--output",
+                str(tmp_path / "out.csv"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    out = pd.read_csv(tmp_path / "out.csv")
+    scored = pd.read_csv(tmp_path / "predictions.csv")
+    np.testing.assert_allclose(out["predicted_value"], scored["predicted_value"], rtol=1e-6)
+    assert not any(column.startswith("probability_") for column in out.columns)

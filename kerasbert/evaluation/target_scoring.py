@@ -14,12 +14,13 @@ import pandas as pd
 from kerasbert.data.tables import write_table
 from kerasbert.data.targets import multi_hot
 from kerasbert.evaluation import target_metrics
-from kerasbert.evaluation.predictions import PROBABILITY_PREFIX, predict_in_batches
-
-# Joins the label names of a text in a predictions table.
-LABEL_DELIMITER = "|"
-PREDICTED_LABELS = "predicted_labels"
-PREDICTED_VALUE = "predicted_value"
+from kerasbert.evaluation.predictions import (
+    LABEL_DELIMITER,
+    PREDICTED_LABELS,
+    PREDICTED_VALUE,
+    PROBABILITY_PREFIX,
+    predict_in_batches,
+)
 
 
 def join_labels(names, delimiter=LABEL_DELIMITER) -> str:
@@ -117,3 +118,92 @@ def evaluate_saved_targets(
             table = multi_label_table(texts, true_targets, answers, scores, model.labels, pairs)
         write_table(table, predictions_path)
     return metrics
+
+
+def load_labelled_targets(path, model_dir, task, text_column, label_column, text_pair_column):
+    """Reads a labelled file for a multi-label or regression export, read as in training.
+
+    The label columns, delimiter and target transform come from the run
+    config the export carries (`assets/config.yaml`). Multi-label rows keep
+    a text with no label; regression rows without a target are dropped.
+
+    Returns:
+        `(frame, dropped)`: `text`, `label` (and `text_pair`) columns, and the
+        number of rows dropped.
+
+    Raises:
+        kerasbert.data.tables.DataError: the file is unreadable, or a target
+            is not what training accepts.
+        ValueError: a missing column.
+    """
+    from pathlib import Path
+
+    import yaml
+
+    from kerasbert.data import targets
+    from kerasbert.data.tables import check_columns, read_table, text_values
+
+    config_path = Path(model_dir) / "assets" / "config.yaml"
+    config = (
+        yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    )
+    data, model = config.get("data") or {}, config.get("model") or {}
+    frame = read_table(path)
+    label_columns = data.get("label_columns") if task == "multi_label" else None
+    check_columns(frame, [text_column, text_pair_column, *(label_columns or [label_column])], path)
+    dropped = 0
+    if task == "regression":
+        label = frame[label_column]
+        keep = label.notna() & (label.astype(str).str.strip() != "")
+        dropped = int((~keep).sum())
+        frame = frame[keep].reset_index(drop=True)
+        values = targets.numeric_targets(frame[label_column], path, model.get("target_transform"))
+    elif label_columns:
+        values = targets.indicator_label_sets(frame, label_columns, path).tolist()
+    else:
+        delimiter = data.get("label_delimiter") or LABEL_DELIMITER
+        values = targets.split_label_cells(frame[label_column], delimiter, path).tolist()
+    out = pd.DataFrame({"text": text_values(frame[text_column])})
+    if text_pair_column:
+        out["text_pair"] = text_values(frame[text_pair_column])
+    out["label"] = list(values)
+    return out, dropped
+
+
+def format_target_metrics(metrics) -> str:
+    """A human-readable table of `multi_label_metrics` or `regression_metrics` output."""
+    if "per_label" not in metrics:
+        rows = [("examples", metrics.get("num_examples"))] + [
+            (name, metrics.get(key))
+            for name, key in (
+                ("MAE", "mae"),
+                ("RMSE", "rmse"),
+                ("R²", "r2"),
+                ("Spearman", "spearman"),
+            )
+        ]
+    else:
+        rows = [
+            ("examples", metrics.get("num_examples")),
+            ("micro F1", metrics.get("micro_f1")),
+            ("macro F1", metrics.get("macro_f1")),
+            ("subset accuracy", metrics.get("subset_accuracy")),
+            ("Hamming loss", metrics.get("hamming_loss")),
+            ("ROC-AUC", metrics.get("roc_auc")),
+        ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name:<{width}}  {_number(value)}" for name, value in rows]
+    if "per_label" in metrics:
+        table = pd.DataFrame.from_dict(metrics["per_label"], orient="index")[
+            ["precision", "recall", "f1", "roc_auc", "support", "threshold"]
+        ]
+        lines += ["", table.to_string(float_format=lambda x: f"{x:.4f}", na_rep="n/a")]
+    return "\n".join(lines)
+
+
+def _number(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, (int, np.integer)):
+        return str(value)
+    return f"{value:.4f}"

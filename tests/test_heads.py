@@ -494,3 +494,13 @@ def test_evaluate_and_predict_give_a_regression_export_values_in_the_target_unit
     scored = pd.read_csv(tmp_path / "predictions.csv")
     np.testing.assert_allclose(out["predicted_value"], scored["predicted_value"], rtol=1e-6)
     assert not any(column.startswith("probability_") for column in out.columns)
+
+
+def test_report_of_a_multi_label_run_has_a_per_label_table_with_thresholds(multi_label_run):
+    from kerasbert.evaluation.report import write_report
+
+    html = write_report(multi_label_run.run_dir).read_text(encoding="utf-8")
+    section = html[html.index("<h3>Per label</h3>") :]
+    for label in ("acting", "music", "plot"):
+        assert f"<th>{label}</th>" in section
+    assert "<th>threshold</th>" in section and "micro_f1" in html

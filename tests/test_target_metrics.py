@@ -154,3 +154,33 @@ def test_weighted_binary_crossentropy_refuses_a_weight_that_is_not_positive():
 
     with pytest.raises(ValueError, match="Invalid value for argument `pos_weight`"):
         WeightedBinaryCrossentropy([1.0, 0.0])
+
+
+# === Splits of label sets ===
+
+
+def _data_config(path, **values):
+    from kerasbert.config import DataConfig
+
+    return DataConfig(path=str(path), split={"validation": 0.25, "test": 0.25}, **values)
+
+
+def test_label_columns_give_label_sets_in_column_order_and_count_texts_without_labels(tmp_path):
+    from kerasbert.data.splits import load_splits
+
+    rows = [{"text": f"text {i}", "z": i % 2, "a": int(i % 3 == 0)} for i in range(40)]
+    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
+    splits = load_splits(_data_config(tmp_path / "d.csv", label_columns=["z", "a"]), "multi_label")
+    assert splits.labels == ["z", "a"]
+    assert sum(splits.unlabelled.values()) == sum(1 for i in range(40) if i % 2 == 0 and i % 3)
+    ids = splits.label_ids("train")
+    assert ids.dtype == np.float32 and ids.shape == (len(splits.train), 2)
+
+
+def test_a_label_column_never_on_in_training_is_refused(tmp_path):
+    from kerasbert.data.splits import load_splits
+
+    rows = [{"text": f"text {i}", "z": i % 2, "a": 0} for i in range(40)]
+    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(DataError, match=r"label\(s\) \['a'\] are never given in the training"):
+        load_splits(_data_config(tmp_path / "d.csv", label_columns=["z", "a"]), "multi_label")

@@ -504,3 +504,35 @@ def test_report_of_a_multi_label_run_has_a_per_label_table_with_thresholds(multi
     for label in ("acting", "music", "plot"):
         assert f"<th>{label}</th>" in section
     assert "<th>threshold</th>" in section and "micro_f1" in html
+
+
+@pytest.mark.parametrize(
+    "frame, data, model, metric, column",
+    [
+        (
+            make_tagged_reviews(60),
+            {"label_delimiter": "|"},
+            {"task": "multi_label"},
+            "micro_f1",
+            "predicted_labels",
+        ),
+        (
+            make_amounts(60),
+            {"label_column": "amount"},
+            {"task": "regression", "target_transform": "log1p"},
+            "spearman",
+            "predicted_value",
+        ),
+    ],
+)
+def test_a_run_that_exports_nothing_scores_its_task_in_process(
+    frame, data, model, metric, column, tmp_path
+):
+    from kerasbert.training.run import train as train_run
+
+    config = run_config(tmp_path, frame, data, model)
+    config["export"]["enabled"] = False
+    result = train_run(config_from_dict(config))
+    assert result.export_dir is None
+    assert isinstance(result.metrics["test"][metric], float)
+    assert column in pd.read_csv(result.run_dir / "test_predictions.csv").columns

@@ -184,3 +184,10 @@ def test_a_label_column_never_on_in_training_is_refused(tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
     with pytest.raises(DataError, match=r"label\(s\) \['a'\] are never given in the training"):
         load_splits(_data_config(tmp_path / "d.csv", label_columns=["z", "a"]), "multi_label")
+
+
+def test_multi_label_metrics_score_the_decisions_given_rather_than_the_thresholds():
+    metrics = multi_label_metrics(
+        [[1, 0]], [[0.2, 0.9]], ["a", "b"], thresholds=[0.5, 0.5], decisions=[[1, 0]]
+    )
+    assert metrics["subset_accuracy"] == 1.0 and metrics["micro_f1"] == 1.0

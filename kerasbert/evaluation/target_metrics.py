@@ -80,7 +80,7 @@ def tune_thresholds(y_true, probabilities, floor=0.05) -> list[float]:
     return thresholds
 
 
-def multi_label_metrics(y_true, probabilities, labels, thresholds=None) -> dict:
+def multi_label_metrics(y_true, probabilities, labels, thresholds=None, decisions=None) -> dict:
     """Micro and macro F1, subset accuracy, Hamming loss and per-label scores.
 
     Args:
@@ -88,6 +88,8 @@ def multi_label_metrics(y_true, probabilities, labels, thresholds=None) -> dict:
         probabilities: `[N, labels]` sigmoid outputs.
         labels: label names.
         thresholds: one decision threshold per label; 0.5 for each when None.
+        decisions: `[N, labels]` 0/1 decisions a model made (an export's
+            `labels_on`); `probabilities >= thresholds` when None.
 
     Returns:
         `{"num_examples", "micro_f1", "macro_f1", "micro_precision",
@@ -105,7 +107,9 @@ def multi_label_metrics(y_true, probabilities, labels, thresholds=None) -> dict:
     thresholds = np.asarray(
         [DEFAULT_THRESHOLD] * len(labels) if thresholds is None else thresholds, dtype="float64"
     )
-    decisions = probabilities >= thresholds[None, :]
+    if decisions is None:
+        decisions = probabilities >= thresholds[None, :]
+    decisions = np.asarray(decisions, dtype=bool)
     precision, recall, f1, support = f1_scores(y_true, decisions)
     tp = float((y_true & decisions).sum())
     predicted, actual = float(decisions.sum()), float(y_true.sum())

@@ -66,13 +66,14 @@ def score_targets(task, labels, true_targets, answers, scores, thresholds=None):
     """
     if task == "regression":
         return target_metrics.regression_metrics(true_targets, answers)
-    y_true = multi_hot(true_targets, labels)
-    metrics = target_metrics.multi_label_metrics(y_true, scores, labels, thresholds)
-    # The graph's own decisions, rather than re-thresholding here.
-    decisions = multi_hot(answers, labels).astype(bool)
-    metrics["subset_accuracy"] = float((decisions == y_true.astype(bool)).all(axis=1).mean())
-    metrics["hamming_loss"] = float((decisions != y_true.astype(bool)).mean())
-    return metrics
+    # The model's own decisions (the graph's, for an export), not re-thresholded here.
+    return target_metrics.multi_label_metrics(
+        multi_hot(true_targets, labels),
+        scores,
+        labels,
+        thresholds,
+        decisions=multi_hot(answers, labels),
+    )
 
 
 def evaluate_saved_targets(

@@ -729,7 +729,7 @@ class Config(_Section):
                 if monitor is not None and "accuracy" in monitor:
                     raise ValueError(
                         f"training.{key} is {monitor!r}, but a regression run logs no accuracy; "
-                        "use `val_loss` or `val_mae`"
+                        "use `val_loss` or `val_scaled_mae`"
                     )
         return self
 

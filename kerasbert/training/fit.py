@@ -163,7 +163,9 @@ def task_loss_and_metrics(task, labels=(), pos_weight=None, loss="mse"):
         regression_loss = (
             keras.losses.Huber() if loss == "huber" else keras.losses.MeanSquaredError()
         )
-        return regression_loss, [keras.metrics.MeanAbsoluteError(name="mae")]
+        # On the transformed, standardised target the model learns; `mae` in
+        # metrics.json is in the target's own unit, from the export.
+        return regression_loss, [keras.metrics.MeanAbsoluteError(name="scaled_mae")]
     return None, None
 
 

@@ -246,9 +246,28 @@ def test_regress_on_the_local_server_returns_serving_default_values_in_the_targe
             f"{server.url}/v1/models/tiny:regress",
             {"signature_name": "regress", "examples": [{"text": text} for text in PITCHES]},
         )
+        by_grpc = grpc_regress(server.grpc_target, PITCHES)
     values = [row["value"] if isinstance(row, dict) else row for row in predicted["predictions"]]
     np.testing.assert_allclose(regressed["results"], values, rtol=1e-5)
     np.testing.assert_allclose(regressed["results"], in_unit, rtol=1e-4)
+    np.testing.assert_allclose(by_grpc, values, rtol=1e-5)
+
+
+def grpc_regress(target, texts) -> list[float]:
+    """TF Serving's gRPC Regress call on model `tiny`'s `regress` signature."""
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc, regression_pb2
+
+    from kerasbert.exporting.warmup import make_example
+
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name, request.model_spec.signature_name = "tiny", "regress"
+    for text in texts:
+        request.input.example_list.examples.add().CopyFrom(make_example({"text": text}))
+    with grpc.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        response = stub.Regress(request, timeout=60)
+    return [regression.value for regression in response.result.regressions]
 
 
 # === Bad input: one line, exit status 2 ===

@@ -177,6 +177,20 @@ class DataConfig(_Section):
     """Weighs each class's examples in the loss: `balanced` (inversely to the class's frequency in
     training) or a mapping `{label: weight}`; `null` weighs every example the same.
     """
+    label_delimiter: Optional[Annotated[str, Field(min_length=1)]] = None
+    """`model.task: multi_label` only: `label_column` holds each text's labels joined by this string,
+    e.g. `"|"` for `sports|politics`; an empty cell is a text with no label. Give this or
+    `label_columns`.
+    """
+    label_columns: Optional[list[Annotated[str, Field(min_length=1)]]] = None
+    """`model.task: multi_label` only: one 0/1 column per label, named for the label; a row of zeros
+    is a text with no label, and `label_column` is unused. Give this or `label_delimiter`.
+    """
+    pos_weight: Optional[dict[str, PositiveFloat]] = None
+    """`model.task: multi_label` only: `{label: weight}` multiplies the loss of a label's positive
+    examples, for rare labels (PyTorch's `BCEWithLogitsLoss(pos_weight=...)`); labels left out
+    weigh 1.
+    """
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -193,6 +207,19 @@ class DataConfig(_Section):
             "label_column": self.label_column,
         }
         given = [(key, column) for key, column in columns.items() if column is not None]
+        if self.label_columns is not None:
+            # The label is read from these columns instead of `label_column`.
+            given = [(key, column) for key, column in given if key != "label_column"]
+            given += [(f"label_columns[{i}]", c) for i, c in enumerate(self.label_columns)]
+        if self.label_delimiter is not None and self.label_columns is not None:
+            raise ValueError(
+                "give `label_delimiter` (one column of delimited labels) or `label_columns` "
+                "(one 0/1 column per label), not both"
+            )
+        if self.label_columns is not None and len(self.label_columns) < 2:
+            raise ValueError(
+                f"`label_columns` needs at least two columns; received {SHORT.repr(self.label_columns)}"
+            )
         for i, (key, column) in enumerate(given):
             for other, other_column in given[i + 1 :]:
                 if column == other_column:
@@ -273,6 +300,24 @@ class ModelConfig(_Section):
     """
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
     """Dropout rate before the classification layer."""
+    task: Literal["classification", "multi_label", "regression"] = "classification"
+    """`classification`: one label per text, a softmax head. `multi_label`: any number of labels per
+    text (`data.label_delimiter` or `data.label_columns`), a sigmoid per label with binary
+    cross-entropy, and per-label thresholds tuned on validation. `regression`: a numeric
+    `data.label_column`, one output unit, `loss` MSE or Huber. Never inferred from the data: give it.
+    """
+    loss: Optional[Literal["mse", "huber"]] = None
+    """`regression` only: `mse` (the default) or `huber` (less swayed by outliers, on the
+    standardised target)."""
+    target_transform: Literal["none", "log1p"] = "none"
+    """`regression` only: `log1p` fits `log(1 + y)`, for heavy-tailed non-negative targets such as
+    amounts of money. The transform and the target's standardisation live in the exported graph, so
+    answers come back in the target's own unit.
+    """
+    threshold_floor: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    """`multi_label` only: the lowest decision threshold a label may be given when thresholds are
+    tuned for best F1 on the validation split.
+    """
 
     @model_validator(mode="after")
     def _one_backbone(self):
@@ -288,6 +333,12 @@ class ModelConfig(_Section):
                 f"sequence_length ({self.sequence_length}) exceeds "
                 f"scratch.max_sequence_length ({self.scratch.max_sequence_length})"
             )
+        if self.task != "regression":
+            for key, off in (("loss", None), ("target_transform", "none")):
+                if getattr(self, key) != off:
+                    raise ValueError(
+                        f"`{key}` is for `task: regression`; received task {self.task!r}"
+                    )
         return self
 
     @property
@@ -644,6 +695,54 @@ class Config(_Section):
                     f"{stage.trainable_layers} but the backbone has "
                     f"{num_layers} layers"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _task_fits_data(self):
+        task, data, training = self.model.task, self.data, self.training
+        multi_label_keys = [
+            key for key in ("label_delimiter", "label_columns", "pos_weight") if getattr(data, key)
+        ]
+        if task != "multi_label" and multi_label_keys:
+            raise ValueError(
+                f"data.{multi_label_keys[0]} is for multi-label data; set `model.task: multi_label`"
+                f" (received task {task!r})"
+            )
+        if task == "multi_label" and data.label_delimiter is None and data.label_columns is None:
+            raise ValueError(
+                "model.task multi_label needs `data.label_delimiter` (one column of delimited "
+                "labels) or `data.label_columns` (one 0/1 column per label)"
+            )
+        if data.label_columns is not None and data.pos_weight:
+            unknown = sorted(set(data.pos_weight) - set(data.label_columns))
+            if unknown:
+                raise ValueError(
+                    f"data.pos_weight names {SHORT.repr(unknown)}, not among data.label_columns"
+                )
+        if task != "classification":
+            for key in ("binning", "class_weight"):
+                if getattr(data, key) is not None:
+                    raise ValueError(
+                        f"data.{key} is for `model.task: classification`; received task {task!r}"
+                    )
+            if training.eval_steps is not None:
+                raise ValueError(
+                    "training.eval_steps logs classification loss and accuracy; leave it out "
+                    f"for `model.task: {task}`"
+                )
+        if task == "regression":
+            for key, monitor in (
+                ("checkpoint_monitor", training.checkpoint_monitor),
+                (
+                    "early_stopping.monitor",
+                    training.early_stopping.monitor if training.early_stopping else None,
+                ),
+            ):
+                if monitor is not None and "accuracy" in monitor:
+                    raise ValueError(
+                        f"training.{key} is {monitor!r}, but a regression run logs no accuracy; "
+                        "use `val_loss` or `val_scaled_mae`"
+                    )
         return self
 
     @property

@@ -24,6 +24,7 @@ from kerasbert.evaluation.saved_model_classifier import (
     SavedModelClassifier,
     read_model_bin_edges,
     read_model_columns,
+    read_model_head,
     read_model_labels,
     resolve_model_dir,
 )
@@ -94,6 +95,9 @@ def _main(args):
         text_pair_column=args.text_pair_column,
         label_column=args.label_column,
     )
+    task = read_model_head(model_dir).get("task", "classification")
+    if task != "classification":
+        return _evaluate_targets(args, model_dir, columns, task, output)
     frame, dropped = load_labelled(
         args.data,
         columns["text_column"],
@@ -131,6 +135,39 @@ def _main(args):
     }
     write_json(output / METRICS_FILE, report)
     print(format_metrics(report))
+    print(f"\nwrote {output / METRICS_FILE} and {output / PREDICTIONS_FILE}")
+    return 0
+
+
+def _evaluate_targets(args, model_dir, columns, task, output):
+    """`_main` for a multi-label or regression export."""
+    from kerasbert.evaluation import target_scoring
+
+    frame, dropped = target_scoring.load_labelled_targets(
+        args.data,
+        model_dir,
+        task,
+        columns["text_column"],
+        columns["label_column"],
+        columns["text_pair_column"],
+    )
+    if frame.empty:
+        raise ValueError(f"{args.data}: no labelled rows to evaluate ({dropped} dropped)")
+    cli.load_tensorflow(args.debug)
+    model = SavedModelClassifier(model_dir)
+    if model.text_pair and not columns["text_pair_column"]:
+        raise ValueError(f"{model.model_dir} takes sentence pairs; give --text-pair-column")
+    metrics = target_scoring.evaluate_saved_targets(
+        model,
+        frame["text"].tolist(),
+        frame["label"].tolist(),
+        frame["text_pair"].tolist() if "text_pair" in frame else None,
+        args.batch_size,
+        predictions_path=output / PREDICTIONS_FILE,
+    )
+    report = {"model": str(model.model_dir), "data": str(args.data), "dropped_rows": dropped}
+    write_json(output / METRICS_FILE, {**report, **metrics})
+    print(target_scoring.format_target_metrics(metrics))
     print(f"\nwrote {output / METRICS_FILE} and {output / PREDICTIONS_FILE}")
     return 0
 

@@ -88,13 +88,14 @@ def _main(args):
 
         client = ServingClient(args.server, args.model_name)
         labels = parse_labels(args.labels) if args.labels else server_labels(client)
-        predict_fn = server_predict_fn(client)
+        # Through a server, the classify signature's labels and scores.
+        predict_fn, task = server_predict_fn(client), "classification"
     else:
         cli.load_tensorflow(args.debug)
         model = SavedModelClassifier(model_dir)
         if model.text_pair and not text_pair_column:
             raise ValueError(f"{model.model_dir} takes sentence pairs; give --text-pair-column")
-        labels, predict_fn = model.labels, model
+        labels, predict_fn, task = model.labels, model, model.task
     out = predict_frame(
         frame,
         predict_fn,
@@ -103,6 +104,7 @@ def _main(args):
         text_pair_column,
         args.batch_size,
         not args.no_progress,
+        task=task,
     )
     write_table(out, args.output)
     print(f"wrote {len(out)} predictions to {args.output}")

@@ -166,3 +166,35 @@ def test_a_resumed_run_answers_under_the_release(release_python, tmp_path):
         version_dir, tf2_load_run(version_dir), ExportCheck(python=release_python)
     )
     assert records == 4
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        {"task": "multi_label", "thresholds": [0.3, 0.5, 0.7]},
+        {"task": "regression", "transform": "log1p", "mean": 7.0, "std": 2.0},
+    ],
+    ids=["multi-label", "regression"],
+)
+def test_multi_label_and_regression_exports_answer_under_the_release(
+    head, release_python, tmp_path
+):
+    from kerasbert.exporting.heads import Head
+
+    regression = head["task"] == "regression"
+    classifier, tokenizer = tiny_classifier(
+        "roberta", num_layers=2, num_classes=1 if regression else 3
+    )
+    version_dir = export_model(
+        classifier,
+        tokenizer,
+        16,
+        ["amount"] if regression else LABELS,
+        tmp_path,
+        "tiny",
+        head=Head.from_dict(head),
+    )
+    records = check_export(
+        version_dir, tf2_load_run(version_dir), ExportCheck(python=release_python)
+    )
+    assert records == 4

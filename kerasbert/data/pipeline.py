@@ -69,7 +69,7 @@ def make_dataset(features, labels=None, batch_size=32, shuffle=False, seed=0, sa
     """
     parts = [features]
     if labels is not None:
-        parts.append(np.asarray(labels, dtype="int64"))
+        parts.append(label_array(labels))
         if sample_weights is not None:
             parts.append(np.asarray(sample_weights, dtype="float32"))
     ds = tf.data.Dataset.from_tensor_slices(tuple(parts) if len(parts) > 1 else parts[0])
@@ -77,6 +77,12 @@ def make_dataset(features, labels=None, batch_size=32, shuffle=False, seed=0, sa
         ds = ds.shuffle(len(features["token_ids"]), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(_trim_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def label_array(labels) -> np.ndarray:
+    """Class ids as int64; multi-hot rows or regression targets as float32."""
+    labels = np.asarray(labels)
+    return labels.astype("float32") if labels.dtype.kind == "f" else labels.astype("int64")
 
 
 def _trim_batch(features, *rest):
@@ -135,7 +141,7 @@ def make_training_dataset(
         else np.zeros((0, count), "int64")
     )
     tensors = {name: tf.constant(value) for name, value in features.items()}
-    label_tensor = tf.constant(np.asarray(labels, dtype="int64"))
+    label_tensor = tf.constant(label_array(labels))
     weight_tensor = (
         None if sample_weights is None else tf.constant(np.asarray(sample_weights, dtype="float32"))
     )

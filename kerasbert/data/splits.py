@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from kerasbert.data import targets as targets_lib
 from kerasbert.data.tables import DataError, as_text, label_text, read_table
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,16 @@ class Splits:
     """Train/validation/test frames with `text`, `label` (and `text_pair`).
 
     Attributes:
-        train, validation, test: DataFrames; `label` holds label strings.
+        train, validation, test: DataFrames; `label` holds label strings
+            (a tuple of label names for `multi_label`, a float for
+            `regression`).
         labels: the label vocabulary, fixed by the training split; the class
-            id of a label is its index.
+            id of a label is its index. For `regression`, the target's name.
         bin_edges: the edges used to bin a numeric target, or None.
         dropped: rows dropped per split for an empty text or missing label.
+        task: `classification`, `multi_label` or `regression`.
+        scaling: a regression target's `TargetScaling`, else None.
+        unlabelled: `multi_label` only: texts with no label, per split.
     """
 
     train: pd.DataFrame
@@ -39,8 +45,17 @@ class Splits:
     labels: list[str]
     bin_edges: list[float] | None = None
     dropped: dict[str, int] = field(default_factory=dict)
+    task: str = "classification"
+    scaling: targets_lib.TargetScaling | None = None
+    unlabelled: dict[str, int] = field(default_factory=dict)
 
     def label_ids(self, split: str) -> np.ndarray:
+        """What the model learns: class ids, multi-hot rows, or scaled targets `[N, 1]`."""
+        frame = getattr(self, split)
+        if self.task == "multi_label":
+            return targets_lib.multi_hot(frame["label"], self.labels)
+        if self.task == "regression":
+            return self.scaling.scale(frame["label"].to_numpy())
         index = {label: i for i, label in enumerate(self.labels)}
         return getattr(self, split)["label"].map(index).to_numpy(dtype="int64")
 
@@ -54,11 +69,13 @@ class Splits:
 # === Splits ===
 
 
-def load_splits(data_config) -> Splits:
+def load_splits(data_config, task="classification", target_transform="none") -> Splits:
     """Reads, cleans, splits and labels the data a config describes.
 
     Args:
         data_config: a `kerasbert.config.DataConfig`.
+        task: `classification`, `multi_label` or `regression` (`model.task`).
+        target_transform: `regression` only: `none` or `log1p`.
 
     Returns:
         `Splits` with string labels and a fixed label vocabulary.
@@ -68,11 +85,19 @@ def load_splits(data_config) -> Splits:
             set, or a validation/test label unseen in training.
     """
     cfg = data_config
+    if task not in targets_lib.TASKS:
+        raise ValueError(
+            f"Invalid value for argument `task`. Expected one of "
+            f"{targets_lib.TASKS}. Received: task={task!r}"
+        )
+    clean_args = (cfg, task, target_transform)
+    # Quantile strata for a number to predict, no strata for label sets.
+    strata = cfg.binning if task == "classification" else task
     dropped = {}
     if cfg.path is not None:
-        frame, dropped["all"] = _clean(read_table(cfg.path, cfg.format), cfg, cfg.path)
+        frame, dropped["all"] = _clean(read_table(cfg.path, cfg.format), *clean_args, cfg.path)
         _check_not_empty(frame, "the data", cfg.path, dropped["all"])
-        frames = split_frame(frame, cfg.split.validation, cfg.split.test, cfg.seed, cfg.binning)
+        frames = split_frame(frame, cfg.split.validation, cfg.split.test, cfg.seed, strata)
     else:
         frames = {}
         for name in SPLITS:
@@ -80,13 +105,13 @@ def load_splits(data_config) -> Splits:
             if source is None:
                 frames[name] = None
                 continue
-            frames[name], dropped[name] = _clean(read_table(source, cfg.format), cfg, source)
+            frames[name], dropped[name] = _clean(
+                read_table(source, cfg.format), *clean_args, source
+            )
             _check_not_empty(frames[name], f"the {name} split", source, dropped[name])
         if frames["validation"] is None:
             # No validation file: hold out a stratified slice of train.
-            parts = split_frame(
-                frames["train"], cfg.split.validation or 0.1, 0.0, cfg.seed, cfg.binning
-            )
+            parts = split_frame(frames["train"], cfg.split.validation or 0.1, 0.0, cfg.seed, strata)
             frames["train"], frames["validation"] = parts["train"], parts["validation"]
     for name, count in dropped.items():
         if count:
@@ -95,6 +120,8 @@ def load_splits(data_config) -> Splits:
                 "dropped %d row(s) of %s with an empty text or a missing label", count, where
             )
 
+    if task != "classification":
+        return _target_splits(frames, dropped, cfg, task, target_transform)
     bin_edges = None
     if cfg.binning is not None:
         bin_edges = bin_edges_for(frames["train"]["label"], cfg.binning)
@@ -136,6 +163,61 @@ def load_splits(data_config) -> Splits:
     )
 
 
+def _target_splits(frames, dropped, cfg, task, target_transform) -> Splits:
+    """The `Splits` of a multi-label or regression run, checked."""
+    for name, frame in frames.items():
+        if frame is not None and frame.empty:
+            raise DataError(f"the {name} split is empty; give it rows or change data.split")
+    if task == "regression":
+        scaling = targets_lib.TargetScaling.fit(frames["train"]["label"], target_transform)
+        return Splits(
+            train=frames["train"],
+            validation=frames["validation"],
+            test=frames["test"],
+            labels=[cfg.label_column],
+            dropped=dropped,
+            task=task,
+            scaling=scaling,
+        )
+    in_train = targets_lib.label_set_vocabulary(frames["train"]["label"])
+    labels = list(cfg.label_columns) if cfg.label_columns is not None else in_train
+    never = [label for label in labels if label not in in_train]
+    for name in ("validation", "test"):
+        frame = frames[name]
+        if frame is None:
+            continue
+        unseen = sorted(set(targets_lib.label_set_vocabulary(frame["label"])) - set(in_train))
+        if unseen:
+            raise DataError(
+                f"the {name} split has labels never given in training: {unseen[:10]}; "
+                f"training labels are {in_train[:20]}"
+            )
+    if never:
+        raise DataError(
+            f"label(s) {never[:10]} are never given in the training split, so the model "
+            "cannot learn them; give them training examples or leave their columns out"
+        )
+    if len(labels) < 2:
+        raise DataError(
+            f"the training split has a single label {labels}; multi-label needs at least two"
+        )
+    unlabelled = {}
+    for name, frame in frames.items():
+        if frame is not None:
+            unlabelled[name] = int((frame["label"].map(len) == 0).sum())
+            if unlabelled[name]:
+                log.info("%s: %d text(s) with no label", name, unlabelled[name])
+    return Splits(
+        train=frames["train"],
+        validation=frames["validation"],
+        test=frames["test"],
+        labels=labels,
+        dropped=dropped,
+        task=task,
+        unlabelled=unlabelled,
+    )
+
+
 def _check_not_empty(frame, what, source, dropped):
     # Before splitting: scikit-learn's complaint about 0 rows says nothing useful.
     if frame.empty:
@@ -145,14 +227,20 @@ def _check_not_empty(frame, what, source, dropped):
         )
 
 
-def _clean(frame: pd.DataFrame, cfg, source) -> tuple[pd.DataFrame, int]:
+def _clean(frame: pd.DataFrame, cfg, task, target_transform, source) -> tuple[pd.DataFrame, int]:
     """Keeps the configured columns under standard names; drops unusable rows."""
     wanted = {"text": cfg.text_column, "label": cfg.label_column}
     if cfg.text_pair_column:
         wanted["text_pair"] = cfg.text_pair_column
-    missing = [column for column in wanted.values() if column not in frame.columns]
+    required = list(wanted.values())
+    if cfg.label_columns is not None:
+        del wanted["label"]
+        required = list(wanted.values()) + list(cfg.label_columns)
+    missing = [column for column in required if column not in frame.columns]
     if missing:
         raise DataError(f"{source}: missing column(s) {missing}; found {list(frame.columns)[:20]}")
+    if task == "multi_label":
+        return _clean_label_sets(frame, wanted, cfg, source)
     frame = frame[list(wanted.values())].rename(columns={v: k for k, v in wanted.items()})
     text_columns = [c for c in ("text", "text_pair") if c in frame]
     for column in text_columns:
@@ -164,16 +252,37 @@ def _clean(frame: pd.DataFrame, cfg, source) -> tuple[pd.DataFrame, int]:
         label.notna() & (label.astype(str).str.strip() != "") & (frame["text"].str.strip() != "")
     )
     frame = frame[usable].reset_index(drop=True)
-    if cfg.binning is None:
+    if task == "regression":
+        frame["label"] = targets_lib.numeric_targets(frame["label"], source, target_transform)
+    elif cfg.binning is None:
         frame["label"] = frame["label"].map(label_text)
     return frame, int((~usable).sum())
+
+
+def _clean_label_sets(frame, wanted, cfg, source):
+    """`_clean` for multi-label data: a `label` of label-name tuples, empty ones kept."""
+    if cfg.label_columns is not None:
+        label_sets = targets_lib.indicator_label_sets(frame, cfg.label_columns, source)
+    else:
+        label_sets = targets_lib.split_label_cells(
+            frame[cfg.label_column], cfg.label_delimiter, source
+        )
+    texts = {k: v for k, v in wanted.items() if k != "label"}
+    out = frame[list(texts.values())].rename(columns={v: k for k, v in texts.items()})
+    for column in [c for c in ("text", "text_pair") if c in out]:
+        out[column] = out[column].map(as_text)
+    out["label"] = label_sets
+    # A text with no label is an example (every label off); an empty text is not.
+    usable = out["text"].str.strip() != ""
+    return out[usable].reset_index(drop=True), int((~usable).sum())
 
 
 def split_frame(frame, validation, test, seed, binning=None) -> dict:
     """Splits one frame into stratified train/validation/test parts.
 
-    Stratifies on the label (or, for a binned numeric target, on its
-    quantile bin) so every split keeps the class balance.
+    Stratifies on the label (or, for a binned numeric target and for
+    `binning="regression"`, on its quantile bin) so every split keeps the
+    class balance; `binning="multi_label"` splits label sets at random.
 
     Raises:
         DataError: when a class is too small to appear in every split.
@@ -181,7 +290,9 @@ def split_frame(frame, validation, test, seed, binning=None) -> dict:
     from sklearn.model_selection import train_test_split
 
     strata = frame["label"].astype(str)
-    if binning is not None:
+    if binning == "multi_label":
+        strata = None
+    elif binning is not None:
         values = _numeric(frame["label"], "the label column")
         bins = pd.qcut(values, q=min(10, max(2, len(values) // 10)), duplicates="drop")
         strata = pd.Series(np.asarray(bins).astype(str), index=frame.index)
@@ -197,12 +308,12 @@ def split_frame(frame, validation, test, seed, binning=None) -> dict:
                 rest,
                 test_size=round(validation * len(frame)),
                 random_state=seed,
-                stratify=strata.loc[rest.index],
+                stratify=None if strata is None else strata.loc[rest.index],
             )
         else:
             parts["train"] = rest
     except ValueError as e:
-        counts = strata.value_counts().to_dict()
+        counts = {} if strata is None else strata.value_counts().to_dict()
         raise DataError(
             f"cannot split {len(frame)} rows by class with validation={validation}, "
             f"test={test}: {str(e).splitlines()[0]} (class counts: {counts})"

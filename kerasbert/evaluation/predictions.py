@@ -124,34 +124,55 @@ def predict_in_batches(
     return labels, probabilities
 
 
-def predictions_frame(frame, labels, predicted, probabilities) -> pd.DataFrame:
+# A multi-label model's decided labels, joined by `LABEL_DELIMITER`, and a
+# regression model's value.
+PREDICTED_LABELS = "predicted_labels"
+PREDICTED_VALUE = "predicted_value"
+LABEL_DELIMITER = "|"
+
+
+def predictions_frame(
+    frame, labels, predicted, probabilities, task="classification"
+) -> pd.DataFrame:
     """`frame` with `predicted_label` and `probability_<label>` columns added.
 
-    Input columns with those names are replaced.
+    Input columns with those names are replaced. A multi-label model's rows
+    get `predicted_labels` (the labels decided on, `|`-delimited) instead of
+    `predicted_label`; a regression model's get `predicted_value` alone.
 
     Args:
         frame: the input rows.
         labels: class names by class id (the probability columns' order).
-        predicted: one predicted label per row.
+        predicted: one predicted label per row (a tuple of labels for
+            `multi_label`, a number for `regression`).
         probabilities: `[len(frame), len(labels)]`.
+        task: the model's task (`SavedModelClassifier.task`).
 
     Raises:
         ValueError: the probabilities don't have one column per label.
     """
     probabilities = np.asarray(probabilities)
+    if task == "regression":
+        return _with_columns(frame, {PREDICTED_VALUE: [float(v) for v in predicted]})
     if len(frame) and probabilities.shape != (len(frame), len(labels)):
         raise ValueError(
             f"expected probabilities of shape ({len(frame)}, {len(labels)}) for "
             f"{len(labels)} labels; received {probabilities.shape}"
         )
-    added = [PREDICTED_LABEL] + [PROBABILITY_PREFIX + str(label) for label in labels]
-    replaced = [column for column in added if column in frame.columns]
+    if task == "multi_label":
+        new = {PREDICTED_LABELS: [LABEL_DELIMITER.join(names) for names in predicted]}
+    else:
+        new = {PREDICTED_LABEL: list(predicted)}
+    for i, label in enumerate(labels):
+        new[PROBABILITY_PREFIX + str(label)] = probabilities[:, i] if len(frame) else []
+    return _with_columns(frame, new)
+
+
+def _with_columns(frame, new) -> pd.DataFrame:
+    replaced = [column for column in new if column in frame.columns]
     if replaced:
         log.warning("replacing input column(s) %s with this prediction's", replaced)
     out = frame.drop(columns=replaced).reset_index(drop=True)
-    new = {PREDICTED_LABEL: list(predicted)}
-    for i, label in enumerate(labels):
-        new[PROBABILITY_PREFIX + str(label)] = probabilities[:, i] if len(frame) else []
     return pd.concat([out, pd.DataFrame(new)], axis=1)
 
 
@@ -175,6 +196,7 @@ def predict_frame(
     text_pair_column=None,
     batch_size=64,
     progress=True,
+    task="classification",
 ) -> pd.DataFrame:
     """Predicts every row of a frame; see `predictions_frame` for the columns added.
 
@@ -186,11 +208,12 @@ def predict_frame(
         text_pair_column: the second segment's column for pair models.
         batch_size: texts per call.
         progress: show a progress bar.
+        task: the model's task, for the columns (see `predictions_frame`).
     """
     texts = text_values(frame[text_column])
     pairs = text_values(frame[text_pair_column]) if text_pair_column else None
     predicted, probabilities = predict_in_batches(predict_fn, texts, pairs, batch_size, progress)
-    return predictions_frame(frame, labels, predicted, probabilities)
+    return predictions_frame(frame, labels, predicted, probabilities, task)
 
 
 # `predict_frame`'s arguments, after the two paths.

@@ -322,6 +322,11 @@ def render_report(run, pngs, num_mistakes=NUM_MISTAKES) -> str:
         test_body += "<h3>Per class</h3>" + _table(
             pd.DataFrame.from_dict(test["per_class"], orient="index")
         )
+    if isinstance(test.get("per_label"), dict):
+        # A multi-label model: each label's scores at its tuned threshold.
+        test_body += "<h3>Per label</h3>" + _table(
+            pd.DataFrame.from_dict(test["per_label"], orient="index")
+        )
     if test_body:
         sections.append(_section("Test set", test_body))
     if run.test_predictions is not None and {"label", "predicted_label", "confidence"} <= set(

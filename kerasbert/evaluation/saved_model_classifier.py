@@ -78,6 +78,14 @@ def read_model_columns(model_dir, **given) -> dict:
     return columns
 
 
+def read_model_head(model_dir) -> dict:
+    """An export's `assets/head.json`: `{"task", ...}`; `{"task": "classification"}` when absent."""
+    path = Path(model_dir) / "assets" / "head.json"
+    if not path.is_file():
+        return {"task": "classification"}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def read_model_bin_edges(model_dir) -> list[float] | None:
     """The bin edges of a model trained on a binned numeric target, or None."""
     path = Path(model_dir) / "assets" / "bin_edges.json"
@@ -100,6 +108,8 @@ class SavedModelClassifier:
         labels: class names by class id.
         text_pair: whether the signature takes a `text_pair` input.
         bin_edges: the numeric target's bin edges, or None.
+        task: `classification`, `multi_label` or `regression` (`assets/head.json`).
+        head: the whole `assets/head.json` (thresholds, target scaling).
 
     Example:
 
@@ -121,6 +131,8 @@ class SavedModelClassifier:
         self.model_dir = resolve_model_dir(model_dir)
         self.labels = read_model_labels(self.model_dir)
         self.bin_edges = read_model_bin_edges(self.model_dir)
+        self.head = read_model_head(self.model_dir)
+        self.task = self.head.get("task", "classification")
         try:
             self._bundle = SavedModelBundle(self.model_dir)
         except tf.errors.OpError as error:
@@ -138,6 +150,8 @@ class SavedModelClassifier:
         if signature is None:
             raise ValueError(f"{self.model_dir}: the SavedModel has no serving_default signature")
         self.text_pair = "text_pair" in signature.inputs
+        if "probabilities" not in signature.outputs:
+            return  # a regression model answers one value per text
         dims = signature.outputs["probabilities"].tensor_shape.dim
         num_classes = dims[-1].size if dims else -1
         if num_classes >= 0 and num_classes != len(self.labels):
@@ -151,7 +165,10 @@ class SavedModelClassifier:
 
         Returns:
             `(labels, probabilities)`: a list of label strings and a float32
-            array `[len(texts), num_classes]`.
+            array `[len(texts), num_classes]`. For a multi-label model, each
+            label is the tuple of labels the graph decided on; for a
+            regression model, each is the value and `probabilities` is
+            `[len(texts), 1]` of those values.
         """
         inputs = {"text": _string_array(texts)}
         if self.text_pair:
@@ -159,6 +176,13 @@ class SavedModelClassifier:
                 raise ValueError(f"{self.model_dir} takes sentence pairs; give a text_pair column")
             inputs["text_pair"] = _string_array(text_pairs)
         outputs = self._bundle.run("serving_default", inputs)
+        if self.task == "regression":
+            values = np.asarray(outputs["value"], dtype=np.float32)
+            return [float(v) for v in values], values[:, None]
+        if self.task == "multi_label":
+            on = np.asarray(outputs["labels_on"], dtype=bool)
+            decided = [tuple(self.labels[j] for j in np.flatnonzero(row)) for row in on]
+            return decided, outputs["probabilities"]
         labels = [label.decode("utf-8") for label in outputs["label"].tolist()]
         return labels, outputs["probabilities"]
 

@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from kerasbert import rundir
 from kerasbert.exporting.bundle_check import ExportCheck, ExportCheckError, check_export
+from kerasbert.exporting.heads import HEAD_FILE, Head
 from kerasbert.exporting.inspection import check_signatures, read_saved_model
 from kerasbert.exporting.op_check import check_ops, prefetch_op_sources
 from kerasbert.exporting.serving_module import ServingModule, expected_signatures
@@ -41,6 +42,7 @@ from kerasbert.files import json_text
 from kerasbert.models.tokenizers import load_tokenizer
 from kerasbert.serving.saved_model_bundle import (
     CLASSIFY_METHOD,
+    REGRESS_METHOD,
     WARMUP_FILE,
     quiet_tensorflow_logger,
 )
@@ -75,6 +77,7 @@ def export_model(
     text_pair=False,
     assets=None,
     warmup_texts=WARMUP_TEXTS,
+    head=None,
 ):
     """Writes a TF Serving SavedModel version directory, atomically.
 
@@ -101,6 +104,10 @@ def export_model(
         assets: `{file name: text}` written under `assets/`, next to
             `labels.txt`.
         warmup_texts: the texts of the warm-up requests.
+        head: a `kerasbert.exporting.heads.Head` for a multi-label or
+            regression model (thresholds or target scaling, applied in the
+            graph, and saved as `assets/head.json`); None for single-label
+            classification.
 
     Returns:
         The `Path` of the version directory.
@@ -121,6 +128,8 @@ def export_model(
     from kerasbert.models.tokenizers import TextEncoder
 
     labels = _check_labels(labels)
+    head = head or Head()
+    head.check_labels(labels)
     model_name = _check_model_name(model_name)
     model_dir = Path(base_path) / model_name
     version = next_version(model_dir) if version is None else _check_version(version)
@@ -134,13 +143,23 @@ def export_model(
     staging = model_dir / f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
     encoder = TextEncoder(tokenizer, sequence_length)
     try:
-        module = ServingModule(classifier, encoder, labels, text_pair)
+        module = ServingModule(classifier, encoder, labels, text_pair, head=head)
+        examples_signature = "regress" if head.task == "regression" else "classify"
         with quiet_tensorflow_logger():
             tf.saved_model.save(module, str(staging), signatures=module.signatures())
-            set_method_name(staging, "classify", CLASSIFY_METHOD)
-        check_signatures(staging, expected_signatures(len(labels), encoder.input_names, text_pair))
+            set_method_name(
+                staging,
+                examples_signature,
+                REGRESS_METHOD if head.task == "regression" else CLASSIFY_METHOD,
+            )
+        check_signatures(
+            staging,
+            expected_signatures(len(labels), encoder.input_names, text_pair, task=head.task),
+        )
         check_ops(staging)
         all_assets = {"labels.txt": "".join(f"{label}\n" for label in labels)}
+        if head.task != "classification":
+            all_assets[HEAD_FILE] = json_text(head.to_dict())
         all_assets.update(assets or {})
         _write_assets(staging / "assets", all_assets)
         (staging / "assets.extra").mkdir(exist_ok=True)
@@ -150,6 +169,7 @@ def export_model(
             encoder,
             text_pair=text_pair,
             texts=warmup_texts,
+            examples_signature=examples_signature,
         )
         try:
             check_export(staging, module.run, bundle_check)
@@ -236,6 +256,7 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None) -> Pa
         version=version,
         text_pair=bool(label_map.get("text_pair")),
         assets=assets,
+        head=Head.from_dict(label_map.get("head")),
     )
 
 

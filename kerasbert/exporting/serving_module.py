@@ -12,13 +12,26 @@ Signatures:
   `text` (and `text_pair`) bytes feature to `classes` (`string [batch,
   num_classes]`) and `scores` (`float32 [batch, num_classes]`), the tensors
   TF Serving's Classify API reads.
+
+A multi-label model (`Head(task="multi_label")`) answers `probabilities`
+and `logits` (`float32 [batch, labels]`, a sigmoid per label), `labels_on`
+(`bool [batch, labels]`: the probability is at or above the label's tuned
+threshold, applied here in the graph) and `labels` (`string [batch,
+labels]`, the names); its `classify` gives every label with its score. A
+regression model (`Head(task="regression")`) answers `value` (`float32
+[batch]`, in the target's own unit: the standardisation and any `log1p`
+undone in the graph), and has a `regress` signature
+(`tensorflow/serving/regress`) instead of `classify`: serialized
+`tf.Example`s to `outputs` (`float32 [batch]`), the tensor TF Serving's
+Regress API reads.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from kerasbert.serving.saved_model_bundle import CLASSIFY_METHOD, PREDICT_METHOD
+from kerasbert.exporting.heads import Head
+from kerasbert.serving.saved_model_bundle import CLASSIFY_METHOD, PREDICT_METHOD, REGRESS_METHOD
 
 
 class ServingModule(tf.Module):
@@ -30,14 +43,22 @@ class ServingModule(tf.Module):
             trained with.
         labels: class names, by class id.
         text_pair: whether the model was trained on sentence pairs.
+        head: a `kerasbert.exporting.heads.Head`: the task, and its
+            thresholds or target scaling; None for single-label
+            classification.
 
     Example:
     >>> module = ServingModule(classifier, TextEncoder(tokenizer, 128), ["neg", "pos"])
     >>> tf.saved_model.save(module, "/tmp/m/1", signatures=module.signatures())
     """
 
-    def __init__(self, classifier, encoder, labels, text_pair=False):
+    def __init__(self, classifier, encoder, labels, text_pair=False, head=None):
         super().__init__(name="kerasbert")
+        self.head = head or Head()
+        self.head.check_labels(list(labels))
+        self.task = self.head.task
+        if self.task == "multi_label":
+            self.thresholds = tf.constant(self.head.thresholds, dtype=tf.float32)
         self.classifier = classifier
         self.encoder = encoder
         # keras-hub tokenizers keep their lookup tables as plain attributes;
@@ -57,13 +78,27 @@ class ServingModule(tf.Module):
             for name in encoder.input_names
         }
         self.predict_tokens = tf.function(self._predict_tokens, input_signature=[token_specs])
-        self.classify = tf.function(
-            self._classify,
-            input_signature=[tf.TensorSpec([None], tf.string, name="inputs")],
-        )
+        examples_spec = [tf.TensorSpec([None], tf.string, name="inputs")]
+        if self.task == "regression":
+            self.regress = tf.function(self._regress, input_signature=examples_spec)
+        else:
+            self.classify = tf.function(self._classify, input_signature=examples_spec)
 
     def _outputs(self, inputs):
         logits = tf.cast(self.classifier(inputs, training=False), tf.float32)
+        if self.task == "multi_label":
+            probabilities = tf.sigmoid(logits)
+            return {
+                "probabilities": probabilities,
+                "logits": logits,
+                "labels_on": probabilities >= self.thresholds,
+                "labels": tf.tile(self.labels[tf.newaxis, :], [tf.shape(logits)[0], 1]),
+            }
+        if self.task == "regression":
+            value = logits[:, 0] * self.head.std + self.head.mean
+            if self.head.transform == "log1p":
+                value = tf.math.expm1(value)
+            return {"value": value}
         label_id = tf.argmax(logits, axis=-1, output_type=tf.int64)
         return {
             "probabilities": tf.nn.softmax(logits, axis=-1),
@@ -88,12 +123,18 @@ class ServingModule(tf.Module):
     def _predict_tokens(self, inputs):
         return self._outputs(inputs)
 
-    def _classify(self, inputs):
+    def _serve_examples(self, inputs):
         features = {"text": tf.io.FixedLenFeature([], tf.string, default_value="")}
         if self.text_pair:
             features["text_pair"] = tf.io.FixedLenFeature([], tf.string, default_value="")
         parsed = tf.io.parse_example(inputs, features)
-        outputs = self.serving_default(*(parsed[name] for name in features))
+        return self.serving_default(*(parsed[name] for name in features))
+
+    def _regress(self, inputs):
+        return {"outputs": self._serve_examples(inputs)["value"]}
+
+    def _classify(self, inputs):
+        outputs = self._serve_examples(inputs)
         batch = tf.shape(inputs)[0]
         return {
             "classes": tf.tile(self.labels[tf.newaxis, :], [batch, 1]),
@@ -111,17 +152,23 @@ class ServingModule(tf.Module):
             outputs = self.predict_tokens(tensors)
         elif key == "classify":
             outputs = self.classify(**tensors)
+        elif key == "regress":
+            outputs = self.regress(**tensors)
         else:
             outputs = self.serving_default(**tensors)
         return {name: value.numpy() for name, value in outputs.items()}
 
     def signatures(self):
         """`{signature key: tf.function}` for `tf.saved_model.save`."""
-        return {
+        signatures = {
             "serving_default": self.serving_default,
             "predict_tokens": self.predict_tokens,
-            "classify": self.classify,
         }
+        if self.task == "regression":
+            signatures["regress"] = self.regress
+        else:
+            signatures["classify"] = self.classify
+        return signatures
 
 
 def backend_variables(classifier) -> list:
@@ -146,13 +193,14 @@ def backend_variables(classifier) -> list:
     return variables
 
 
-def expected_signatures(num_classes, token_inputs, text_pair=False) -> dict:
+def expected_signatures(num_classes, token_inputs, text_pair=False, task="classification") -> dict:
     """The signature defs an export must have, as `signature_summary` gives them.
 
     Args:
         num_classes: the number of labels.
         token_inputs: the backbone's input names (`TextEncoder.input_names`).
         text_pair: whether `serving_default` also takes `text_pair`.
+        task: the head's task (`kerasbert.exporting.heads.Head.task`).
 
     Returns:
         `{key: {"method", "inputs", "outputs"}}`, each tensor as
@@ -164,15 +212,34 @@ def expected_signatures(num_classes, token_inputs, text_pair=False) -> dict:
         "label": ("string", (-1,)),
         "label_id": ("int64", (-1,)),
     }
+    if task == "multi_label":
+        outputs = {
+            "probabilities": ("float32", (-1, num_classes)),
+            "logits": ("float32", (-1, num_classes)),
+            "labels_on": ("bool", (-1, num_classes)),
+            "labels": ("string", (-1, num_classes)),
+        }
+    elif task == "regression":
+        outputs = {"value": ("float32", (-1,))}
     text = {"text": ("string", (-1,))}
     if text_pair:
         text["text_pair"] = ("string", (-1,))
     tokens = {
         name: ("bool" if name == "padding_mask" else "int32", (-1, -1)) for name in token_inputs
     }
-    return {
+    signatures = {
         "serving_default": {"method": PREDICT_METHOD, "inputs": text, "outputs": outputs},
         "predict_tokens": {"method": PREDICT_METHOD, "inputs": tokens, "outputs": outputs},
+    }
+    if task == "regression":
+        signatures["regress"] = {
+            "method": REGRESS_METHOD,
+            "inputs": {"inputs": ("string", (-1,))},
+            "outputs": {"outputs": ("float32", (-1,))},
+        }
+        return signatures
+    return {
+        **signatures,
         "classify": {
             "method": CLASSIFY_METHOD,
             "inputs": {"inputs": ("string", (-1,))},

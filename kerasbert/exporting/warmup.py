@@ -14,7 +14,9 @@ WARMUP_TEXTS = (
 )
 
 
-def warmup_records(model_name, encoder, text_pair=False, texts=WARMUP_TEXTS) -> list:
+def warmup_records(
+    model_name, encoder, text_pair=False, texts=WARMUP_TEXTS, examples_signature="classify"
+) -> list:
     """TF Serving warm-up requests, one or more for each signature.
 
     Args:
@@ -22,6 +24,8 @@ def warmup_records(model_name, encoder, text_pair=False, texts=WARMUP_TEXTS) -> 
         encoder: the `TextEncoder`, to make `predict_tokens` inputs.
         text_pair: whether requests carry `text_pair` too.
         texts: the texts to send; their pairs are the same texts reversed.
+        examples_signature: the signature that takes `tf.Example`s:
+            `classify`, or `regress` for a regression model.
 
     Returns:
         A list of `tensorflow_serving.apis.prediction_log_pb2.PredictionLog`.
@@ -31,6 +35,7 @@ def warmup_records(model_name, encoder, text_pair=False, texts=WARMUP_TEXTS) -> 
         model_pb2,
         predict_pb2,
         prediction_log_pb2,
+        regression_pb2,
     )
 
     texts = list(texts)
@@ -67,28 +72,37 @@ def warmup_records(model_name, encoder, text_pair=False, texts=WARMUP_TEXTS) -> 
             },
         ),
     ]
-    request = classification_pb2.ClassificationRequest(model_spec=spec("classify"))
+    if examples_signature == "regress":
+        request = regression_pb2.RegressionRequest(model_spec=spec("regress"))
+    else:
+        request = classification_pb2.ClassificationRequest(model_spec=spec("classify"))
     for text, pair in zip(texts, pairs):
         features = {"text": text}
         if text_pair:
             features["text_pair"] = pair
         request.input.example_list.examples.add().CopyFrom(make_example(features))
-    records.append(
-        prediction_log_pb2.PredictionLog(
+    if examples_signature == "regress":
+        log = prediction_log_pb2.PredictionLog(
+            regress_log=prediction_log_pb2.RegressLog(request=request)
+        )
+    else:
+        log = prediction_log_pb2.PredictionLog(
             classify_log=prediction_log_pb2.ClassifyLog(request=request)
         )
-    )
+    records.append(log)
     return records
 
 
-def write_warmup_requests(path, model_name, encoder, text_pair=False, texts=WARMUP_TEXTS):
+def write_warmup_requests(
+    path, model_name, encoder, text_pair=False, texts=WARMUP_TEXTS, examples_signature="classify"
+):
     """Writes `warmup_records(...)` as the TFRecord file TF Serving replays.
 
     TF Serving runs these requests when it loads a version, before it serves
     it, so the first real request doesn't pay for graph set-up.
     """
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for record in warmup_records(model_name, encoder, text_pair, texts):
+        for record in warmup_records(model_name, encoder, text_pair, texts, examples_signature):
             writer.write(record.SerializeToString())
 
 

@@ -53,6 +53,8 @@ class Prepared:
     class_weight: dict | None
     strategy: object  # the tf.distribute.Strategy the model lives in
     runtime: Runtime
+    pos_weight: dict | None = None  # multi-label: weights of positive examples by label
+    regression_loss: str = "mse"
 
     def labels(self, split):
         return self.splits.label_ids(split)
@@ -71,13 +73,13 @@ def prepare(config) -> Prepared:
     apply_runtime(runtime)
     strategy = make_strategy(config.distribution.strategy)
     keras.utils.set_random_seed(config.seed)
-    splits = data_lib.load_splits(config.data)
+    splits = data_lib.load_splits(config.data, config.model.task, config.model.target_transform)
     for name, frame in splits.items():
-        counts = frame["label"].value_counts().to_dict()
-        log.info("%s: %d rows, classes %s", name, len(frame), counts)
+        log.info("%s: %d rows, %s", name, len(frame), _describe_labels(frame["label"], splits.task))
     with strategy.scope():
         classifier, tokenizer = build_classifier(
             config.model,
+            # One output unit per class or label; one for a regression target.
             len(splits.labels),
             texts=_texts_for_vocabulary(splits),
             dtype=runtime.dtype_policy,
@@ -91,12 +93,32 @@ def prepare(config) -> Prepared:
         )
         for name, frame in splits.items()
     }
-    class_weight = data_lib.class_weights(
-        config.data.class_weight, splits.labels, splits.train["label"]
+    class_weight = (
+        data_lib.class_weights(config.data.class_weight, splits.labels, splits.train["label"])
+        if splits.task == "classification"
+        else None
     )
     return Prepared(
-        splits, classifier, tokenizer, encoder, features, class_weight, strategy, runtime
+        splits,
+        classifier,
+        tokenizer,
+        encoder,
+        features,
+        class_weight,
+        strategy,
+        runtime,
+        pos_weight=config.data.pos_weight,
+        regression_loss=config.model.loss or "mse",
     )
+
+
+def _describe_labels(labels, task) -> str:
+    if task == "regression":
+        return f"target mean {labels.mean():.4g}, median {labels.median():.4g}"
+    if task == "multi_label":
+        counts = pd.Series([name for names in labels for name in names]).value_counts()
+        return f"labels {counts.to_dict()}, {int((labels.map(len) == 0).sum())} with none"
+    return f"classes {labels.value_counts().to_dict()}"
 
 
 def _texts_for_vocabulary(splits):
@@ -106,15 +128,45 @@ def _texts_for_vocabulary(splits):
     return texts
 
 
-def compile_classifier(classifier, optimizer, jit_compile="auto"):
-    """Compiles for sparse labels, logits out, with accuracy."""
+def compile_classifier(classifier, optimizer, jit_compile="auto", loss=None, metrics=None):
+    """Compiles for sparse labels, logits out, with accuracy.
+
+    `loss` and `metrics`, when given, replace those: `task_loss_and_metrics`
+    gives a multi-label or regression model's.
+    """
     classifier.compile(
         optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=metrics or [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=jit_compile,
     )
     return classifier
+
+
+def task_loss_and_metrics(task, labels=(), pos_weight=None, loss="mse"):
+    """The loss and metrics of a `model.task`, or `(None, None)` for classification.
+
+    Args:
+        task: `classification`, `multi_label` or `regression`.
+        labels: `multi_label`: the label names, in output order.
+        pos_weight: `multi_label`: `{label: weight}` for positive examples.
+        loss: `regression`: `mse` or `huber` (on the standardised target).
+    """
+    from kerasbert.training.losses import WeightedBinaryCrossentropy
+
+    if task == "multi_label":
+        weights = [float((pos_weight or {}).get(label, 1.0)) for label in labels]
+        return WeightedBinaryCrossentropy(weights), [
+            keras.metrics.BinaryAccuracy(name="binary_accuracy", threshold=0.0)
+        ]
+    if task == "regression":
+        regression_loss = (
+            keras.losses.Huber() if loss == "huber" else keras.losses.MeanSquaredError()
+        )
+        # On the transformed, standardised target the model learns; `mae` in
+        # metrics.json is in the target's own unit, from the export.
+        return regression_loss, [keras.metrics.MeanAbsoluteError(name="scaled_mae")]
+    return None, None
 
 
 def compile_for_stage(prepared, training_config, trainable_layers="all"):
@@ -141,7 +193,15 @@ def compile_for_stage(prepared, training_config, trainable_layers="all"):
             groups=groups,
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         )
-        compile_classifier(model, optimizer, jit_compile=prepared.runtime.jit_compile)
+        loss, metrics = task_loss_and_metrics(
+            prepared.splits.task,
+            prepared.splits.labels,
+            prepared.pos_weight,
+            prepared.regression_loss,
+        )
+        compile_classifier(
+            model, optimizer, jit_compile=prepared.runtime.jit_compile, loss=loss, metrics=metrics
+        )
         build_optimizer_variables(model, groups)
     set_trainable_layers(groups, trainable_layers)
     return groups

@@ -15,12 +15,14 @@ from kerasbert import rundir
 from kerasbert.config_loading import dump_config
 from kerasbert.data.tables import write_table
 from kerasbert.evaluation import metrics as metrics_lib
+from kerasbert.evaluation import target_scoring
 from kerasbert.evaluation.predictions import predict_frame, read_input
 from kerasbert.evaluation.report import write_report
 from kerasbert.evaluation.runs import write_data_summary
 from kerasbert.evaluation.saved_model_classifier import SavedModelClassifier
 from kerasbert.evaluation.scoring import evaluate_saved_model, predictions_table
 from kerasbert.exporting.exporter import export_run_dir
+from kerasbert.exporting.heads import Head
 from kerasbert.files import write_json
 from kerasbert.training import baseline as baseline_lib
 from kerasbert.training.distribute import is_chief, wait_for_workers
@@ -35,14 +37,17 @@ from kerasbert.training.steps import plan
 log = logging.getLogger(__name__)
 
 
-def save_run(prepared, config, run_dir, metrics):
+def save_run(prepared, config, run_dir, metrics, head=None):
     """Writes the resolved config, label map, metrics and model to the run."""
+    if head is not None:
+        # The label map gains what was learned after its first writing: thresholds.
+        write_run_header(prepared, config, run_dir, head)
     write_json(run_dir / rundir.METRICS, metrics)
     prepared.classifier.save(str(run_dir / rundir.MODEL))
     prepared.tokenizer.save_to_preset(str(run_dir / rundir.TOKENIZER))
 
 
-def write_run_header(prepared, config, run_dir):
+def write_run_header(prepared, config, run_dir, head=None):
     (run_dir / rundir.CONFIG).write_text(dump_config(config), encoding="utf-8")
     label_map = {
         "labels": prepared.splits.labels,
@@ -50,7 +55,47 @@ def write_run_header(prepared, config, run_dir):
         "text_pair": "text_pair" in prepared.splits.train,
         "dropped_rows": prepared.splits.dropped,
     }
+    splits = prepared.splits
+    if splits.task != "classification":
+        head = head or initial_head(splits)
+        label_map["head"] = head.to_dict()
+        if splits.task == "multi_label":
+            label_map["texts_without_labels"] = splits.unlabelled
     write_json(run_dir / rundir.LABELS, label_map)
+
+
+def initial_head(splits) -> Head:
+    """The head a run starts with: thresholds of 0.5, or the target's scaling."""
+    if splits.task == "multi_label":
+        return Head("multi_label", thresholds=[0.5] * len(splits.labels))
+    if splits.task == "regression":
+        scaling = splits.scaling
+        return Head("regression", transform=scaling.transform, mean=scaling.mean, std=scaling.std)
+    return Head()
+
+
+def tune_head(prepared, batch_size, threshold_floor=0.05) -> Head:
+    """The trained model's head: for multi-label, thresholds tuned on validation for best F1.
+
+    Returns:
+        A `Head`; `initial_head` for other tasks.
+    """
+    import numpy as np
+    from scipy.special import expit
+
+    from kerasbert.evaluation.target_metrics import tune_thresholds
+
+    splits = prepared.splits
+    if splits.task != "multi_label":
+        return initial_head(splits)
+    logits = prepared.classifier.predict(prepared.dataset("validation", batch_size), verbose=0)
+    probabilities = expit(np.asarray(logits, dtype=np.float64))
+    thresholds = tune_thresholds(prepared.labels("validation"), probabilities, threshold_floor)
+    log.info(
+        "thresholds tuned on validation: %s",
+        ", ".join(f"{label} {t:.3f}" for label, t in zip(splits.labels, thresholds)),
+    )
+    return Head("multi_label", thresholds=thresholds)
 
 
 @dataclass
@@ -135,15 +180,20 @@ def train(config, resume_dir=None) -> RunResult:
 
 
 def _run(prepared, config, run_dir, chief, resume):
+    task = prepared.splits.task
     if chief:
-        write_data_summary(prepared.splits, run_dir)
-        if config.training.baseline:
+        if task == "classification":
+            write_data_summary(prepared.splits, run_dir)
+        if config.training.baseline and task != "classification":
+            baseline_lib.write_target_baseline(prepared.splits, run_dir, seed=config.seed)
+        elif config.training.baseline:
             baseline_lib.write_baseline(prepared.splits, run_dir, seed=config.seed)
     fit(prepared, config, run_dir, resume=resume)
     metrics = evaluate_splits(prepared, config.training.batch_size)
+    head = tune_head(prepared, config.training.batch_size, config.model.threshold_floor)
     export_dir = None
     if chief:
-        save_run(prepared, config, run_dir, metrics)
+        save_run(prepared, config, run_dir, metrics, head if task != "classification" else None)
         if config.export.enabled:
             # From the run directory alone: what ships is what the run holds.
             export_dir = export_run_dir(run_dir)
@@ -152,7 +202,9 @@ def _run(prepared, config, run_dir, chief, resume):
             )
         else:
             # No export to score: the same metrics, from the model in memory.
-            metrics = evaluate_in_process(prepared, run_dir, metrics, config.training.batch_size)
+            metrics = evaluate_in_process(
+                prepared, run_dir, metrics, config.training.batch_size, head
+            )
         write_report_safely(run_dir)
     return metrics, export_dir
 
@@ -176,6 +228,7 @@ def predict_with_export(frame, config, export_dir, run_dir):
         config.data.text_pair_column,
         config.training.batch_size,
         progress=False,
+        task=model.task,
     )
     write_table(table, run_dir / rundir.PREDICTIONS)
     log.info("predicted %d rows of %s: %s", len(table), config.data.predict, rundir.PREDICTIONS)
@@ -197,6 +250,18 @@ def evaluate_export(splits, export_dir, run_dir, metrics, batch_size) -> dict:
         if split == "train":
             continue
         predictions = run_dir / rundir.TEST_PREDICTIONS if split == "test" else None
+        if model.task != "classification":
+            metrics.setdefault(split, {}).update(
+                target_scoring.evaluate_saved_targets(
+                    model,
+                    frame["text"].tolist(),
+                    frame["label"].tolist(),
+                    frame["text_pair"].tolist() if "text_pair" in frame else None,
+                    batch_size=batch_size,
+                    predictions_path=predictions,
+                )
+            )
+            continue
         metrics.setdefault(split, {}).update(
             evaluate_saved_model(
                 model,
@@ -211,7 +276,7 @@ def evaluate_export(splits, export_dir, run_dir, metrics, batch_size) -> dict:
     return metrics
 
 
-def evaluate_in_process(prepared, run_dir, metrics, batch_size) -> dict:
+def evaluate_in_process(prepared, run_dir, metrics, batch_size, head=None) -> dict:
     """`evaluate_export`'s metrics and test predictions, from the Keras model itself.
 
     For runs that export nothing: the same `classification_metrics` on
@@ -225,6 +290,10 @@ def evaluate_in_process(prepared, run_dir, metrics, batch_size) -> dict:
         if split == "train":
             continue
         logits = prepared.classifier.predict(prepared.dataset(split, batch_size), verbose=0)
+        if prepared.splits.task != "classification":
+            values = _in_process_targets(prepared.splits, head, split, frame, logits, run_dir)
+            metrics.setdefault(split, {}).update(values)
+            continue
         probabilities = softmax(np.asarray(logits, dtype=np.float64), axis=-1)
         metrics.setdefault(split, {}).update(
             metrics_lib.classification_metrics(prepared.labels(split), probabilities, labels)
@@ -239,6 +308,34 @@ def evaluate_in_process(prepared, run_dir, metrics, batch_size) -> dict:
             )
             write_table(table, run_dir / rundir.TEST_PREDICTIONS)
     write_json(run_dir / rundir.METRICS, metrics)
+    return metrics
+
+
+def _in_process_targets(splits, head, split, frame, logits, run_dir) -> dict:
+    """A multi-label or regression split's metrics from logits (and its test predictions)."""
+    import numpy as np
+    from scipy.special import expit
+
+    logits = np.asarray(logits, dtype=np.float32)
+    pairs = frame["text_pair"].tolist() if "text_pair" in frame else None
+    if splits.task == "regression":
+        values = splits.scaling.inverse(logits)
+        metrics = target_scoring.score_targets(
+            "regression", splits.labels, frame["label"], values, None
+        )
+        table = target_scoring.regression_table(frame["text"], frame["label"], values, pairs)
+    else:
+        probabilities = expit(logits)
+        on = probabilities >= np.asarray(head.thresholds, dtype=np.float32)
+        decided = [tuple(splits.labels[j] for j in np.flatnonzero(row)) for row in on]
+        metrics = target_scoring.score_targets(
+            "multi_label", splits.labels, frame["label"], decided, probabilities, head.thresholds
+        )
+        table = target_scoring.multi_label_table(
+            frame["text"], frame["label"], decided, probabilities, splits.labels, pairs
+        )
+    if split == "test":
+        write_table(table, run_dir / rundir.TEST_PREDICTIONS)
     return metrics
 
 

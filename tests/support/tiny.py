@@ -96,3 +96,40 @@ def tiny_classifier(family="bert", num_layers=3, pooling="cls", texts=TINY_TEXTS
     )
     keras.utils.set_random_seed(0)
     return build_classifier(model_config, num_classes, texts)
+
+
+def make_tagged_reviews(n=120, seed=0) -> pd.DataFrame:
+    """`n` short texts with any of three labels (`acting`, `music`, `plot`), `|`-delimited.
+
+    Each label has its own words, so a text's labels can be read off it;
+    one text in six has none of them, and no label.
+    """
+    rng = random.Random(seed)
+    words = {
+        "acting": ["cast", "actors", "performances"],
+        "music": ["score", "soundtrack", "songs"],
+        "plot": ["story", "twists", "script"],
+    }
+    rows = []
+    for i in range(n):
+        labels = [label for bit, label in enumerate(words) if (i % 7 + 1) >> bit & 1]
+        if i % 6 == 0:
+            labels = []
+        picks = [rng.choice(words[label]) for label in labels] or ["popcorn"]
+        rows.append(
+            {"text": "the " + " and the ".join(picks) + " stood out", "label": "|".join(labels)}
+        )
+    return pd.DataFrame(rows)
+
+
+def make_amounts(n=120, seed=0) -> pd.DataFrame:
+    """`n` short pitch texts and a heavy-tailed amount that their words set."""
+    rng = random.Random(seed)
+    sizes = {"tiny": 50.0, "small": 500.0, "large": 5000.0, "huge": 50000.0}
+    rows = []
+    for i in range(n):
+        size = list(sizes)[i % 4]
+        thing = rng.choice(["bakery", "app", "studio", "garden"])
+        amount = sizes[size] * rng.uniform(0.8, 1.25)
+        rows.append({"text": f"a {size} {thing} project", "amount": round(amount, 2)})
+    return pd.DataFrame(rows)

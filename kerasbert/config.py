@@ -573,10 +573,14 @@ class RuntimeConfig(_Section):
     inter_op_threads: Union[Literal["auto"], Threads] = "auto"
     """Ops run side by side; `auto` as for `intra_op_threads`."""
     jit_compile: Union[Literal["auto"], bool] = "auto"
-    """XLA compilation; `auto` is on for GPU and TPU, off on CPU."""
+    """XLA compilation; `auto` is on for GPU and TPU, off on CPU. Each batch is cut to its longest
+    text, rounded up to a multiple of 8 only where the step is compiled (XLA, GPU, TPU).
+    """
     mixed_precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
     """`auto` is `mixed_bfloat16` on GPUs of compute capability 8.0 and up, `float32` elsewhere.
-    Variables stay float32; exports answer in float32.
+    Variables stay float32; exports answer in float32. On CPUs with native bfloat16 (`avx512_bf16`
+    or `amx_bf16` flags) `auto` keeps `float32` until bfloat16 is measured to pay there
+    (benchmarks/RESULTS.md); `mixed_bfloat16` uses it.
     """
 
 

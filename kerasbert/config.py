@@ -553,6 +553,11 @@ class ExportConfig(_Section):
     """
     model_name: Optional[str] = None
     """The exported model's name; `null` takes the run's `name`."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """What the exported graph computes in, whatever the training precision: `bfloat16` runs the
+    model under Keras' `mixed_bfloat16` policy (float32 weights, cast at each use), for CPUs and
+    accelerators with native bfloat16; the export answers in float32 either way.
+    """
 
 
 # === Distribution ===

@@ -38,6 +38,7 @@ from kerasbert.exporting.op_check import check_ops, prefetch_op_sources
 from kerasbert.exporting.serving_module import ServingModule, expected_signatures
 from kerasbert.exporting.warmup import WARMUP_TEXTS, write_warmup_requests
 from kerasbert.files import json_text
+from kerasbert.models.precision import with_compute_dtype
 from kerasbert.models.tokenizers import load_tokenizer
 from kerasbert.serving.saved_model_bundle import (
     CLASSIFY_METHOD,
@@ -75,6 +76,7 @@ def export_model(
     text_pair=False,
     assets=None,
     warmup_texts=WARMUP_TEXTS,
+    dtype=None,
 ):
     """Writes a TF Serving SavedModel version directory, atomically.
 
@@ -101,12 +103,15 @@ def export_model(
         assets: `{file name: text}` written under `assets/`, next to
             `labels.txt`.
         warmup_texts: the texts of the warm-up requests.
+        dtype: what the serving graph computes in, `"float32"` or
+            `"bfloat16"` (`kerasbert.models.precision.with_compute_dtype`);
+            None as the classifier does. It answers in float32 either way.
 
     Returns:
         The `Path` of the version directory.
 
     Raises:
-        ValueError: for an invalid model name, version or label.
+        ValueError: for an invalid model name, version, label or dtype.
         FileExistsError: the version already exists; it is never overwritten.
         UnsupportedOpsError: the graph uses an op that is neither core
             TensorFlow nor TensorFlow Text.
@@ -122,6 +127,8 @@ def export_model(
 
     labels = _check_labels(labels)
     model_name = _check_model_name(model_name)
+    if dtype is not None:
+        classifier = with_compute_dtype(classifier, dtype)
     model_dir = Path(base_path) / model_name
     version = next_version(model_dir) if version is None else _check_version(version)
     final = model_dir / str(version)
@@ -174,7 +181,7 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None) -> Pa
     """Exports a finished run from its directory alone.
 
     Rebuilds everything from the files `kerasbert.train` wrote:
-    `config.yaml` (sequence length, export defaults), `labels.json`,
+    `config.yaml` (sequence length, export defaults and `export.dtype`), `labels.json`,
     `model.keras`, `tokenizer/` and, when present, `metrics.json`.
 
     Args:
@@ -235,6 +242,7 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None) -> Pa
         version=version,
         text_pair=bool(label_map.get("text_pair")),
         assets=assets,
+        dtype=config.export.dtype,
     )
 
 

@@ -88,7 +88,8 @@ def test_with_compute_dtype_rebuilds_under_the_policy_with_the_same_weights(floa
         with_compute_dtype(classifier, "float16")
 
 
-def test_a_run_exports_in_the_configured_dtype_whatever_it_trained_in(tmp_path):
+def test_a_run_exports_in_the_configured_dtype_whatever_it_trained_in(tmp_path, capsys):
+    from kerasbert import export
     from kerasbert.config_loading import config_from_dict
     from kerasbert.training.run import train
 
@@ -100,6 +101,13 @@ def test_a_run_exports_in_the_configured_dtype_whatever_it_trained_in(tmp_path):
     )
     result = train(config_from_dict(config))
     assert matmul_dtypes(result.export_dir) == {"float32"}
-    config["export"]["dtype"] = "bfloat16"
-    result = train(config_from_dict({**config, "runtime": {"mixed_precision": "float32"}}))
-    assert matmul_dtypes(result.export_dir) == {"bfloat16"}
+    argv = ["--run", str(result.run_dir), "--base-path", str(tmp_path / "again")]
+    assert export.main([*argv, "--dtype", "bfloat16"]) == 0
+    (saved_model,) = (tmp_path / "again").rglob("saved_model.pb")
+    assert matmul_dtypes(saved_model.parent) == {"bfloat16"}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        export.main([*argv, "--dtype", "float16"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "invalid choice: 'float16'" in error

@@ -177,7 +177,7 @@ def export_model(
     return final
 
 
-def export_run_dir(run_dir, base_path=None, model_name=None, version=None) -> Path:
+def export_run_dir(run_dir, base_path=None, model_name=None, version=None, dtype=None) -> Path:
     """Exports a finished run from its directory alone.
 
     Rebuilds everything from the files `kerasbert.train` wrote:
@@ -189,6 +189,7 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None) -> Pa
         base_path: default the run's `export.base_path`.
         model_name: default the run's `export.model_name`, else its `name`.
         version: a positive integer; default the next free version.
+        dtype: `"float32"` or `"bfloat16"`; default the run's `export.dtype`.
 
     Returns:
         The `Path` of the new version directory.
@@ -242,7 +243,7 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None) -> Pa
         version=version,
         text_pair=bool(label_map.get("text_pair")),
         assets=assets,
-        dtype=config.export.dtype,
+        dtype=dtype if dtype is not None else config.export.dtype,
     )
 
 

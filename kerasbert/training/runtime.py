@@ -14,10 +14,10 @@ The `runtime` section of a config, resolved for this machine:
   bfloat16 (compute capability 8.0 and up: A100, L4, H100) and `float32`
   elsewhere. bfloat16 has float32's range, so it needs no loss scaling.
   CPUs with native bfloat16 (`avx512_bf16` or `amx_bf16` among their flags)
-  are detected (`cpu_computes_bfloat16`), but `"auto"` keeps float32 on them
-  until bfloat16 is measured to train faster at no more than 0.3 points of
-  accuracy (`AUTO_CPU_BFLOAT16`, benchmarks/RESULTS.md); set
-  `mixed_bfloat16` to use it.
+  are detected (`cpu_computes_bfloat16`). There a bfloat16 step took 1.4x
+  less CPU than a float32 one (Zen 4, benchmarks/RESULTS.md), but `"auto"`
+  keeps float32 until bfloat16 is also shown to cost at most 0.3 points of
+  accuracy (`AUTO_CPU_BFLOAT16`); set `mixed_bfloat16` to use it.
 - batch widths: a compiled step (XLA, GPU, TPU) caches one program per
   input shape, so there each batch's width is rounded up to a multiple of
   8; a step run op by op pays nothing for a new width, and each batch is cut
@@ -44,9 +44,9 @@ CPUINFO = Path("/proc/cpuinfo")
 # and AMX-BF16 (Sapphire Rapids).
 CPU_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
 # Whether `mixed_precision: auto` picks mixed_bfloat16 on CPUs that compute
-# in bfloat16. Off: the issue's condition (faster, and at most 0.3 points of
-# accuracy lost over 3 seeds of the progressive recipe) has not been
-# measured yet; see benchmarks/RESULTS.md, "bfloat16 on the CPU".
+# in bfloat16. Off: it is faster there, but the condition for a default (at
+# most 0.3 points of accuracy lost over 3 seeds of the progressive recipe)
+# is not measured yet; see benchmarks/RESULTS.md, "bfloat16 on the CPU".
 AUTO_CPU_BFLOAT16 = False
 
 

@@ -12,7 +12,12 @@ Contenders (each runs in a fresh process, one after another):
     kerasbert/random      `prepare` + `compile_for_stage` + random batches, each
                           trimmed to its longest text (dynamic padding only)
     kerasbert/bucketed    as `kerasbert.train` runs now: length-bucketed batches
-                          (`pipeline.sortish_order`), then trimmed
+                          (`pipeline.sortish_order`), then trimmed, each to exactly
+                          its longest text (no XLA, so no rounding)
+    kerasbert/bucketed+round8  the same with widths rounded up to a multiple of 8, as
+                          for a compiled step (and on CPU before exact widths)
+    kerasbert/bucketed+bf16    kerasbert/bucketed under `mixed_bfloat16`: bfloat16
+                          compute, float32 variables (native on AVX512-BF16 CPUs)
     kerasbert/random+xla  kerasbert/random with `jit_compile=True` (Keras turns XLA
                           off on CPU by default; random batches have fewer
                           distinct widths, so fewer XLA compiles to wait for)
@@ -34,6 +39,8 @@ Contenders (each runs in a fresh process, one after another):
                           MetaGraph, run by tensor names (`SavedModelBundle`)
     infer:kerasbert+1thread  the same with one intra-op thread
     infer:kerasbert-tf2load  the same export through `tf.saved_model.load`
+    infer:kerasbert-bf16  infer:kerasbert on the export made with `export.dtype:
+                          bfloat16` (the graph computes in bfloat16)
     infer:hf-torch        fast tokenizer + `model(**batch)` under `inference_mode`
     infer:hf-torch+1thread   the same with `torch.set_num_threads(1)`
 
@@ -67,6 +74,10 @@ TRAIN_CONTENDERS = {
     "kerasbert/bucketed": dict(kind="kerasbert", bucket_window=50),
     "kerasbert/random+xla": dict(kind="kerasbert", bucket_window=0, jit_compile=True),
     "kerasbert/bucketed+inter1": dict(kind="kerasbert", bucket_window=50, inter_op=1),
+    "kerasbert/bucketed+round8": dict(kind="kerasbert", bucket_window=50, pad_multiple=8),
+    "kerasbert/bucketed+bf16": dict(
+        kind="kerasbert", bucket_window=50, mixed_precision="mixed_bfloat16"
+    ),
     "keras-hub/default": dict(kind="keras_hub", sequence_length=None),
     "keras-hub/512": dict(kind="keras_hub", sequence_length=512),
     "keras-hub/128": dict(kind="keras_hub", sequence_length=128),
@@ -78,6 +89,7 @@ INFER_CONTENDERS = [
     "infer:kerasbert",
     "infer:kerasbert+1thread",
     "infer:kerasbert-tf2load",
+    "infer:kerasbert-bf16",
     "infer:hf-torch",
     "infer:hf-torch+1thread",
 ]
@@ -123,20 +135,22 @@ def setup(args):
     }
     (args.out / "inputs.json").write_text(json.dumps(inputs), encoding="utf-8")
     exports = args.out / "saved_models"
-    target = exports / "kerasbert" / "1"
-    if target.exists():
-        import shutil
+    for name, dtype in (("kerasbert", "float32"), ("kerasbert-bf16", "bfloat16")):
+        target = exports / name / "1"
+        if target.exists():
+            import shutil
 
-        shutil.rmtree(target)
-    export_model(
-        classifier,
-        tokenizer,
-        config.model.sequence_length,
-        splits.labels,
-        exports,
-        "kerasbert",
-        version=1,
-    )
+            shutil.rmtree(target)
+        export_model(
+            classifier,
+            tokenizer,
+            config.model.sequence_length,
+            splits.labels,
+            exports,
+            name,
+            version=1,
+            dtype=dtype,
+        )
     return {"train_rows": len(texts), "tokenize_texts_per_s": len(texts) / tokenize_seconds}
 
 
@@ -178,7 +192,15 @@ def _timed(clock, warmup, steps):
     }
 
 
-def train_kerasbert(args, bucket_window=0, jit_compile="auto", inter_op="auto"):
+def train_kerasbert(
+    args,
+    bucket_window=0,
+    jit_compile="auto",
+    inter_op="auto",
+    pad_multiple=None,
+    mixed_precision="auto",
+):
+    """`pad_multiple=None` rounds batch widths as `kerasbert.train` would here."""
     import numpy as np
     import tensorflow as tf
 
@@ -191,6 +213,7 @@ def train_kerasbert(args, bucket_window=0, jit_compile="auto", inter_op="auto"):
         f"training.bucket_window={bucket_window}",
         f"runtime.jit_compile={json.dumps(jit_compile)}",
         f"runtime.inter_op_threads={inter_op}",
+        f"runtime.mixed_precision={mixed_precision}",
     ]
     config = load_config(args.config, overrides=overrides)
     started = time.perf_counter()
@@ -206,6 +229,7 @@ def train_kerasbert(args, bucket_window=0, jit_compile="auto", inter_op="auto"):
         seed=SEED,
         epochs=1,
         bucket_window=config.training.bucket_window,
+        pad_multiple=prepared.runtime.pad_multiple if pad_multiple is None else pad_multiple,
     ).take(total)
     widths = [int(batch[0]["token_ids"].shape[1]) for batch in data]
     real = [int(np.sum(batch[0]["padding_mask"])) for batch in data]
@@ -235,6 +259,8 @@ def train_kerasbert(args, bucket_window=0, jit_compile="auto", inter_op="auto"):
         "prepass_widths": len(firsts),
         "threads": _tf_threads(),
         "jit_compile": bool(model.jit_compile),
+        "dtype_policy": prepared.runtime.dtype_policy,
+        "pad_multiple": prepared.runtime.pad_multiple if pad_multiple is None else pad_multiple,
     }
 
 
@@ -562,7 +588,9 @@ def report(results) -> str:
     contenders = results["contenders"]
     lines = [
         f"Training, batch {batch}, {steps} timed steps after {settings['warmup']} warm-up steps; "
-        f"peak FP32 assumed {peak / 1e9:.0f} GFLOP/s ({core_peak / 1e9:.0f} per core):",
+        f"peak FP32 assumed {peak / 1e9:.0f} GFLOP/s ({core_peak / 1e9:.0f} per core; "
+        "bfloat16 rows are measured against it too, though AVX512-BF16's dot products "
+        "double it):",
         "",
         "| contender | samples/s | vs keras-hub/default | vs hf-torch/random | s/step | CPU s/step | mean width "
         "| tokens (real) | GFLOP/step | % of peak (wall) | % of peak per CPU-s |",

@@ -610,6 +610,11 @@ class ExportConfig(_Section):
     """
     model_name: Optional[str] = None
     """The exported model's name; `null` takes the run's `name`."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """What the exported graph computes in, whatever the training precision: `bfloat16` runs the
+    model under Keras' `mixed_bfloat16` policy (float32 weights, cast at each use), for CPUs and
+    accelerators with native bfloat16; the export answers in float32 either way.
+    """
 
 
 # === Distribution ===
@@ -630,10 +635,14 @@ class RuntimeConfig(_Section):
     inter_op_threads: Union[Literal["auto"], Threads] = "auto"
     """Ops run side by side; `auto` as for `intra_op_threads`."""
     jit_compile: Union[Literal["auto"], bool] = "auto"
-    """XLA compilation; `auto` is on for GPU and TPU, off on CPU."""
+    """XLA compilation; `auto` is on for GPU and TPU, off on CPU. Each batch is cut to its longest
+    text, rounded up to a multiple of 8 only where the step is compiled (XLA, GPU, TPU).
+    """
     mixed_precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
     """`auto` is `mixed_bfloat16` on GPUs of compute capability 8.0 and up, `float32` elsewhere.
-    Variables stay float32; exports answer in float32.
+    Variables stay float32; exports answer in float32. On CPUs with native bfloat16 (`avx512_bf16`
+    or `amx_bf16` flags) `auto` keeps `float32` until bfloat16 is measured to pay there
+    (benchmarks/RESULTS.md); `mixed_bfloat16` uses it.
     """
 
 

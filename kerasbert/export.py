@@ -1,7 +1,7 @@
 """Export a training run as a TF Serving SavedModel version, or describe one.
 
 ```sh
-python -m kerasbert.export --run runs/quickstart/<timestamp> [--model-name N] [--version V] [--base-path P]
+python -m kerasbert.export --run runs/quickstart/<timestamp> [--model-name N] [--version V] [--base-path P] [--dtype D]
 python -m kerasbert.export --inspect saved_models/quickstart/1
 ```
 
@@ -32,6 +32,11 @@ def parse_args(argv=None):
     parser.add_argument("--model-name", help="default: the run's export.model_name, else its name")
     parser.add_argument("--version", help="a positive integer; default: the next free version")
     parser.add_argument("--base-path", help="default: the run's export.base_path")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        help="what the exported graph computes in; default: the run's export.dtype",
+    )
     return parser.parse_args(argv)
 
 
@@ -41,6 +46,7 @@ def _main(args):
             "--model-name": args.model_name,
             "--version": args.version,
             "--base-path": args.base_path,
+            "--dtype": args.dtype,
         }
         given = [flag for flag, value in run_flags.items() if value is not None]
         if given:
@@ -58,7 +64,7 @@ def _main(args):
     # --inspect must not.
     from kerasbert.exporting.exporter import export_run_dir
 
-    path = export_run_dir(args.run, args.base_path, args.model_name, args.version)
+    path = export_run_dir(args.run, args.base_path, args.model_name, args.version, args.dtype)
     print(f"exported: {path}")
     return 0
 

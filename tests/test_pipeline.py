@@ -77,6 +77,46 @@ def test_every_epoch_has_every_example_once_in_trimmed_batches(bucket_window):
         assert inputs["token_ids"].shape[1] == min(WIDTH, -(-longest // 8) * 8)
 
 
+@pytest.mark.parametrize("pad_multiple", [1, 8])
+def test_training_batches_are_cut_to_their_longest_text_rounded_up_to_pad_multiple(pad_multiple):
+    lengths = np.random.default_rng(1).integers(2, WIDTH, size=100)
+    features = features_of_lengths(lengths)
+    data = make_training_dataset(
+        features, np.arange(100), 8, seed=0, epochs=1, pad_multiple=pad_multiple
+    )
+    widths = []
+    for inputs, index in data:
+        longest = lengths[index.numpy()].max()
+        widths.append(inputs["token_ids"].shape[1])
+        assert widths[-1] == min(WIDTH, -(-longest // pad_multiple) * pad_multiple)
+    assert any(width % 8 for width in widths) is (pad_multiple == 1)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_a_run_trains_on_exact_widths_without_xla_and_rounded_widths_with_it(tmp_path, jit_compile):
+    from kerasbert.config_loading import config_from_dict
+    from kerasbert.training.fit import prepare
+    from tests.support.tiny import QUICKSTART_CSV, tiny_config_dict
+
+    config = config_from_dict(
+        tiny_config_dict(
+            QUICKSTART_CSV,
+            tmp_path,
+            model={"sequence_length": 32},
+            runtime={"jit_compile": jit_compile, "mixed_precision": "float32"},
+        )
+    )
+    prepared = prepare(config)
+    assert prepared.runtime.pad_multiple == (8 if jit_compile else 1)
+    widths = []
+    for inputs, _ in prepared.training_dataset(8, seed=0, epochs=1):
+        longest = int(np.max(np.sum(inputs["padding_mask"], axis=1)))
+        widths.append(inputs["token_ids"].shape[1])
+        assert widths[-1] == (-(-longest // 8) * 8 if jit_compile else longest)
+    # The texts' lengths are not all multiples of 8, so the two differ.
+    assert any(width % 8 for width in widths) is not jit_compile
+
+
 def test_bucketing_cuts_the_padded_tokens_of_an_epoch():
     lengths = np.random.default_rng(0).integers(2, WIDTH, size=800)
     features = features_of_lengths(lengths)

@@ -85,7 +85,9 @@ def tf2_load_run(version_dir):
     return run
 
 
-def export_tiny(tmp_path, family="bert", pooling="cls", text_pair=False, policy="float32"):
+def export_tiny(
+    tmp_path, family="bert", pooling="cls", text_pair=False, policy="float32", dtype=None
+):
     import keras
 
     keras.mixed_precision.set_global_policy(policy)
@@ -93,7 +95,9 @@ def export_tiny(tmp_path, family="bert", pooling="cls", text_pair=False, policy=
         classifier, tokenizer = tiny_classifier(family, num_layers=2, pooling=pooling)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    return export_model(classifier, tokenizer, 16, LABELS, tmp_path, "tiny", text_pair=text_pair)
+    return export_model(
+        classifier, tokenizer, 16, LABELS, tmp_path, "tiny", text_pair=text_pair, dtype=dtype
+    )
 
 
 @pytest.mark.parametrize(
@@ -105,8 +109,17 @@ def export_tiny(tmp_path, family="bert", pooling="cls", text_pair=False, policy=
         {"family": "bert", "pooling": "mean"},
         {"family": "roberta", "pooling": "mean"},
         {"family": "bert", "policy": "mixed_bfloat16"},
+        {"family": "roberta", "pooling": "mean", "dtype": "bfloat16"},
     ],
-    ids=["bert", "roberta", "bert-pairs", "bert-mean", "roberta-mean", "bert-bfloat16"],
+    ids=[
+        "bert",
+        "roberta",
+        "bert-pairs",
+        "bert-mean",
+        "roberta-mean",
+        "bert-bfloat16",
+        "roberta-mean-bfloat16-export",
+    ],
 )
 def test_export_answers_under_the_release_as_under_tf2_load(shape, release_python, tmp_path):
     version_dir = export_tiny(tmp_path, **shape)

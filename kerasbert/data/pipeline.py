@@ -1,9 +1,11 @@
 """Tokenized splits as `tf.data` pipelines.
 
 Texts are tokenized once per run into padded arrays; each batch is then cut
-to its own longest sequence (rounded up to a multiple of 8, so the train
-function sees few distinct shapes) instead of always carrying
-`sequence_length` tokens: short review snippets train several times faster.
+to its own longest sequence instead of always carrying `sequence_length`
+tokens: short review snippets train several times faster. Where the step is
+compiled for each shape (XLA, GPU, TPU), the width is rounded up to a
+multiple of `PAD_MULTIPLE` so that few shapes are compiled; elsewhere a new
+width costs nothing and the batch is cut exactly (`pad_multiple=1`).
 Training batches are also drawn length-bucketed (`sortish_order`), so that
 the texts sharing a batch have similar lengths and little is left to pad.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+# Width rounding for compiled steps (`kerasbert.training.runtime.Runtime.pad_multiple`).
 PAD_MULTIPLE = 8
 # Batches per length-sorted window in training; 50 as fast.ai's SortishSampler.
 BUCKET_WINDOW = 50
@@ -52,7 +55,15 @@ def encode_texts(encoder, texts, text_pairs=None, batch_size=1024) -> dict[str, 
     return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
 
-def make_dataset(features, labels=None, batch_size=32, shuffle=False, seed=0, sample_weights=None):
+def make_dataset(
+    features,
+    labels=None,
+    batch_size=32,
+    shuffle=False,
+    seed=0,
+    sample_weights=None,
+    pad_multiple=PAD_MULTIPLE,
+):
     """Batches encoded features into a prefetched `tf.data.Dataset`.
 
     Args:
@@ -62,6 +73,8 @@ def make_dataset(features, labels=None, batch_size=32, shuffle=False, seed=0, sa
         shuffle: reshuffle every epoch, from `seed`.
         seed: the shuffle seed.
         sample_weights: optional per-example weights.
+        pad_multiple: round each batch's width up to a multiple of this; 1
+            cuts it to exactly its longest sequence.
 
     Returns:
         A dataset of `(inputs, labels[, weights])`, each batch trimmed to its
@@ -75,7 +88,7 @@ def make_dataset(features, labels=None, batch_size=32, shuffle=False, seed=0, sa
     ds = tf.data.Dataset.from_tensor_slices(tuple(parts) if len(parts) > 1 else parts[0])
     if shuffle:
         ds = ds.shuffle(len(features["token_ids"]), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(_trim_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(_batch_trimmer(pad_multiple), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -85,9 +98,12 @@ def label_array(labels) -> np.ndarray:
     return labels.astype("float32") if labels.dtype.kind == "f" else labels.astype("int64")
 
 
-def _trim_batch(features, *rest):
-    trimmed = trim_to_longest(features, PAD_MULTIPLE)
-    return (trimmed, *rest) if rest else trimmed
+def _batch_trimmer(pad_multiple):
+    def trim_batch(features, *rest):
+        trimmed = trim_to_longest(features, pad_multiple)
+        return (trimmed, *rest) if rest else trimmed
+
+    return trim_batch
 
 
 def make_training_dataset(
@@ -99,6 +115,7 @@ def make_training_dataset(
     initial_epoch=0,
     sample_weights=None,
     bucket_window=BUCKET_WINDOW,
+    pad_multiple=PAD_MULTIPLE,
 ):
     """Shuffled training batches for epochs `initial_epoch` to `epochs - 1`.
 
@@ -119,6 +136,8 @@ def make_training_dataset(
         sample_weights: optional per-example weights.
         bucket_window: batches per length-sorting window (see
             `sortish_order`); 0 or None for plain random batches.
+        pad_multiple: round each batch's width up to a multiple of this; 1
+            cuts it to exactly its longest sequence.
 
     Returns:
         A dataset of `(inputs, labels[, weights])` batches.
@@ -156,9 +175,9 @@ def make_training_dataset(
     ds = tf.data.Dataset.from_tensor_slices(orders.astype("int64"))
     ds = ds.flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.map(_trim_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
-        tf.data.AUTOTUNE
-    )
+    return ds.map(
+        _batch_trimmer(pad_multiple), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    ).prefetch(tf.data.AUTOTUNE)
 
 
 def steps_per_epoch(count, batch_size) -> int:
@@ -202,11 +221,11 @@ def sortish_order(order, lengths, batch_size, window, rng) -> np.ndarray:
     return np.concatenate([batches[rng.permutation(len(batches))].reshape(-1), order[full:]])
 
 
-def trim_to_longest(inputs, multiple=8):
+def trim_to_longest(inputs, multiple=PAD_MULTIPLE):
     """Cuts padded encoder outputs to the batch's longest sequence.
 
     The width is rounded up to a multiple of `multiple`, so a compiled
-    function sees few distinct shapes. The mask hides padding from
+    function sees few distinct shapes; `multiple=1` cuts it exactly. The mask hides padding from
     attention and pooling, so the logits do not change, while the work
     shrinks with the padding (benchmarks/RESULTS.md).
 

@@ -39,6 +39,7 @@ from kerasbert.exporting.op_check import check_ops, prefetch_op_sources
 from kerasbert.exporting.serving_module import ServingModule, expected_signatures
 from kerasbert.exporting.warmup import WARMUP_TEXTS, write_warmup_requests
 from kerasbert.files import json_text
+from kerasbert.models.precision import with_compute_dtype
 from kerasbert.models.tokenizers import load_tokenizer
 from kerasbert.serving.saved_model_bundle import (
     CLASSIFY_METHOD,
@@ -78,6 +79,7 @@ def export_model(
     assets=None,
     warmup_texts=WARMUP_TEXTS,
     head=None,
+    dtype=None,
 ):
     """Writes a TF Serving SavedModel version directory, atomically.
 
@@ -108,12 +110,15 @@ def export_model(
             regression model (thresholds or target scaling, applied in the
             graph, and saved as `assets/head.json`); None for single-label
             classification.
+        dtype: what the serving graph computes in, `"float32"` or
+            `"bfloat16"` (`kerasbert.models.precision.with_compute_dtype`);
+            None as the classifier does. It answers in float32 either way.
 
     Returns:
         The `Path` of the version directory.
 
     Raises:
-        ValueError: for an invalid model name, version or label.
+        ValueError: for an invalid model name, version, label or dtype.
         FileExistsError: the version already exists; it is never overwritten.
         UnsupportedOpsError: the graph uses an op that is neither core
             TensorFlow nor TensorFlow Text.
@@ -131,6 +136,8 @@ def export_model(
     head = head or Head()
     head.check_labels(labels)
     model_name = _check_model_name(model_name)
+    if dtype is not None:
+        classifier = with_compute_dtype(classifier, dtype)
     model_dir = Path(base_path) / model_name
     version = next_version(model_dir) if version is None else _check_version(version)
     final = model_dir / str(version)
@@ -190,11 +197,11 @@ def export_model(
     return final
 
 
-def export_run_dir(run_dir, base_path=None, model_name=None, version=None) -> Path:
+def export_run_dir(run_dir, base_path=None, model_name=None, version=None, dtype=None) -> Path:
     """Exports a finished run from its directory alone.
 
     Rebuilds everything from the files `kerasbert.train` wrote:
-    `config.yaml` (sequence length, export defaults), `labels.json`,
+    `config.yaml` (sequence length, export defaults and `export.dtype`), `labels.json`,
     `model.keras`, `tokenizer/` and, when present, `metrics.json`.
 
     Args:
@@ -203,6 +210,7 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None) -> Pa
         base_path: default the run's `export.base_path`.
         model_name: default the run's `export.model_name`, else its `name`.
         version: a positive integer; default the next free version.
+        dtype: `"float32"` or `"bfloat16"`; default the run's `export.dtype`.
 
     Returns:
         The `Path` of the new version directory.
@@ -257,6 +265,7 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None) -> Pa
         text_pair=bool(label_map.get("text_pair")),
         assets=assets,
         head=Head.from_dict(label_map.get("head")),
+        dtype=dtype if dtype is not None else config.export.dtype,
     )
 
 

@@ -14,7 +14,12 @@ import pandas as pd
 
 from kerasbert import rundir
 from kerasbert.data import splits as data_lib
-from kerasbert.data.pipeline import encode_texts, make_dataset, make_training_dataset
+from kerasbert.data.pipeline import (
+    BUCKET_WINDOW,
+    encode_texts,
+    make_dataset,
+    make_training_dataset,
+)
 from kerasbert.evaluation.runs import describe_fit
 from kerasbert.files import write_json
 from kerasbert.models.classifier import build_classifier
@@ -61,7 +66,32 @@ class Prepared:
 
     def dataset(self, split, batch_size, shuffle=False, seed=0):
         return make_dataset(
-            self.features[split], self.labels(split), batch_size, shuffle=shuffle, seed=seed
+            self.features[split],
+            self.labels(split),
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            pad_multiple=self.runtime.pad_multiple,
+        )
+
+    def training_dataset(
+        self, batch_size, seed, epochs, initial_epoch=0, bucket_window=BUCKET_WINDOW
+    ):
+        """The training split's batches for `fit`, as wide as the runtime wants them.
+
+        See `kerasbert.data.pipeline.make_training_dataset`; each batch is
+        cut to its longest text, rounded up only for a compiled step
+        (`Runtime.pad_multiple`).
+        """
+        return make_training_dataset(
+            self.features["train"],
+            self.labels("train"),
+            batch_size,
+            seed=seed,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            bucket_window=bucket_window,
+            pad_multiple=self.runtime.pad_multiple,
         )
 
 
@@ -69,7 +99,7 @@ def prepare(config) -> Prepared:
     """Reads the data and builds the model and tokenized splits of a config."""
     # First: thread pools and a multi-worker strategy's collective ops must
     # be configured before TensorFlow runs anything.
-    runtime = resolve_runtime(config.runtime)
+    runtime = resolve_runtime(config.runtime, tpu=config.distribution.strategy == "tpu")
     apply_runtime(runtime)
     strategy = make_strategy(config.distribution.strategy)
     keras.utils.set_random_seed(config.seed)
@@ -287,9 +317,7 @@ def fit(prepared, config, run_dir, resume=False):
         keras.callbacks.TensorBoard(str(run_dir / rundir.TENSORBOARD), write_graph=False),
         TrainingState(run_dir / rundir.STATE_DIR, stateful),
     ]
-    train_data = make_training_dataset(
-        prepared.features["train"],
-        prepared.labels("train"),
+    train_data = prepared.training_dataset(
         cfg.batch_size,
         seed=config.seed,
         epochs=epochs,

@@ -13,6 +13,15 @@ The `runtime` section of a config, resolved for this machine:
 - mixed precision: `"auto"` is `mixed_bfloat16` on GPUs that compute in
   bfloat16 (compute capability 8.0 and up: A100, L4, H100) and `float32`
   elsewhere. bfloat16 has float32's range, so it needs no loss scaling.
+  CPUs with native bfloat16 (`avx512_bf16` or `amx_bf16` among their flags)
+  are detected (`cpu_computes_bfloat16`). There a bfloat16 step took 1.4x
+  less CPU than a float32 one (Zen 4, benchmarks/RESULTS.md), but `"auto"`
+  keeps float32 until bfloat16 is also shown to cost at most 0.3 points of
+  accuracy (`AUTO_CPU_BFLOAT16`); set `mixed_bfloat16` to use it.
+- batch widths: a compiled step (XLA, GPU, TPU) caches one program per
+  input shape, so there each batch's width is rounded up to a multiple of
+  8; a step run op by op pays nothing for a new width, and each batch is cut
+  to exactly its longest text (`Runtime.pad_multiple`).
 """
 
 from __future__ import annotations
@@ -25,9 +34,20 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from kerasbert.data.pipeline import PAD_MULTIPLE
+
 log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+CPUINFO = Path("/proc/cpuinfo")
+# CPU flags of native bfloat16 arithmetic: AVX512-BF16 (Cooper Lake, Zen 4)
+# and AMX-BF16 (Sapphire Rapids).
+CPU_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
+# Whether `mixed_precision: auto` picks mixed_bfloat16 on CPUs that compute
+# in bfloat16. Off: it is faster there, but the condition for a default (at
+# most 0.3 points of accuracy lost over 3 seeds of the progressive recipe)
+# is not measured yet; see benchmarks/RESULTS.md, "bfloat16 on the CPU".
+AUTO_CPU_BFLOAT16 = False
 
 
 @dataclass(frozen=True)
@@ -40,12 +60,15 @@ class Runtime:
         jit_compile: `model.compile`'s `jit_compile` (`"auto"` is Keras's
             own choice).
         dtype_policy: the Keras dtype policy of the backbone and head.
+        pad_multiple: each batch's width is rounded up to a multiple of
+            this; 1 cuts it to exactly its longest sequence.
     """
 
     intra_op_threads: int
     inter_op_threads: int
     jit_compile: object
     dtype_policy: str
+    pad_multiple: int = 1
 
 
 def usable_cpus(cgroup_root=CGROUP_ROOT) -> int:
@@ -84,13 +107,24 @@ def _cgroup_quota(root):
     return quota / period if quota > 0 and period > 0 else None
 
 
-def resolve_runtime(runtime_config, cpus=None, gpus=None) -> Runtime:
+def resolve_runtime(
+    runtime_config,
+    cpus=None,
+    gpus=None,
+    tpu=False,
+    cpu_flags=None,
+    auto_cpu_bfloat16=AUTO_CPU_BFLOAT16,
+) -> Runtime:
     """Turns a `kerasbert.config.RuntimeConfig` into settings for this machine.
 
     Args:
         runtime_config: the config's `runtime` section.
         cpus: usable CPUs; None counts them (`usable_cpus`).
         gpus: `tf.config.PhysicalDevice`s of the GPUs; None lists them.
+        tpu: whether the model runs on TPUs (`distribution.strategy: tpu`).
+        cpu_flags: the CPU's feature flags; None reads them (`read_cpu_flags`).
+        auto_cpu_bfloat16: whether `mixed_precision: auto` picks
+            `mixed_bfloat16` on a CPU without GPUs that computes in bfloat16.
 
     Returns:
         A `Runtime`.
@@ -102,15 +136,62 @@ def resolve_runtime(runtime_config, cpus=None, gpus=None) -> Runtime:
         gpus = tf.config.list_physical_devices("GPU")
     policy = cfg.mixed_precision
     if policy == "auto":
-        policy = (
-            "mixed_bfloat16" if gpus and all(_computes_bfloat16(gpu) for gpu in gpus) else "float32"
-        )
+        if gpus:
+            bfloat16 = all(_computes_bfloat16(gpu) for gpu in gpus)
+        elif tpu:
+            bfloat16 = False
+        else:
+            native = cpu_computes_bfloat16(cpu_flags)
+            bfloat16 = native and auto_cpu_bfloat16
+            if native and not bfloat16:
+                log.info(
+                    "this CPU computes in bfloat16; runtime.mixed_precision: mixed_bfloat16 "
+                    "would use it (auto keeps float32 on CPUs, see benchmarks/RESULTS.md)"
+                )
+        policy = "mixed_bfloat16" if bfloat16 else "float32"
+    compiled = cfg.jit_compile is True or bool(gpus) or tpu
     return Runtime(
         intra_op_threads=cpus if cfg.intra_op_threads == "auto" else cfg.intra_op_threads,
         inter_op_threads=cpus if cfg.inter_op_threads == "auto" else cfg.inter_op_threads,
         jit_compile=cfg.jit_compile,
         dtype_policy=policy,
+        pad_multiple=PAD_MULTIPLE if compiled else 1,
     )
+
+
+def read_cpu_flags(cpuinfo=CPUINFO) -> frozenset:
+    """The CPU's feature flags, from the first `flags` line of `/proc/cpuinfo`.
+
+    Args:
+        cpuinfo: the file to read; empty flags where it can't be read (not
+            Linux).
+
+    Returns:
+        A frozenset of flag names, such as `"avx512_bf16"`.
+    """
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_computes_bfloat16(flags=None) -> bool:
+    """Whether the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16).
+
+    Args:
+        flags: the CPU's feature flags; None reads them (`read_cpu_flags`).
+
+    Example:
+    >>> cpu_computes_bfloat16({"avx512f", "avx512_bf16"})
+    True
+    """
+    flags = read_cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in CPU_BFLOAT16_FLAGS)
 
 
 def _computes_bfloat16(gpu) -> bool:
@@ -146,8 +227,10 @@ def apply_runtime(runtime) -> None:
             )
         return
     log.info(
-        "runtime: %d intra-op and %d inter-op threads, jit_compile=%s, dtype policy %s",
+        "runtime: %d intra-op and %d inter-op threads, jit_compile=%s, dtype policy %s, "
+        "batch widths rounded to a multiple of %d",
         *wanted,
         runtime.jit_compile,
         runtime.dtype_policy,
+        runtime.pad_multiple,
     )

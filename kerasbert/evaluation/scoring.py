@@ -164,8 +164,7 @@ def format_metrics(metrics) -> str:
         ("log loss", metrics.get("log_loss")),
         (ece_name, metrics.get("ece")),
     ]
-    width = max(len(name) for name, _ in rows)
-    lines = [f"{name:<{width}}  {_number(value)}" for name, value in rows]
+    lines = metric_lines(rows)
     per_class = metrics.get("per_class")
     if per_class:
         table = pd.DataFrame.from_dict(per_class, orient="index")[
@@ -178,6 +177,13 @@ def format_metrics(metrics) -> str:
         frame = pd.DataFrame(matrix, index=labels, columns=labels)
         lines += ["", "confusion matrix (rows: true label, columns: predicted)", frame.to_string()]
     return "\n".join(lines)
+
+
+def metric_lines(rows) -> list[str]:
+    """`(name, value)` rows as aligned lines: integers as they are, other
+    numbers with 4 decimals, None as `n/a`."""
+    width = max(len(name) for name, _ in rows)
+    return [f"{name:<{width}}  {_number(value)}" for name, value in rows]
 
 
 def _number(value) -> str:

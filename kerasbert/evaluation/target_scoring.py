@@ -21,6 +21,7 @@ from kerasbert.evaluation.predictions import (
     PROBABILITY_PREFIX,
     predict_in_batches,
 )
+from kerasbert.evaluation.scoring import metric_lines
 
 
 def join_labels(names, delimiter=LABEL_DELIMITER) -> str:
@@ -192,19 +193,10 @@ def format_target_metrics(metrics) -> str:
             ("Hamming loss", metrics.get("hamming_loss")),
             ("ROC-AUC", metrics.get("roc_auc")),
         ]
-    width = max(len(name) for name, _ in rows)
-    lines = [f"{name:<{width}}  {_number(value)}" for name, value in rows]
+    lines = metric_lines(rows)
     if "per_label" in metrics:
         table = pd.DataFrame.from_dict(metrics["per_label"], orient="index")[
             ["precision", "recall", "f1", "roc_auc", "support", "threshold"]
         ]
         lines += ["", table.to_string(float_format=lambda x: f"{x:.4f}", na_rep="n/a")]
     return "\n".join(lines)
-
-
-def _number(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, (int, np.integer)):
-        return str(value)
-    return f"{value:.4f}"

@@ -374,14 +374,12 @@ def _fmt(x: float) -> str:
 
 
 def _numeric(values: pd.Series, what: str) -> np.ndarray:
-    numbers = pd.to_numeric(values, errors="coerce")
-    bad = values[numbers.isna()]
-    if len(bad):
-        raise DataError(
-            f"binning needs numbers but {what} has {len(bad)} non-numeric value(s), "
-            f"e.g. {list(bad.astype(str).unique()[:3])}"
-        )
-    return numbers.to_numpy(dtype="float64")
+    return targets_lib.as_numbers(
+        values,
+        lambda count, examples: (
+            f"binning needs numbers but {what} has {count} non-numeric value(s), e.g. {examples}"
+        ),
+    )
 
 
 def class_weights(spec, labels: list[str], train_labels: pd.Series) -> dict[int, float] | None:

@@ -134,6 +134,24 @@ def _boolean_as_number(value):
 # === Regression ===
 
 
+def as_numbers(values: pd.Series, problem) -> np.ndarray:
+    """`values` as float64 numbers.
+
+    Args:
+        values: a column.
+        problem: `problem(count, examples) -> str`, the error's message when
+            `count` values are not numbers (`examples`: up to 3 of them).
+
+    Raises:
+        DataError: some values are not numbers.
+    """
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = values[numbers.isna()]
+    if len(bad):
+        raise DataError(problem(len(bad), list(bad.astype(str).unique()[:3])))
+    return numbers.to_numpy(dtype="float64")
+
+
 def numeric_targets(values: pd.Series, source, transform="none") -> np.ndarray:
     """A regression target column as finite float64 numbers.
 
@@ -141,14 +159,13 @@ def numeric_targets(values: pd.Series, source, transform="none") -> np.ndarray:
         DataError: a value that is not a number or not finite, or a
             negative one under `transform="log1p"`.
     """
-    numbers = pd.to_numeric(values, errors="coerce")
-    bad = values[numbers.isna()]
-    if len(bad):
-        raise DataError(
-            f"{source}: a regression target must be a number; the label column has {len(bad)} "
-            f"non-numeric value(s), e.g. {list(bad.astype(str).unique()[:3])}"
-        )
-    numbers = numbers.to_numpy(dtype="float64")
+    numbers = as_numbers(
+        values,
+        lambda count, examples: (
+            f"{source}: a regression target must be a number; the label "
+            f"column has {count} non-numeric value(s), e.g. {examples}"
+        ),
+    )
     infinite = numbers[~np.isfinite(numbers)]
     if len(infinite):
         raise DataError(

@@ -161,9 +161,9 @@ def train(config, resume_dir=None) -> RunResult:
     log.info("run directory: %s", run_dir)
     write_status(run_dir, "running")
     try:
-        metrics, export_dir = _run(prepared, config, run_dir, chief, resume_dir is not None)
-        if to_predict is not None and export_dir is not None:
-            predict_with_export(to_predict, config, export_dir, run_dir)
+        metrics, export_dir = _run(
+            prepared, config, run_dir, chief, resume_dir is not None, to_predict
+        )
         wait_for_workers(prepared.strategy)
         write_status(run_dir, "finished", export=str(export_dir) if export_dir else None)
     except BaseException:
@@ -179,7 +179,7 @@ def train(config, resume_dir=None) -> RunResult:
     return RunResult(run_dir, metrics, export_dir)
 
 
-def _run(prepared, config, run_dir, chief, resume):
+def _run(prepared, config, run_dir, chief, resume, to_predict=None):
     task = prepared.splits.task
     if chief:
         if task == "classification":
@@ -197,9 +197,12 @@ def _run(prepared, config, run_dir, chief, resume):
         if config.export.enabled:
             # From the run directory alone: what ships is what the run holds.
             export_dir = export_run_dir(run_dir)
+            model = SavedModelClassifier(export_dir)
             metrics = evaluate_export(
-                prepared.splits, export_dir, run_dir, metrics, config.training.batch_size
+                prepared.splits, model, run_dir, metrics, config.training.batch_size
             )
+            if to_predict is not None:
+                predict_with_export(to_predict, config, model, run_dir)
         else:
             # No export to score: the same metrics, from the model in memory.
             metrics = evaluate_in_process(
@@ -217,9 +220,9 @@ def read_to_predict(data_config):
     return read_input(cfg.predict, cfg.text_column, cfg.text_pair_column)
 
 
-def predict_with_export(frame, config, export_dir, run_dir):
-    """Predicts the `data.predict` rows with the export, into `predictions.csv`."""
-    model = SavedModelClassifier(export_dir)
+def predict_with_export(frame, config, model, run_dir):
+    """Predicts the `data.predict` rows with the export (a `SavedModelClassifier`),
+    into `predictions.csv`."""
     table = predict_frame(
         frame,
         model,
@@ -234,36 +237,32 @@ def predict_with_export(frame, config, export_dir, run_dir):
     log.info("predicted %d rows of %s: %s", len(table), config.data.predict, rundir.PREDICTIONS)
 
 
-def evaluate_export(splits, export_dir, run_dir, metrics, batch_size) -> dict:
+def evaluate_export(splits, model, run_dir, metrics, batch_size) -> dict:
     """Scores the exported SavedModel on validation and test, into metrics.json.
 
     The export is what ships, so its metrics (through the serving signature,
     tokenizer in the graph) are the run's final ones; the test split's
     per-example predictions go to `test_predictions.csv` for the report.
 
+    Args:
+        model: the export, a `SavedModelClassifier`.
+
     Returns:
         `metrics` with each split's entry updated by
-        `kerasbert.evaluate.evaluate_saved_model`.
+        `kerasbert.evaluate.evaluate_saved_model` (or, for multi-label and
+        regression models, `target_scoring.evaluate_saved_targets`).
     """
-    model = SavedModelClassifier(export_dir)
+    score = (
+        evaluate_saved_model
+        if model.task == "classification"
+        else target_scoring.evaluate_saved_targets
+    )
     for split, frame in splits.items():
         if split == "train":
             continue
         predictions = run_dir / rundir.TEST_PREDICTIONS if split == "test" else None
-        if model.task != "classification":
-            metrics.setdefault(split, {}).update(
-                target_scoring.evaluate_saved_targets(
-                    model,
-                    frame["text"].tolist(),
-                    frame["label"].tolist(),
-                    frame["text_pair"].tolist() if "text_pair" in frame else None,
-                    batch_size=batch_size,
-                    predictions_path=predictions,
-                )
-            )
-            continue
         metrics.setdefault(split, {}).update(
-            evaluate_saved_model(
+            score(
                 model,
                 frame["text"].tolist(),
                 frame["label"].tolist(),

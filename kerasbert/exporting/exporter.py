@@ -80,6 +80,8 @@ def export_model(
     warmup_texts=WARMUP_TEXTS,
     head=None,
     dtype=None,
+    truncation="head",
+    head_tokens=None,
 ):
     """Writes a TF Serving SavedModel version directory, atomically.
 
@@ -113,12 +115,15 @@ def export_model(
         dtype: what the serving graph computes in, `"float32"` or
             `"bfloat16"` (`kerasbert.models.precision.with_compute_dtype`);
             None as the classifier does. It answers in float32 either way.
+        truncation: which tokens of a longer text the graph keeps, as in
+            training: `"head"`, `"tail"` or `"head_tail"` (`TextEncoder`).
+        head_tokens: `"head_tail"` only: the tokens kept from the start.
 
     Returns:
         The `Path` of the version directory.
 
     Raises:
-        ValueError: for an invalid model name, version, label or dtype.
+        ValueError: for an invalid model name, version, label, dtype or truncation.
         FileExistsError: the version already exists; it is never overwritten.
         UnsupportedOpsError: the graph uses an op that is neither core
             TensorFlow nor TensorFlow Text.
@@ -148,7 +153,7 @@ def export_model(
     bundle_check = ExportCheck()
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = model_dir / f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
-    encoder = TextEncoder(tokenizer, sequence_length)
+    encoder = TextEncoder(tokenizer, sequence_length, truncation, head_tokens)
     try:
         module = ServingModule(classifier, encoder, labels, text_pair, head=head)
         examples_signature = "regress" if head.task == "regression" else "classify"
@@ -201,7 +206,7 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None, dtype
     """Exports a finished run from its directory alone.
 
     Rebuilds everything from the files `kerasbert.train` wrote:
-    `config.yaml` (sequence length, export defaults and `export.dtype`), `labels.json`,
+    `config.yaml` (sequence length and truncation, export defaults and `export.dtype`), `labels.json`,
     `model.keras`, `tokenizer/` and, when present, `metrics.json`.
 
     Args:
@@ -266,6 +271,8 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None, dtype
         assets=assets,
         head=Head.from_dict(label_map.get("head")),
         dtype=dtype if dtype is not None else config.export.dtype,
+        truncation=config.model.truncation,
+        head_tokens=config.model.head_tokens,
     )
 
 

@@ -371,6 +371,13 @@ def test_bad_regression_targets_are_refused_in_one_line(
         ({"pos_weight": {"a": 2.0}}, {"task": "regression"}, {}, "data.pos_weight is for"),
         ({}, {"task": "regression"}, {"checkpoint_monitor": "val_accuracy"}, "logs no accuracy"),
         ({}, {"task": "regression"}, {"eval_steps": 5}, "leave it out"),
+        ({}, {"threshold_floor": 0.1}, {}, "`threshold_floor` is for `task: multi_label`"),
+        (
+            {},
+            {"task": "regression", "threshold_floor": 0.1},
+            {},
+            "`threshold_floor` is for `task: multi_label`",
+        ),
     ],
 )
 def test_contradictory_task_settings_are_refused_at_config_validation(
@@ -381,6 +388,26 @@ def test_contradictory_task_settings_are_refused_at_config_validation(
     config["training"].update(training)
     with pytest.raises(ConfigError, match=re.escape(message)):
         config_from_dict(config)
+
+
+@pytest.mark.parametrize(
+    "data, model, floor",
+    [
+        ({}, {}, None),
+        ({"label_delimiter": "|"}, {"task": "multi_label"}, 0.05),
+        ({"label_delimiter": "|"}, {"task": "multi_label", "threshold_floor": 0.2}, 0.2),
+        ({}, {"task": "regression", "target_transform": "log1p", "loss": "huber"}, None),
+    ],
+)
+def test_a_saved_config_of_every_task_loads_again(data, model, floor, tmp_path):
+    from kerasbert.config_loading import dump_config
+
+    config = tiny_config_dict(tmp_path / "never-read.csv", tmp_path, data=data)
+    config["model"].update(model)
+    loaded = config_from_dict(config)
+    assert loaded.model.threshold_floor == floor
+    again = config_from_dict(yaml.safe_load(dump_config(loaded)))
+    assert again == loaded
 
 
 def test_a_contradictory_config_exits_2_without_reading_the_data(tmp_path, capsys):

@@ -542,6 +542,65 @@ def test_evaluate_and_predict_give_a_regression_export_values_in_the_target_unit
     assert not any(column.startswith("probability_") for column in out.columns)
 
 
+@pytest.fixture(scope="module")
+def heads_servers(multi_label_run, regression_run, tmp_path_factory):
+    """Both runs' exports, `tagged` and `amount`, served over REST and gRPC from this process."""
+    from kerasbert.serving.model_api import ModelApi
+    from kerasbert.serving.model_config import ServedModelConfig
+    from kerasbert.serving.model_manager import ModelManager
+    from tests.support.servers import background_servers
+
+    base = tmp_path_factory.mktemp("served_heads")
+    configs = []
+    for name, run in (("tagged", multi_label_run), ("amount", regression_run)):
+        shutil.copytree(run.export_dir, base / name / "1")
+        configs.append(ServedModelConfig(name, base / name))
+    manager = ModelManager(configs, poll_wait_seconds=0)
+    manager.poll()
+    with background_servers(ModelApi(manager)) as (url, target):
+        yield {"http": url, "grpc": f"grpc://{target}"}
+
+
+def predict_cli(tmp_path, source, output, *args):
+    from kerasbert import predict
+
+    argv = ["--input", str(source), "--output", str(output), "--batch-size", "5", "--no-progress"]
+    return predict.main([*args, *argv])
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize(
+    "name, frame, column",
+    [
+        ("tagged", make_tagged_reviews(12, seed=5), "predicted_labels"),
+        ("amount", make_amounts(12, seed=5), "predicted_value"),
+    ],
+)
+def test_predict_through_a_server_writes_what_predict_from_the_export_writes(
+    name, frame, column, protocol, heads_servers, multi_label_run, regression_run, tmp_path, capsys
+):
+    run = multi_label_run if name == "tagged" else regression_run
+    source = tmp_path / "in.csv"
+    frame[["text"]].assign(text=lambda f: f["text"].where(f.index != 3, "")).to_csv(
+        source, index=False
+    )
+    by_model, by_server = tmp_path / "model.csv", tmp_path / "server.csv"
+    assert predict_cli(tmp_path, source, by_model, "--model", str(run.export_dir)) == 0
+    server = ["--server", heads_servers[protocol], "--model-name", name]
+    assert predict_cli(tmp_path, source, by_server, *server) == 0, capsys.readouterr().err
+    expected = by_model.read_text(encoding="utf-8")
+    assert column in expected.splitlines()[0]
+    assert by_server.read_text(encoding="utf-8") == expected
+
+
+def test_labels_are_refused_for_a_served_regression_model(heads_servers, tmp_path, capsys):
+    make_amounts(4)[["text"]].to_csv(tmp_path / "in.csv", index=False)
+    server = ["--server", heads_servers["http"], "--model-name", "amount", "--labels", "a,b"]
+    assert predict_cli(tmp_path, tmp_path / "in.csv", tmp_path / "out.csv", *server) == 2
+    assert "amount is a regression model" in error_line(capsys)
+    assert not (tmp_path / "out.csv").exists()
+
+
 def test_report_of_a_multi_label_run_has_a_per_label_table_with_thresholds(multi_label_run):
     from kerasbert.evaluation.report import write_report
 

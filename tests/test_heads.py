@@ -22,6 +22,12 @@ from kerasbert.exporting.exporter import export_model
 from kerasbert.exporting.heads import Head
 from kerasbert.models.tokenizers import TextEncoder
 from kerasbert.serving.saved_model_bundle import SavedModelBundle
+from tests.support.browser import (  # noqa: F401  (browser: a fixture)
+    browser,
+    needs_chromium,
+    open_page,
+    wait_for_model,
+)
 from tests.support.exports import assert_session_answers_like_tf2_load
 from tests.support.servers import ServerProcess
 from tests.support.tiny import (
@@ -599,6 +605,59 @@ def test_labels_are_refused_for_a_served_regression_model(heads_servers, tmp_pat
     assert predict_cli(tmp_path, tmp_path / "in.csv", tmp_path / "out.csv", *server) == 2
     assert "amount is a regression model" in error_line(capsys)
     assert not (tmp_path / "out.csv").exists()
+
+
+# === The local server's page ===
+
+
+def run_page(browser, url, model, texts):
+    """The server's page with `model` picked and `texts` run."""
+    errors = []
+    page = open_page(browser, url, errors)
+    page.select_option("#model", model)
+    wait_for_model(page)
+    page.fill("#texts", "\n".join(texts))
+    page.click("#run")
+    page.wait_for_selector(f"#results .result:nth-child({len(texts)})", timeout=60_000)
+    assert errors == []
+    return page
+
+
+@needs_chromium
+def test_page_shows_the_labels_a_multi_label_model_decides_on(heads_servers, browser):
+    url = heads_servers["http"]
+    page = run_page(browser, url, "tagged", TEXTS[:3])
+    expected = post(f"{url}/v1/models/tagged:predict", {"instances": TEXTS[:3]})["predictions"]
+    results = page.locator("#results .result")
+    assert results.count() == 3
+    for index, row in enumerate(expected):
+        result = results.nth(index)
+        on = [label for label, on in zip(row["labels"], row["labels_on"]) if on]
+        assert result.locator(".prediction").inner_text() == f"→ {', '.join(on) or 'no label'}"
+        assert result.locator(".row.top .label").all_inner_texts() == on
+        assert result.locator(".label").all_inner_texts() == ["acting", "music", "plot"]
+        widths = result.locator(".bar").evaluate_all(
+            "bars => bars.map(b => parseFloat(b.style.width))"
+        )
+        assert widths == pytest.approx([100 * p for p in row["probabilities"]], abs=0.06)
+
+
+@needs_chromium
+def test_page_shows_a_regression_models_value_in_the_target_unit(heads_servers, browser):
+    url = heads_servers["http"]
+    page = run_page(browser, url, "amount", PITCHES[:3])
+    assert page.locator("#run").inner_text() == "Predict"
+    examples = [{"text": text} for text in PITCHES[:3]]
+    expected = post(
+        f"{url}/v1/models/amount:regress", {"signature_name": "regress", "examples": examples}
+    )["results"]
+    results = page.locator("#results .result")
+    assert results.count() == 3 and results.locator(".row").count() == 0
+    for index, value in enumerate(expected):
+        prediction = results.nth(index).locator(".prediction")
+        assert float(prediction.get_attribute("title")) == pytest.approx(value, rel=1e-6)
+        shown = prediction.inner_text()
+        assert shown.startswith("→ ") and float(shown[2:]) == pytest.approx(value, rel=1e-5)
 
 
 def test_report_of_a_multi_label_run_has_a_per_label_table_with_thresholds(multi_label_run):

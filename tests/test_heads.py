@@ -670,6 +670,49 @@ def test_report_of_a_multi_label_run_has_a_per_label_table_with_thresholds(multi
     assert "<th>threshold</th>" in section and "micro_f1" in html
 
 
+def report_data_section(run) -> str:
+    from kerasbert.evaluation.report import write_report
+
+    html = write_report(run.run_dir).read_text(encoding="utf-8")
+    section = html[html.index("<h2>Data</h2>") :]
+    return section[: section.index("</section>")]
+
+
+def test_report_of_a_multi_label_run_counts_each_label_and_the_texts_without_one(
+    multi_label_run,
+):
+    summary = json.loads((multi_label_run.run_dir / "data_summary.json").read_text())
+    splits = summary["splits"]
+    assert summary["task"] == "multi_label" and set(splits) == {"train", "validation", "test"}
+    # Every row of the data is in one split, counted under each of its labels.
+    tags = [name for cell in make_tagged_reviews()["label"].dropna() for name in cell.split("|")]
+    for label in ("acting", "music", "plot"):
+        counted = sum(split["label_counts"][label] for split in splits.values())
+        assert counted == tags.count(label)
+    without = run_labels(multi_label_run)["texts_without_labels"]
+    assert {name: split["no_label"] for name, split in splits.items()} == without
+    section = report_data_section(multi_label_run)
+    for column in ("n(acting)", "n(music)", "n(plot)", "no label"):
+        assert f"<th>{column}</th>" in section
+    assert "alt='class_balance'" in section
+
+
+def test_report_of_a_regression_run_describes_the_target_of_each_split(regression_run):
+    summary = json.loads((regression_run.run_dir / "data_summary.json").read_text())
+    splits = summary["splits"]
+    amounts = make_amounts()["amount"]
+    assert sum(split["target"]["count"] for split in splits.values()) == len(amounts)
+    assert min(split["target"]["min"] for split in splits.values()) == amounts.min()
+    assert max(split["target"]["max"] for split in splits.values()) == amounts.max()
+    test = pd.read_csv(regression_run.run_dir / "test_predictions.csv")["label"]
+    assert splits["test"]["target"]["median"] == pytest.approx(test.median())
+    assert splits["test"]["target"]["mean"] == pytest.approx(test.mean())
+    section = report_data_section(regression_run)
+    for statistic in ("count", "min", "median", "mean", "max"):
+        assert f"<th>amount {statistic}</th>" in section
+    assert "n(amount)" not in section and "alt='class_balance'" not in section
+
+
 @pytest.mark.parametrize(
     "frame, data, model, metric, column",
     [

@@ -750,19 +750,28 @@ class Config(_Section):
                     "training.eval_steps logs classification loss and accuracy; leave it out "
                     f"for `model.task: {task}`"
                 )
-        if task == "regression":
-            for key, monitor in (
-                ("checkpoint_monitor", training.checkpoint_monitor),
-                (
-                    "early_stopping.monitor",
-                    training.early_stopping.monitor if training.early_stopping else None,
-                ),
-            ):
-                if monitor is not None and "accuracy" in monitor:
-                    raise ValueError(
-                        f"training.{key} is {monitor!r}, but a regression run logs no accuracy; "
-                        "use `val_loss` or `val_scaled_mae`"
-                    )
+        # Keras only warns about a monitor that is never logged, and then
+        # neither keeps the best epoch nor stops early.
+        for key, monitor in (
+            ("checkpoint_monitor", training.checkpoint_monitor),
+            (
+                "early_stopping.monitor",
+                training.early_stopping.monitor if training.early_stopping else None,
+            ),
+        ):
+            if monitor is None or "accuracy" not in monitor:
+                continue
+            if task == "regression":
+                raise ValueError(
+                    f"training.{key} is {monitor!r}, but a regression run logs no accuracy; "
+                    "use `val_loss` or `val_scaled_mae`"
+                )
+            if task == "multi_label" and "binary_accuracy" not in monitor:
+                raise ValueError(
+                    f"training.{key} is {monitor!r}, but a multi-label run logs "
+                    "`binary_accuracy` (every label at 0.5), not `accuracy`; use `val_loss` or "
+                    "`val_binary_accuracy`"
+                )
         return self
 
     @property

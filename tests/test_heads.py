@@ -377,6 +377,12 @@ def test_bad_regression_targets_are_refused_in_one_line(
         ({"pos_weight": {"a": 2.0}}, {"task": "regression"}, {}, "data.pos_weight is for"),
         ({}, {"task": "regression"}, {"checkpoint_monitor": "val_accuracy"}, "logs no accuracy"),
         ({}, {"task": "regression"}, {"eval_steps": 5}, "leave it out"),
+        (
+            {"label_delimiter": "|"},
+            {"task": "multi_label"},
+            {"early_stopping": {"monitor": "val_accuracy"}},
+            "training.early_stopping.monitor is 'val_accuracy', but a multi-label run logs",
+        ),
         ({}, {"threshold_floor": 0.1}, {}, "`threshold_floor` is for `task: multi_label`"),
         (
             {},

@@ -577,10 +577,9 @@ def predict_cli(tmp_path, source, output, *args):
     from kerasbert import predict
 
     argv = ["--input", str(source), "--output", str(output), "--batch-size", "5", "--no-progress"]
-    return predict.main([*args, *argv])
+    return predict.main([*map(str, args), *argv])
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
 @pytest.mark.parametrize(
     "name, frame, column",
     [
@@ -589,20 +588,21 @@ def predict_cli(tmp_path, source, output, *args):
     ],
 )
 def test_predict_through_a_server_writes_what_predict_from_the_export_writes(
-    name, frame, column, protocol, heads_servers, multi_label_run, regression_run, tmp_path, capsys
+    name, frame, column, heads_servers, multi_label_run, regression_run, tmp_path, capsys
 ):
     run = multi_label_run if name == "tagged" else regression_run
     source = tmp_path / "in.csv"
     frame[["text"]].assign(text=lambda f: f["text"].where(f.index != 3, "")).to_csv(
         source, index=False
     )
-    by_model, by_server = tmp_path / "model.csv", tmp_path / "server.csv"
-    assert predict_cli(tmp_path, source, by_model, "--model", str(run.export_dir)) == 0
-    server = ["--server", heads_servers[protocol], "--model-name", name]
-    assert predict_cli(tmp_path, source, by_server, *server) == 0, capsys.readouterr().err
-    expected = by_model.read_text(encoding="utf-8")
+    assert predict_cli(tmp_path, source, tmp_path / "model.csv", "--model", run.export_dir) == 0
+    expected = (tmp_path / "model.csv").read_text(encoding="utf-8")
     assert column in expected.splitlines()[0]
-    assert by_server.read_text(encoding="utf-8") == expected
+    for protocol, url in heads_servers.items():
+        output = tmp_path / f"{protocol}.csv"
+        server = ["--server", url, "--model-name", name]
+        assert predict_cli(tmp_path, source, output, *server) == 0, capsys.readouterr().err
+        assert output.read_text(encoding="utf-8") == expected, protocol
 
 
 def test_labels_are_refused_for_a_served_regression_model(heads_servers, tmp_path, capsys):

@@ -86,12 +86,12 @@ def server_labels(client) -> list[str]:
 def server_task(client) -> str:
     """The task of a served kerasbert model, told by its `serving_default` outputs.
 
+    Args:
+        client: a `kerasbert.client.ServingClient`.
+
     Returns:
         `multi_label` (a `labels_on` output), `regression` (a `value`
         output) or `classification`.
-
-    Args:
-        client: a `kerasbert.client.ServingClient`.
     """
     signatures = client.metadata()["metadata"]["signature_def"]["signature_def"]
     outputs = signatures.get("serving_default", {}).get("outputs", {})

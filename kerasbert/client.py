@@ -160,6 +160,39 @@ class ServingClient:
         Raises:
             ServingError: the server refused a request, or is unreachable.
         """
+        return [
+            (_text(row["label"]), [float(p) for p in row["probabilities"]])
+            for row in self._predictions(texts, text_pairs, batch_size, ("label", "probabilities"))
+        ]
+
+    def predict_labels(
+        self, texts: Iterable[str], text_pairs: Iterable[str] | None = None, batch_size: int = 64
+    ) -> list[tuple[tuple[str, ...], list[float]]]:
+        """A multi-label model's decided labels and every label's probability, for each text.
+
+        Calls the `serving_default` signature, whose `labels_on` output
+        applies each label's tuned threshold inside the graph.
+
+        Returns:
+            A list of `(labels on, probabilities)`, one per text: the names
+            of the labels decided on, in the model's label order, and one
+            probability per label.
+
+        Raises:
+            ServingError: the server refused a request, is unreachable, or
+                serves a model that is not multi-label.
+        """
+        results = []
+        names = ("labels", "labels_on", "probabilities")
+        for row in self._predictions(texts, text_pairs, batch_size, names):
+            on = [label for label, on in zip(row["labels"], row["labels_on"]) if on]
+            results.append(
+                (tuple(_text(label) for label in on), [float(p) for p in row["probabilities"]])
+            )
+        return results
+
+    def _predictions(self, texts, text_pairs, batch_size, names) -> list[dict]:
+        """`serving_default`'s answer for each text, as `{output name: value}` with `names` in it."""
         results = []
         for batch, pairs in _batches(texts, text_pairs, batch_size):
             if self._grpc is not None:
@@ -176,18 +209,13 @@ class ServingClient:
                     f"Expected {len(batch)} predictions from {self._model_url}, received: {str(data)[:300]}"
                 )
             for prediction in predictions:
-                if (
-                    not isinstance(prediction, dict)
-                    or "label" not in prediction
-                    or "probabilities" not in prediction
-                ):
+                if not isinstance(prediction, dict) or any(n not in prediction for n in names):
+                    wanted = ", ".join(f"`{name}`" for name in names)
                     raise ServingError(
-                        f"{self._model_url} answered without `label` and `probabilities`; "
-                        f"is it a kerasbert export? Received: {str(prediction)[:300]}"
+                        f"{self._model_url} answered without {wanted}; is it a kerasbert export "
+                        f"of this task? Received: {str(prediction)[:300]}"
                     )
-                results.append(
-                    (_text(prediction["label"]), [float(p) for p in prediction["probabilities"]])
-                )
+                results.append(prediction)
         return results
 
     def classify(
@@ -203,6 +231,33 @@ class ServingClient:
         Raises:
             ServingError: the server refused a request, or is unreachable.
         """
+        return [
+            [(_text(label), float(score)) for label, score in row]
+            for row in self._example_results("classify", texts, text_pairs, batch_size)
+        ]
+
+    def regress(
+        self, texts: Iterable[str], text_pairs: Iterable[str] | None = None, batch_size: int = 64
+    ) -> list[float]:
+        """A regression model's value for each text, with TF Serving's Regress API.
+
+        Calls the export's `regress` signature with one `tf.Example` per
+        text; the values are in the target's own unit.
+
+        Returns:
+            One value per text.
+
+        Raises:
+            ServingError: the server refused a request (a model without a
+                `regress` signature), or is unreachable.
+        """
+        return [
+            float(value)
+            for value in self._example_results("regress", texts, text_pairs, batch_size)
+        ]
+
+    def _example_results(self, method, texts, text_pairs, batch_size) -> list:
+        """The `results` of the Classify or Regress API (`method`), one per text."""
         results = []
         for batch, pairs in _batches(texts, text_pairs, batch_size):
             examples = [{"text": t} for t in batch]
@@ -210,22 +265,20 @@ class ServingClient:
                 for example, pair in zip(examples, pairs):
                     example["text_pair"] = pair
             if self._grpc is not None:
-                data = self._grpc.classify(examples)
+                data = getattr(self._grpc, method)(examples)
             else:
                 data = self._request(
                     "POST",
-                    f"{self._model_url}:classify",
-                    {"signature_name": "classify", "examples": examples},
+                    f"{self._model_url}:{method}",
+                    {"signature_name": method, "examples": examples},
                 )
             # TF Serving answers `results`; its REST guide says `result`.
-            classes = data.get("results", data.get("result"))
-            if not isinstance(classes, list) or len(classes) != len(batch):
+            answers = data.get("results", data.get("result"))
+            if not isinstance(answers, list) or len(answers) != len(batch):
                 raise ServingError(
                     f"Expected {len(batch)} results from {self._model_url}, received: {str(data)[:300]}"
                 )
-            results.extend(
-                [[(_text(label), float(score)) for label, score in row] for row in classes]
-            )
+            results.extend(answers)
         return results
 
 
@@ -338,12 +391,11 @@ class _GrpcCalls:
             request.inputs["text_pair"].CopyFrom(tf.make_tensor_proto(pairs, dtype=tf.string))
         response = self._call(self.predictions, "Predict", request)
         outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
-        if "label" not in outputs or "probabilities" not in outputs:
-            return {"predictions": [dict.fromkeys(outputs)] * len(texts)}
+        # Rows as the REST API's row format gives them, strings decoded.
         return {
             "predictions": [
-                {"label": label.decode("utf-8", "replace"), "probabilities": row.tolist()}
-                for label, row in zip(outputs["label"], outputs["probabilities"])
+                {name: _decoded(array[i].tolist()) for name, array in outputs.items()}
+                for i in range(len(texts))
             ]
         }
 
@@ -352,10 +404,7 @@ class _GrpcCalls:
 
         request = classification_pb2.ClassificationRequest()
         self._spec(request.model_spec, "classify")
-        for features in examples:
-            example = request.input.example_list.examples.add()
-            for name, text in features.items():
-                example.features.feature[name].bytes_list.value.append(text.encode("utf-8"))
+        _add_examples(request.input.example_list, examples)
         response = self._call(self.predictions, "Classify", request)
         return {
             "results": [
@@ -363,6 +412,32 @@ class _GrpcCalls:
                 for classifications in response.result.classifications
             ]
         }
+
+    def regress(self, examples) -> dict:
+        from tensorflow_serving.apis import regression_pb2
+
+        request = regression_pb2.RegressionRequest()
+        self._spec(request.model_spec, "regress")
+        _add_examples(request.input.example_list, examples)
+        response = self._call(self.predictions, "Regress", request)
+        return {"results": [regression.value for regression in response.result.regressions]}
+
+
+def _add_examples(example_list, examples):
+    """Adds one `tf.Example` per `{feature name: text}` to a request's `example_list`."""
+    for features in examples:
+        example = example_list.examples.add()
+        for name, text in features.items():
+            example.features.feature[name].bytes_list.value.append(text.encode("utf-8"))
+
+
+def _decoded(value):
+    """A tensor row's value with its byte strings decoded, at any depth."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, list):
+        return [_decoded(item) for item in value]
+    return value
 
 
 def _batches(texts, text_pairs, batch_size):

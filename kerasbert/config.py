@@ -34,6 +34,8 @@ Seed = Annotated[int, Field(ge=0, lt=2**32)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 ROBERTA_MIN_VOCABULARY = 300
+# A multi-label run's `model.threshold_floor` when the config leaves it out.
+DEFAULT_THRESHOLD_FLOOR = 0.05
 # Renders a received value in an error message, cut short.
 SHORT = reprlib.Repr()
 SHORT.maxstring = SHORT.maxother = 60
@@ -328,9 +330,9 @@ class ModelConfig(_Section):
     amounts of money. The transform and the target's standardisation live in the exported graph, so
     answers come back in the target's own unit.
     """
-    threshold_floor: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    threshold_floor: Optional[Annotated[float, Field(ge=0, lt=1)]] = None
     """`multi_label` only: the lowest decision threshold a label may be given when thresholds are
-    tuned for best F1 on the validation split.
+    tuned for best F1 on the validation split; `null` is 0.05 there.
     """
 
     @model_validator(mode="after")
@@ -365,6 +367,15 @@ class ModelConfig(_Section):
                     raise ValueError(
                         f"`{key}` is for `task: regression`; received task {self.task!r}"
                     )
+        # A run's saved config holds every key, so a set floor must mean a
+        # multi-label run: only there is the default filled in.
+        if self.task != "multi_label" and self.threshold_floor is not None:
+            raise ValueError(
+                f"`threshold_floor` is for `task: multi_label`; received task {self.task!r}: "
+                "leave it out, or set `task: multi_label`"
+            )
+        if self.task == "multi_label" and self.threshold_floor is None:
+            self.threshold_floor = DEFAULT_THRESHOLD_FLOOR
         return self
 
     @property
@@ -775,19 +786,28 @@ class Config(_Section):
                     "training.eval_steps logs classification loss and accuracy; leave it out "
                     f"for `model.task: {task}`"
                 )
-        if task == "regression":
-            for key, monitor in (
-                ("checkpoint_monitor", training.checkpoint_monitor),
-                (
-                    "early_stopping.monitor",
-                    training.early_stopping.monitor if training.early_stopping else None,
-                ),
-            ):
-                if monitor is not None and "accuracy" in monitor:
-                    raise ValueError(
-                        f"training.{key} is {monitor!r}, but a regression run logs no accuracy; "
-                        "use `val_loss` or `val_scaled_mae`"
-                    )
+        # Keras only warns about a monitor that is never logged, and then
+        # neither keeps the best epoch nor stops early.
+        for key, monitor in (
+            ("checkpoint_monitor", training.checkpoint_monitor),
+            (
+                "early_stopping.monitor",
+                training.early_stopping.monitor if training.early_stopping else None,
+            ),
+        ):
+            if monitor is None or "accuracy" not in monitor:
+                continue
+            if task == "regression":
+                raise ValueError(
+                    f"training.{key} is {monitor!r}, but a regression run logs no accuracy; "
+                    "use `val_loss` or `val_scaled_mae`"
+                )
+            if task == "multi_label" and "binary_accuracy" not in monitor:
+                raise ValueError(
+                    f"training.{key} is {monitor!r}, but a multi-label run logs "
+                    "`binary_accuracy` (every label at 0.5), not `accuracy`; use `val_loss` or "
+                    "`val_binary_accuracy`"
+                )
         return self
 
     @property

@@ -8,7 +8,10 @@ python -m kerasbert.predict --server http://localhost:8501 --model-name quicksta
 
 Every input row comes out, in order, with `predicted_label` and one
 `probability_<label>` column per class added; an empty or missing text is
-predicted as the empty string. The output file appears only when complete.
+predicted as the empty string. A multi-label model's rows get
+`predicted_labels` (`|`-delimited) instead of `predicted_label`, a
+regression model's `predicted_value` alone; through a server, the task is
+told by the model's signatures. The output file appears only when complete.
 
 The work is `kerasbert.evaluation.predictions` and
 `kerasbert.evaluation.saved_model_classifier`; this is their command line.
@@ -27,6 +30,7 @@ from kerasbert.evaluation.predictions import (
     read_input,
     server_labels,
     server_predict_fn,
+    server_task,
 )
 from kerasbert.evaluation.saved_model_classifier import (
     SavedModelClassifier,
@@ -87,9 +91,17 @@ def _main(args):
         from kerasbert.client import ServingClient
 
         client = ServingClient(args.server, args.model_name)
-        labels = parse_labels(args.labels) if args.labels else server_labels(client)
-        # Through a server, the classify signature's labels and scores.
-        predict_fn, task = server_predict_fn(client), "classification"
+        task = server_task(client)
+        if task == "regression":
+            if args.labels:
+                raise ValueError(
+                    f"--labels names classes, but {args.model_name} is a regression model; "
+                    "leave --labels out"
+                )
+            labels = []
+        else:
+            labels = parse_labels(args.labels) if args.labels else server_labels(client)
+        predict_fn = server_predict_fn(client, task)
     else:
         cli.load_tensorflow(args.debug)
         model = SavedModelClassifier(model_dir)

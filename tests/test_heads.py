@@ -22,6 +22,12 @@ from kerasbert.exporting.exporter import export_model
 from kerasbert.exporting.heads import Head
 from kerasbert.models.tokenizers import TextEncoder
 from kerasbert.serving.saved_model_bundle import SavedModelBundle
+from tests.support.browser import (  # noqa: F401  (browser: a fixture)
+    browser,
+    needs_chromium,
+    open_page,
+    wait_for_model,
+)
 from tests.support.exports import assert_session_answers_like_tf2_load
 from tests.support.servers import ServerProcess
 from tests.support.tiny import (
@@ -371,6 +377,19 @@ def test_bad_regression_targets_are_refused_in_one_line(
         ({"pos_weight": {"a": 2.0}}, {"task": "regression"}, {}, "data.pos_weight is for"),
         ({}, {"task": "regression"}, {"checkpoint_monitor": "val_accuracy"}, "logs no accuracy"),
         ({}, {"task": "regression"}, {"eval_steps": 5}, "leave it out"),
+        (
+            {"label_delimiter": "|"},
+            {"task": "multi_label"},
+            {"early_stopping": {"monitor": "val_accuracy"}},
+            "training.early_stopping.monitor is 'val_accuracy', but a multi-label run logs",
+        ),
+        ({}, {"threshold_floor": 0.1}, {}, "`threshold_floor` is for `task: multi_label`"),
+        (
+            {},
+            {"task": "regression", "threshold_floor": 0.1},
+            {},
+            "`threshold_floor` is for `task: multi_label`",
+        ),
     ],
 )
 def test_contradictory_task_settings_are_refused_at_config_validation(
@@ -381,6 +400,26 @@ def test_contradictory_task_settings_are_refused_at_config_validation(
     config["training"].update(training)
     with pytest.raises(ConfigError, match=re.escape(message)):
         config_from_dict(config)
+
+
+@pytest.mark.parametrize(
+    "data, model, floor",
+    [
+        ({}, {}, None),
+        ({"label_delimiter": "|"}, {"task": "multi_label"}, 0.05),
+        ({"label_delimiter": "|"}, {"task": "multi_label", "threshold_floor": 0.2}, 0.2),
+        ({}, {"task": "regression", "target_transform": "log1p", "loss": "huber"}, None),
+    ],
+)
+def test_a_saved_config_of_every_task_loads_again(data, model, floor, tmp_path):
+    from kerasbert.config_loading import dump_config
+
+    config = tiny_config_dict(tmp_path / "never-read.csv", tmp_path, data=data)
+    config["model"].update(model)
+    loaded = config_from_dict(config)
+    assert loaded.model.threshold_floor == floor
+    again = config_from_dict(yaml.safe_load(dump_config(loaded)))
+    assert again == loaded
 
 
 def test_a_contradictory_config_exits_2_without_reading_the_data(tmp_path, capsys):
@@ -515,6 +554,118 @@ def test_evaluate_and_predict_give_a_regression_export_values_in_the_target_unit
     assert not any(column.startswith("probability_") for column in out.columns)
 
 
+@pytest.fixture(scope="module")
+def heads_servers(multi_label_run, regression_run, tmp_path_factory):
+    """Both runs' exports, `tagged` and `amount`, served over REST and gRPC from this process."""
+    from kerasbert.serving.model_api import ModelApi
+    from kerasbert.serving.model_config import ServedModelConfig
+    from kerasbert.serving.model_manager import ModelManager
+    from tests.support.servers import background_servers
+
+    base = tmp_path_factory.mktemp("served_heads")
+    configs = []
+    for name, run in (("tagged", multi_label_run), ("amount", regression_run)):
+        shutil.copytree(run.export_dir, base / name / "1")
+        configs.append(ServedModelConfig(name, base / name))
+    manager = ModelManager(configs, poll_wait_seconds=0)
+    manager.poll()
+    with background_servers(ModelApi(manager)) as (url, target):
+        yield {"http": url, "grpc": f"grpc://{target}"}
+
+
+def predict_cli(tmp_path, source, output, *args):
+    from kerasbert import predict
+
+    argv = ["--input", str(source), "--output", str(output), "--batch-size", "5", "--no-progress"]
+    return predict.main([*map(str, args), *argv])
+
+
+@pytest.mark.parametrize(
+    "name, frame, column",
+    [
+        ("tagged", make_tagged_reviews(12, seed=5), "predicted_labels"),
+        ("amount", make_amounts(12, seed=5), "predicted_value"),
+    ],
+)
+def test_predict_through_a_server_writes_what_predict_from_the_export_writes(
+    name, frame, column, heads_servers, multi_label_run, regression_run, tmp_path, capsys
+):
+    run = multi_label_run if name == "tagged" else regression_run
+    source = tmp_path / "in.csv"
+    frame[["text"]].assign(text=lambda f: f["text"].where(f.index != 3, "")).to_csv(
+        source, index=False
+    )
+    assert predict_cli(tmp_path, source, tmp_path / "model.csv", "--model", run.export_dir) == 0
+    expected = (tmp_path / "model.csv").read_text(encoding="utf-8")
+    assert column in expected.splitlines()[0]
+    for protocol, url in heads_servers.items():
+        output = tmp_path / f"{protocol}.csv"
+        server = ["--server", url, "--model-name", name]
+        assert predict_cli(tmp_path, source, output, *server) == 0, capsys.readouterr().err
+        assert output.read_text(encoding="utf-8") == expected, protocol
+
+
+def test_labels_are_refused_for_a_served_regression_model(heads_servers, tmp_path, capsys):
+    make_amounts(4)[["text"]].to_csv(tmp_path / "in.csv", index=False)
+    server = ["--server", heads_servers["http"], "--model-name", "amount", "--labels", "a,b"]
+    assert predict_cli(tmp_path, tmp_path / "in.csv", tmp_path / "out.csv", *server) == 2
+    assert "amount is a regression model" in error_line(capsys)
+    assert not (tmp_path / "out.csv").exists()
+
+
+# === The local server's page ===
+
+
+def run_page(browser, url, model, texts):
+    """The server's page with `model` picked and `texts` run."""
+    errors = []
+    page = open_page(browser, url, errors)
+    page.select_option("#model", model)
+    wait_for_model(page)
+    page.fill("#texts", "\n".join(texts))
+    page.click("#run")
+    page.wait_for_selector(f"#results .result:nth-child({len(texts)})", timeout=60_000)
+    assert errors == []
+    return page
+
+
+@needs_chromium
+def test_page_shows_the_labels_a_multi_label_model_decides_on(heads_servers, browser):
+    url = heads_servers["http"]
+    page = run_page(browser, url, "tagged", TEXTS[:3])
+    expected = post(f"{url}/v1/models/tagged:predict", {"instances": TEXTS[:3]})["predictions"]
+    results = page.locator("#results .result")
+    assert results.count() == 3
+    for index, row in enumerate(expected):
+        result = results.nth(index)
+        on = [label for label, on in zip(row["labels"], row["labels_on"]) if on]
+        assert result.locator(".prediction").inner_text() == f"→ {', '.join(on) or 'no label'}"
+        assert result.locator(".row.top .label").all_inner_texts() == on
+        assert result.locator(".label").all_inner_texts() == ["acting", "music", "plot"]
+        widths = result.locator(".bar").evaluate_all(
+            "bars => bars.map(b => parseFloat(b.style.width))"
+        )
+        assert widths == pytest.approx([100 * p for p in row["probabilities"]], abs=0.06)
+
+
+@needs_chromium
+def test_page_shows_a_regression_models_value_in_the_target_unit(heads_servers, browser):
+    url = heads_servers["http"]
+    page = run_page(browser, url, "amount", PITCHES[:3])
+    assert page.locator("#run").inner_text() == "Predict"
+    examples = [{"text": text} for text in PITCHES[:3]]
+    expected = post(
+        f"{url}/v1/models/amount:regress", {"signature_name": "regress", "examples": examples}
+    )["results"]
+    results = page.locator("#results .result")
+    assert results.count() == 3 and results.locator(".row").count() == 0
+    for index, value in enumerate(expected):
+        prediction = results.nth(index).locator(".prediction")
+        assert float(prediction.get_attribute("title")) == pytest.approx(value, rel=1e-6)
+        shown = prediction.inner_text()
+        assert shown.startswith("→ ") and float(shown[2:]) == pytest.approx(value, rel=1e-5)
+
+
 def test_report_of_a_multi_label_run_has_a_per_label_table_with_thresholds(multi_label_run):
     from kerasbert.evaluation.report import write_report
 
@@ -523,6 +674,49 @@ def test_report_of_a_multi_label_run_has_a_per_label_table_with_thresholds(multi
     for label in ("acting", "music", "plot"):
         assert f"<th>{label}</th>" in section
     assert "<th>threshold</th>" in section and "micro_f1" in html
+
+
+def report_data_section(run) -> str:
+    from kerasbert.evaluation.report import write_report
+
+    html = write_report(run.run_dir).read_text(encoding="utf-8")
+    section = html[html.index("<h2>Data</h2>") :]
+    return section[: section.index("</section>")]
+
+
+def test_report_of_a_multi_label_run_counts_each_label_and_the_texts_without_one(
+    multi_label_run,
+):
+    summary = json.loads((multi_label_run.run_dir / "data_summary.json").read_text())
+    splits = summary["splits"]
+    assert summary["task"] == "multi_label" and set(splits) == {"train", "validation", "test"}
+    # Every row of the data is in one split, counted under each of its labels.
+    tags = [name for cell in make_tagged_reviews()["label"].dropna() for name in cell.split("|")]
+    for label in ("acting", "music", "plot"):
+        counted = sum(split["label_counts"][label] for split in splits.values())
+        assert counted == tags.count(label)
+    without = run_labels(multi_label_run)["texts_without_labels"]
+    assert {name: split["no_label"] for name, split in splits.items()} == without
+    section = report_data_section(multi_label_run)
+    for column in ("n(acting)", "n(music)", "n(plot)", "no label"):
+        assert f"<th>{column}</th>" in section
+    assert "alt='class_balance'" in section
+
+
+def test_report_of_a_regression_run_describes_the_target_of_each_split(regression_run):
+    summary = json.loads((regression_run.run_dir / "data_summary.json").read_text())
+    splits = summary["splits"]
+    amounts = make_amounts()["amount"]
+    assert sum(split["target"]["count"] for split in splits.values()) == len(amounts)
+    assert min(split["target"]["min"] for split in splits.values()) == amounts.min()
+    assert max(split["target"]["max"] for split in splits.values()) == amounts.max()
+    test = pd.read_csv(regression_run.run_dir / "test_predictions.csv")["label"]
+    assert splits["test"]["target"]["median"] == pytest.approx(test.median())
+    assert splits["test"]["target"]["mean"] == pytest.approx(test.mean())
+    section = report_data_section(regression_run)
+    for statistic in ("count", "min", "median", "mean", "max"):
+        assert f"<th>amount {statistic}</th>" in section
+    assert "n(amount)" not in section and "alt='class_balance'" not in section
 
 
 @pytest.mark.parametrize(

@@ -241,6 +241,34 @@ def test_data_summary_counts_classes_and_words():
     assert summary["dropped_rows"] == {"all": 2}
 
 
+def test_data_summary_counts_each_label_and_the_texts_without_one():
+    train = pd.DataFrame({"text": ["w"] * 4, "label": [("a",), ("a", "b"), (), ("b", "c")]})
+    validation = pd.DataFrame({"text": ["w", "w"], "label": [(), ()]})
+    splits = Splits(train, validation, None, labels=["a", "b", "c"], task="multi_label")
+
+    summary = summarize_splits(splits)
+
+    assert summary["task"] == "multi_label"
+    assert summary["splits"]["train"]["label_counts"] == {"a": 2, "b": 2, "c": 1}
+    assert summary["splits"]["train"]["no_label"] == 1
+    assert summary["splits"]["validation"]["label_counts"] == {"a": 0, "b": 0, "c": 0}
+    assert summary["splits"]["validation"]["no_label"] == 2
+
+
+def test_data_summary_describes_a_regression_target():
+    train = pd.DataFrame({"text": ["w"] * 4, "label": [10.0, 2.0, 4.0, 1000.0]})
+    validation = pd.DataFrame({"text": ["w"], "label": [-3.5]})
+    splits = Splits(train, validation, None, labels=["amount"], task="regression")
+
+    summary = summarize_splits(splits)
+
+    target = summary["splits"]["train"]["target"]
+    assert (target["count"], target["min"], target["median"]) == (4, 2.0, 7.0)
+    assert (target["mean"], target["max"]) == (254.0, 1000.0)
+    assert summary["splits"]["validation"]["target"]["median"] == -3.5
+    assert "class_counts" not in summary["splits"]["train"]
+
+
 def test_cli_rebuilds_one_run_report(full_run, tmp_path, capsys):
     run_dir = tmp_path / "one"
     shutil.copytree(full_run, run_dir)

@@ -11,7 +11,7 @@ import pytest
 from kerasbert.serving.app import create_app
 from kerasbert.serving.model_config import ServedModelConfig
 from kerasbert.serving.model_manager import ModelManager
-from tests.support.browser import launch, needs_chromium
+from tests.support.browser import browser, needs_chromium, open_page  # noqa: F401  (a fixture)
 from tests.support.servers import background_server
 
 
@@ -25,16 +25,6 @@ def url(exported_model, tmp_path_factory):
     manager.poll()
     with background_server(create_app(manager)) as server_url:
         yield server_url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = launch(playwright, timeout=60_000)
-        yield browser
-        browser.close()
 
 
 def test_page_is_self_contained_and_lists_the_models(url):
@@ -53,13 +43,8 @@ def test_page_classifies_texts_and_draws_probability_bars(url, browser, tmp_path
         "the film was dull and boring",
         "the film was tickets and runtime",
     ]
-    page = browser.new_page()
     errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(f"{url}/", timeout=60_000)
-    page.wait_for_function(
-        "document.getElementById('version').textContent.startsWith('version')", timeout=60_000
-    )
+    page = open_page(browser, url, errors)
     assert page.locator("#model option").all_inner_texts() == ["tiny", "empty"]
     page.fill("#texts", "\n".join(texts) + "\n\n")
     page.click("#run")

@@ -250,12 +250,14 @@ def plot_confusion_matrix(matrix, labels) -> Figure:
     return figure
 
 
-def plot_class_balance(class_counts: dict[str, dict[str, int]], labels) -> Figure:
+def plot_class_balance(class_counts: dict[str, dict[str, int]], labels, texts=None) -> Figure:
     """Grouped bars: the share of each class in each split.
 
     Args:
         class_counts: `{split: {label: count}}`.
         labels: class names, in order.
+        texts: multi-label: `{split: texts}`, for the share of a split's
+            texts that have each label (a text may have several, or none).
     """
     figure = _figure(max(5, 0.8 * len(labels) * max(1, len(class_counts)) + 2), 3.4)
     ax = figure.subplots()
@@ -263,12 +265,12 @@ def plot_class_balance(class_counts: dict[str, dict[str, int]], labels) -> Figur
     x = np.arange(len(labels))
     for k, (split, counts) in enumerate(class_counts.items()):
         values = np.array([counts.get(label, 0) for label in labels], dtype=float)
-        total = values.sum() or 1.0
+        total = texts[split] if texts is not None else values.sum()
         ax.bar(
             x + k * width - 0.4 + width / 2,
-            values / total,
+            values / (total or 1.0),
             width,
-            label=f"{split} ({int(values.sum())})",
+            label=f"{split} ({int(total)})",
         )
     ax.set_xticks(
         x,
@@ -277,7 +279,7 @@ def plot_class_balance(class_counts: dict[str, dict[str, int]], labels) -> Figur
         ha="right" if len(labels) > 5 else "center",
     )
     ax.set_ylabel("share of split")
-    ax.set_title("class balance")
+    ax.set_title("class balance" if texts is None else "texts with each label")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3, axis="y")
     return figure

@@ -28,17 +28,24 @@ PREDICTED_LABEL = "predicted_label"
 PROBABILITY_PREFIX = "probability_"
 
 
-def server_predict_fn(client):
+def server_predict_fn(client, task="classification"):
     """A `predict_fn` that sends texts to a TF Serving-compatible server.
 
+    It answers as `SavedModelClassifier` does for the same export: a
+    multi-label model's decided labels (the thresholds applied in the
+    graph) come from `serving_default`, a regression model's values from
+    its `regress` signature.
+
     Args:
-        client: a `kerasbert.client.ServingClient` (or any object with
-            `predict(texts, text_pairs=None, batch_size=...) -> [(label,
-            probabilities)]`).
+        client: a `kerasbert.client.ServingClient` (or any object with its
+            `predict`, `predict_labels` and `regress` methods).
+        task: the served model's task (`server_task`).
 
     Returns:
         `predict_fn(texts, text_pairs=None) -> (labels, probabilities [N, C])`,
-        one request per call.
+        one request per call; for `multi_label`, each label is the tuple of
+        labels decided on; for `regression`, each is the value, and
+        `probabilities` is `[N, 1]` of those values.
 
     Example:
 
@@ -48,8 +55,16 @@ def server_predict_fn(client):
 
     def predict_fn(texts, text_pairs=None):
         texts = list(texts)
-        results = client.predict(texts, text_pairs, batch_size=max(1, len(texts)))
-        labels = [str(label) for label, _ in results]
+        batch_size = max(1, len(texts))
+        if task == "regression":
+            # float32, as the export answers: the same numbers as `predict --model`.
+            values = np.asarray(client.regress(texts, text_pairs, batch_size), dtype=np.float32)
+            return [float(v) for v in values], values[:, None]
+        if task == "multi_label":
+            results = client.predict_labels(texts, text_pairs, batch_size)
+        else:
+            results = client.predict(texts, text_pairs, batch_size=batch_size)
+        labels = [label if task == "multi_label" else str(label) for label, _ in results]
         probabilities = np.asarray([list(p) for _, p in results], dtype=np.float32)
         return labels, probabilities.reshape(len(results), -1)
 
@@ -59,13 +74,32 @@ def server_predict_fn(client):
 def server_labels(client) -> list[str]:
     """The class names of a served kerasbert model, in probability order.
 
-    Asks the export's `classify` signature, which answers every class with
-    its score, about one empty text.
+    Asks the export's `classify` signature, which answers every class (or,
+    multi-label, every label) with its score, about one empty text.
 
     Args:
         client: a `kerasbert.client.ServingClient`.
     """
     return [label for label, _ in client.classify([""])[0]]
+
+
+def server_task(client) -> str:
+    """The task of a served kerasbert model, told by its `serving_default` outputs.
+
+    Args:
+        client: a `kerasbert.client.ServingClient`.
+
+    Returns:
+        `multi_label` (a `labels_on` output), `regression` (a `value`
+        output) or `classification`.
+    """
+    signatures = client.metadata()["metadata"]["signature_def"]["signature_def"]
+    outputs = signatures.get("serving_default", {}).get("outputs", {})
+    if "labels_on" in outputs:
+        return "multi_label"
+    if "value" in outputs:
+        return "regression"
+    return "classification"
 
 
 def predict_in_batches(

@@ -34,6 +34,7 @@ from kerasbert.evaluation import metrics as metrics_lib
 from kerasbert.evaluation import plots, verdicts
 from kerasbert.evaluation.config_diff import config_diff
 from kerasbert.evaluation.formats import (
+    COUNT,
     format_count,
     format_learning_rate,
     format_metric,
@@ -185,8 +186,14 @@ def build_figures(run) -> dict:
     figures = {}
     summary = run.data_summary
     if summary:
-        counts = {split: values["class_counts"] for split, values in summary["splits"].items()}
-        figures["class_balance"] = plots.plot_class_balance(counts, summary["labels"])
+        splits = summary["splits"]
+        if summary.get("task") == "multi_label":
+            counts = {split: values["label_counts"] for split, values in splits.items()}
+            texts = {split: values["rows"] for split, values in splits.items()}
+            figures["class_balance"] = plots.plot_class_balance(counts, summary["labels"], texts)
+        elif summary.get("task", "classification") == "classification":
+            counts = {split: values["class_counts"] for split, values in splits.items()}
+            figures["class_balance"] = plots.plot_class_balance(counts, summary["labels"])
         figures["text_lengths"] = plots.plot_text_lengths(summary["length_histogram"])
     if run.history is not None and len(run.history):
         figures["training_curves"] = plots.plot_training_curves(run.history, run.stages)
@@ -281,12 +288,21 @@ def render_report(run, pngs, num_mistakes=NUM_MISTAKES) -> str:
     if run.data_summary:
         summary = run.data_summary
         rows = {}
+        # A regression run's one label is its target's column.
+        target = summary["labels"][0] if summary["labels"] else "target"
         for split, values in summary["splits"].items():
             row = {"rows": values["rows"]}
             row.update({f"words {k}": v for k, v in values["words"].items()})
-            row.update({f"n({label})": n for label, n in values["class_counts"].items()})
+            counts = values.get("class_counts", values.get("label_counts", {}))
+            row.update({f"n({label})": n for label, n in counts.items()})
+            if "no_label" in values:
+                row["no label"] = values["no_label"]
+            row.update({f"{target} {k}": v for k, v in values.get("target", {}).items()})
             rows[split] = row
-        body = _table(pd.DataFrame.from_dict(rows, orient="index"))
+        counts = {"no label": COUNT, f"{target} count": COUNT}
+        body = _table(pd.DataFrame.from_dict(rows, orient="index"), kinds=counts)
+        if summary.get("task") == "multi_label":
+            body += "<p>A text counts once under each of its labels; <em>no label</em> counts the texts with none.</p>"
         dropped = {k: v for k, v in summary.get("dropped_rows", {}).items() if v}
         if dropped:
             body += f"<p>Rows dropped for an empty text or a missing label: {_e(json.dumps(dropped))}</p>"
@@ -518,9 +534,9 @@ def _e(text) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _table(frame, classes=None) -> str:
+def _table(frame, classes=None, kinds=None) -> str:
     """`frame` as HTML, each column's numbers in the format of their kind (`formats`)."""
-    return format_table(frame).to_html(escape=True, border=0, classes=classes)
+    return format_table(frame, kinds).to_html(escape=True, border=0, classes=classes)
 
 
 def _img(data, name) -> str:

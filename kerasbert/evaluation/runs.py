@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,16 +19,17 @@ log = logging.getLogger(__name__)
 
 
 def summarize_splits(splits, num_bins=30) -> dict:
-    """Rows, class balance and text lengths of each split.
+    """Rows, labels or target, and text lengths of each split.
 
     Args:
         splits: a `kerasbert.data.splits.Splits`.
         num_bins: bins of the word-count histogram, shared by all splits.
 
     Returns:
-        `{"labels", "splits": {split: {"rows", "class_counts", "words",
+        `{"task", "labels", "splits": {split: {"rows", ..., "words",
         "characters"}}, "length_histogram": {"edges", "counts": {split:
-        [...]}}, "dropped_rows"}`. Lengths count a sentence pair's two
+        [...]}}, "dropped_rows"}`. A split's labels are as
+        `summarize_labels` gives them. Lengths count a sentence pair's two
         texts together; `words` and `characters` hold `min`, `median`,
         `mean`, `p95` and `max`.
     """
@@ -37,10 +39,9 @@ def summarize_splits(splits, num_bins=30) -> dict:
         if "text_pair" in frame:
             texts = texts + " " + frame["text_pair"].astype(str)
         words[name] = texts.str.split().str.len().to_numpy(dtype=float)
-        counts = frame["label"].value_counts()
         summary[name] = {
             "rows": int(len(frame)),
-            "class_counts": {label: int(counts.get(label, 0)) for label in splits.labels},
+            **summarize_labels(frame["label"], splits.labels, splits.task),
             "words": _describe(words[name]),
             "characters": _describe(texts.str.len().to_numpy(dtype=float)),
         }
@@ -49,6 +50,7 @@ def summarize_splits(splits, num_bins=30) -> dict:
         everything, bins=min(num_bins, max(1, int(everything.max() - everything.min()) + 1))
     )
     return {
+        "task": splits.task,
         "labels": list(splits.labels),
         "splits": summary,
         "length_histogram": {
@@ -59,6 +61,38 @@ def summarize_splits(splits, num_bins=30) -> dict:
         },
         "dropped_rows": dict(splits.dropped),
     }
+
+
+def summarize_labels(labels, names, task="classification") -> dict:
+    """One split's labels, as its task has them.
+
+    Args:
+        labels: the split's `label` column (a tuple of names per text for
+            `multi_label`, a number for `regression`).
+        names: the label vocabulary (`Splits.labels`).
+        task: `classification`, `multi_label` or `regression`.
+
+    Returns:
+        `{"class_counts": {label: texts}}`; for `multi_label`,
+        `{"label_counts": {label: texts with it}, "no_label": texts with
+        none}`; for `regression`, `{"target": {"count", "min", "median",
+        "mean", "p95", "max"}}`.
+
+    Example:
+    >>> summarize_labels(pd.Series([("a",), ("a", "b"), ()]), ["a", "b"], "multi_label")
+    {'label_counts': {'a': 2, 'b': 1}, 'no_label': 1}
+    """
+    if task == "regression":
+        values = labels.to_numpy(dtype=float)
+        return {"target": {"count": int(len(values)), **_describe(values)}}
+    if task == "multi_label":
+        counts = Counter(label for label_set in labels for label in label_set)
+        return {
+            "label_counts": {label: int(counts[label]) for label in names},
+            "no_label": int(sum(len(label_set) == 0 for label_set in labels)),
+        }
+    counts = labels.value_counts()
+    return {"class_counts": {label: int(counts.get(label, 0)) for label in names}}
 
 
 def _describe(values) -> dict:

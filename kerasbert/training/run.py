@@ -182,8 +182,7 @@ def train(config, resume_dir=None) -> RunResult:
 def _run(prepared, config, run_dir, chief, resume, to_predict=None):
     task = prepared.splits.task
     if chief:
-        if task == "classification":
-            write_data_summary(prepared.splits, run_dir)
+        write_data_summary(prepared.splits, run_dir)
         if config.training.baseline and task != "classification":
             baseline_lib.write_target_baseline(prepared.splits, run_dir, seed=config.seed)
         elif config.training.baseline:

@@ -75,71 +75,76 @@ def load_benchmark_splits(config_path):
     return config, data_lib.load_splits(config.data)
 
 
-def hf_trainer_row(seed=0) -> dict:
-    """Runs `hf_finetune.py` in the torch venv on the benchmark split, once."""
+def write_split(config_path, split_path) -> dict:
+    """Writes the config's split, model directory and sequence length as JSON for the torch venv."""
+    config, splits = load_benchmark_splits(config_path)
+    split = {
+        "model_dir": str(REPO / config.model.preset),
+        "sequence_length": config.model.sequence_length,
+        "labels": splits.labels,
+        **{
+            name: {
+                "texts": getattr(splits, name)[config.data.text_column].tolist(),
+                "label_ids": splits.label_ids(name).tolist(),
+            }
+            for name in ("train", "validation", "test")
+        },
+    }
+    Path(split_path).write_text(json.dumps(split), encoding="utf-8")
+    return split
+
+
+def run_logged(command, log) -> tuple[subprocess.CompletedProcess, float]:
+    """Runs a command from the repository root, its output into `log`; the result and seconds."""
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    seconds = time.perf_counter() - started
+    log = Path(log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(done.stdout + done.stderr, encoding="utf-8")
+    return done, seconds
+
+
+def hf_result(command, log) -> dict:
+    """Runs a torch-venv script and reads the `RESULT {json}` line it prints."""
     if not TORCH_PYTHON.exists():
         raise RuntimeError(
             f"{TORCH_PYTHON} is missing: create the torch venv first (benchmarks/README.md, step 2)"
         )
-    config, splits = load_benchmark_splits(HERE / "configs" / "progressive.yaml")
-    split_path = OUT_DIR / "split.json"
-    split_path.write_text(
-        json.dumps(
-            {
-                "model_dir": str(REPO / config.model.preset),
-                "sequence_length": config.model.sequence_length,
-                "labels": splits.labels,
-                **{
-                    name: {
-                        "texts": getattr(splits, name)[config.data.text_column].tolist(),
-                        "label_ids": splits.label_ids(name).tolist(),
-                    }
-                    for name in ("train", "validation", "test")
-                },
-            }
-        ),
-        encoding="utf-8",
-    )
-    command = [
-        str(TORCH_PYTHON),
-        str(HERE / "hf_finetune.py"),
-        "--split",
-        str(split_path),
-        "--seed",
-        str(seed),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    log = OUT_DIR / "logs" / f"hf_trainer-seed{seed}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(done.stdout + done.stderr, encoding="utf-8")
+    done, _ = run_logged([str(TORCH_PYTHON), *command], log)
     match = re.search(r"^RESULT (.+)$", done.stdout, re.M)
     if done.returncode != 0 or match is None:
         raise RuntimeError(f"{' '.join(command)} failed (exit {done.returncode}); see {log}")
+    return json.loads(match.group(1))
+
+
+def hf_trainer_row(seed=0) -> dict:
+    """Runs `hf_finetune.py` in the torch venv on the benchmark split, once."""
+    split_path = OUT_DIR / "split.json"
+    write_split(HERE / "configs" / "progressive.yaml", split_path)
+    command = [str(HERE / "hf_finetune.py"), "--split", str(split_path), "--seed", str(seed)]
+    result = hf_result(command, OUT_DIR / "logs" / f"hf_trainer-seed{seed}.log")
     return {
         "recipe": HF_RECIPE,
         "epochs": 3,
-        "command": " ".join(command),
-        **json.loads(match.group(1)),
+        "command": " ".join([str(TORCH_PYTHON), *command]),
+        **result,
     }
 
 
-def kerasbert_row(name, overrides, seed=0) -> dict:
-    """Runs `kerasbert.train` on one benchmark config and reads its metrics.
+def train_run(config, overrides, log) -> tuple[Path, float, str, subprocess.CompletedProcess]:
+    """Runs `kerasbert.train` on a config in its own process.
 
-    A run that trained and scored but failed afterwards (in export, say)
-    still gives its row, with the error noted.
+    Returns:
+        The run directory, the wall seconds, the command line and the finished process.
+
+    Raises:
+        RuntimeError: the run left no `metrics.json` (see `log`).
     """
-    config = HERE / "configs" / f"{name}.yaml"
     command = [sys.executable, "-m", "kerasbert.train", "--config", str(config.relative_to(REPO))]
-    for override in [f"seed={seed}", *overrides]:
+    for override in overrides:
         command += ["--set", override]
-    started = time.perf_counter()
-    load_before = os.getloadavg()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    seconds = time.perf_counter() - started
-    log = OUT_DIR / "logs" / f"{name}-seed{seed}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(done.stdout + done.stderr, encoding="utf-8")
+    done, seconds = run_logged(command, log)
     match = re.search(r"run directory: (\S+)", done.stderr) or re.search(
         r"^run: (.+)$", done.stdout, re.M
     )
@@ -149,7 +154,22 @@ def kerasbert_row(name, overrides, seed=0) -> dict:
         raise RuntimeError(
             f"{' '.join(command)} failed (exit {done.returncode}); see {log}:\n{tail}"
         )
-    row = row_from_run(name, run_dir, seconds, " ".join(command))
+    return run_dir, seconds, " ".join(command), done
+
+
+def kerasbert_row(name, overrides, seed=0) -> dict:
+    """Runs `kerasbert.train` on one benchmark config and reads its metrics.
+
+    A run that trained and scored but failed afterwards (in export, say)
+    still gives its row, with the error noted.
+    """
+    load_before = os.getloadavg()
+    run_dir, seconds, command, done = train_run(
+        HERE / "configs" / f"{name}.yaml",
+        [f"seed={seed}", *overrides],
+        OUT_DIR / "logs" / f"{name}-seed{seed}.log",
+    )
+    row = row_from_run(name, run_dir, seconds, command)
     row.update(load_before=load_before, load_after=os.getloadavg())
     if done.returncode != 0:
         row["error_after_scoring"] = (done.stderr.strip().splitlines() or ["?"])[-1]

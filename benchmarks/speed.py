@@ -368,8 +368,8 @@ def time_inference(run, texts, args, batch_sizes=(32, 1)):
     standard library is imported at this module's top).
     """
     results = {}
-    counts = {32: len(texts), 1: args.single_requests}
-    for batch_size, count in ((size, counts[size]) for size in batch_sizes):
+    for batch_size in batch_sizes:
+        count = args.single_requests if batch_size == 1 else len(texts)
         batches = [texts[i : i + batch_size] for i in range(0, count, batch_size)]
         for batch in batches[: args.warmup]:
             run(batch)

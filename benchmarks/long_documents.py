@@ -15,8 +15,14 @@ Every row reads them through the same 128 tokens at a time:
     hf_windows             Hugging Face's usual recipe (`hf_finetune.py --stride`):
                            windows overlapping by `--stride` tokens from the
                            tokenizer (`return_overflowing_tokens`), each labelled
-                           with its document's label, `transformers.Trainer`;
-                           a document's prediction is the mean of its windows'
+                           with its document's label, `transformers.Trainer` for
+                           one epoch on as many windows, drawn at random, as there
+                           are training documents; a document's prediction is the
+                           mean of its windows' probabilities
+    snippet_X              with `--snippet-run RUN_DIR` (a finished run of
+                           `configs/progressive.yaml` on the short snippets): that
+                           model exported with each truncation, not trained on
+                           the documents: what each strategy lets it see
 
 Each kerasbert row is then timed on its export, in a fresh process, as TF
 Serving runs it (`SavedModelBundle`, tokenizer in the graph), at batch 32
@@ -30,8 +36,11 @@ Run from the repository root after `python benchmarks/fetch_assets.py`:
     nice -n 19 .venv/bin/python benchmarks/long_documents.py
 
 Writes `benchmarks/cache/long_documents/results.json` (after every row) and
-prints a Markdown table. `--only tail,hf_windows` runs some rows; `--reuse
-head=RUN_DIR:MINUTES` takes a row from a finished run.
+prints a Markdown table. `--only tail,hf_windows` runs some rows (they may
+run in parallel: each write reads results.json afresh); `--reuse
+head=RUN_DIR:MINUTES` takes a row from a finished run; `--no-timing` and
+`--time-only` split training from timing, so that the exports are timed
+one after another under like load.
 """
 
 from __future__ import annotations

@@ -115,6 +115,20 @@ def test_the_student_config_takes_the_teachers_data_and_model_with_its_own_layer
     assert student_config.distillation.teacher == str(trained_run.run_dir)
 
 
+def test_the_shipped_config_makes_a_1_layer_student_of_the_quickstart(trained_run):
+    from kerasbert.config_loading import load_distillation_config
+    from tests.support.tiny import REPO
+
+    path = REPO / "configs" / "distill_quickstart.yaml"
+    config = load_distillation_config(path, [f"distillation.teacher={trained_run.run_dir}"])
+    assert config.distillation.layers == "every_other"
+    assert config.model.scratch.num_layers == 1
+    for line in path.read_text(encoding="utf-8").splitlines():
+        setting = ":" in line and not line.lstrip().startswith("#")
+        if setting and not line.rstrip().endswith(":"):  # sections need none
+            assert "#" in line, f"no comment: {line}"
+
+
 def test_prepared_student_is_the_teachers_layer_1_and_carries_its_logits(
     prepared_student, trained_run
 ):

@@ -34,6 +34,8 @@ from kerasbert.evaluation import metrics as metrics_lib
 from kerasbert.evaluation import plots, verdicts
 from kerasbert.evaluation.config_diff import config_diff
 from kerasbert.evaluation.formats import (
+    COUNT,
+    LENGTH,
     format_count,
     format_learning_rate,
     format_metric,
@@ -392,7 +394,8 @@ def _distillation_html(record) -> str:
         return body + " The student or the teacher has no export to compare.</p>"
     split = (record.get("comparison") or {}).get("split", "test")
     body += f" Both exports, on the {_e(str(split))} split:</p>"
-    return body + _table(table)
+    kinds = {"layers": COUNT, "parameters": COUNT, "export MB": LENGTH, "texts/s": COUNT}
+    return body + _table(table, kinds=kinds)
 
 
 def compare_runs(runs) -> pd.DataFrame:
@@ -558,9 +561,9 @@ def _e(text) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _table(frame, classes=None) -> str:
+def _table(frame, classes=None, kinds=None) -> str:
     """`frame` as HTML, each column's numbers in the format of their kind (`formats`)."""
-    return format_table(frame).to_html(escape=True, border=0, classes=classes)
+    return format_table(frame, kinds).to_html(escape=True, border=0, classes=classes)
 
 
 def _img(data, name) -> str:

@@ -19,7 +19,7 @@ def student_config_dict(teacher, tmp_path, **distillation) -> dict:
         "name": "student",
         "seed": 0,
         "training": {
-            "epochs": 2,
+            "epochs": 1,
             "batch_size": 16,
             "learning_rate": 3e-3,
             "early_stopping": None,
@@ -254,16 +254,19 @@ def test_distilled_run_says_what_it_was_distilled_from_and_compares_with_it(dist
 def test_student_export_serves_raw_text_in_a_session_with_the_teachers_labels(
     distilled, trained_run
 ):
-    from kerasbert.evaluation.saved_model_classifier import SavedModelClassifier
+    from kerasbert.evaluation.saved_model_classifier import (
+        SavedModelClassifier,
+        read_model_labels,
+    )
 
     status = json.loads((distilled / "status.json").read_text())
     export = status["export"]
     assert_session_answers_like_tf2_load(export)
-    teacher = SavedModelClassifier(trained_run.export_dir)
+    teacher_labels = read_model_labels(trained_run.export_dir)
     student = SavedModelClassifier(export)
-    assert student.labels == teacher.labels == ["negative", "neutral", "positive"]
+    assert student.labels == teacher_labels == ["negative", "neutral", "positive"]
     labels, probabilities = student(["What a superb film.", "Dull and lifeless plot."])
-    assert set(labels) <= set(teacher.labels)
+    assert set(labels) <= set(teacher_labels)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
@@ -313,3 +316,13 @@ def test_a_student_may_not_change_the_teachers_backbone(trained_run, tmp_path, c
     path = write_yaml(tmp_path / "student.yaml", raw)
     assert distill.main(["--config", str(path)]) == 2
     assert "model.pooling: a student keeps its teacher's backbone" in capsys.readouterr().err
+
+
+def test_train_refuses_a_config_with_a_distillation_section(tmp_path, capsys):
+    from kerasbert import train
+    from tests.support.tiny import QUICKSTART_CSV, tiny_config_dict
+
+    raw = tiny_config_dict(QUICKSTART_CSV, tmp_path, distillation={"teacher": "runs/quickstart"})
+    path = write_yaml(tmp_path / "student.yaml", raw)
+    assert train.main(["--config", str(path)]) == 2
+    assert "read by python -m kerasbert.distill" in capsys.readouterr().err

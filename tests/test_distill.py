@@ -326,3 +326,26 @@ def test_train_refuses_a_config_with_a_distillation_section(tmp_path, capsys):
     path = write_yaml(tmp_path / "student.yaml", raw)
     assert train.main(["--config", str(path)]) == 2
     assert "read by python -m kerasbert.distill" in capsys.readouterr().err
+
+
+def test_a_student_may_set_its_dropout_and_data(trained_run, tmp_path):
+    from kerasbert.config_loading import load_distillation_config
+
+    raw = student_config_dict(trained_run.run_dir, tmp_path)
+    raw["data"] = {"path": "elsewhere.csv"}
+    path = write_yaml(tmp_path / "student.yaml", raw)
+    config = load_distillation_config(path, ["model.dropout=0.3"])
+    assert config.model.dropout == 0.3 and config.data.path == "elsewhere.csv"
+    assert config.model.scratch.hidden_dim == 16  # the rest of `model` is the teacher's
+
+
+def test_only_a_classification_run_can_teach(tmp_path):
+    from kerasbert.config import ConfigError
+    from kerasbert.config_loading import config_from_dict
+    from tests.support.tiny import tiny_config_dict
+
+    raw = tiny_config_dict("tagged.csv", tmp_path, distillation={"teacher": "runs/tagged"})
+    raw["model"]["task"] = "multi_label"
+    raw["data"]["label_delimiter"] = "|"
+    with pytest.raises(ConfigError, match="distillation learns from a teacher's softmax"):
+        config_from_dict(raw)

@@ -50,12 +50,15 @@ def assert_same_weights(layer, other):
 # === The student, at initialisation ===
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta"])
-def test_student_copies_the_chosen_layers_embeddings_and_head_bit_for_bit(family):
+@pytest.mark.parametrize(
+    ("family", "pooling"), [("bert", "cls"), ("roberta", "cls"), ("bert", "mean")]
+)
+def test_student_copies_the_chosen_layers_embeddings_and_head_bit_for_bit(family, pooling):
     from kerasbert.training.distillation import build_student
 
-    teacher, _ = tiny_classifier(family, num_layers=3)
+    teacher, _ = tiny_classifier(family, num_layers=3, pooling=pooling)
     student = build_student(teacher, [0, 2])
+    assert type(student) is type(teacher)
     source, target = teacher.backbone, student.backbone
     assert len(target.transformer_layers) == 2
     assert_same_weights(target.transformer_layers[0], source.transformer_layers[0])

@@ -189,14 +189,18 @@ def prepare_student(config, teacher_dir) -> tuple[StudentPrepared, dict]:
 
     Raises:
         ValueError: the student's data has other labels than the teacher's,
-            or `distillation.layers` names layers the teacher lacks.
+            `distillation.layers` names layers the teacher lacks, or
+            `model.sequence_length` exceeds the teacher's position embeddings.
     """
     settings = config.distillation
     teacher_dir = Path(teacher_dir)
     teacher, tokenizer = load_run_model(teacher_dir)
     teacher_labels = json.loads((teacher_dir / rundir.LABELS).read_text(encoding="utf-8"))["labels"]
-    record = {"teacher": str(teacher_dir), "temperature": settings.temperature}
-    record["alpha"] = settings.alpha
+    record = {
+        "teacher": str(teacher_dir),
+        "temperature": settings.temperature,
+        "alpha": settings.alpha,
+    }
 
     def build_model(splits, dtype):
         if list(splits.labels) != list(teacher_labels):
@@ -204,6 +208,11 @@ def prepare_student(config, teacher_dir) -> tuple[StudentPrepared, dict]:
                 f"the student's data has the labels {splits.labels} but the teacher "
                 f"{teacher_dir} was trained on {teacher_labels}; give data with the teacher's "
                 "labels (leave `data` out to use the teacher's own)"
+            )
+        if config.model.sequence_length > teacher.backbone.max_sequence_length:
+            raise ValueError(
+                f"model.sequence_length ({config.model.sequence_length}) exceeds the teacher's "
+                f"max_sequence_length ({teacher.backbone.max_sequence_length})"
             )
         num_layers = len(teacher.backbone.transformer_layers)
         layers = settings.teacher_layers(num_layers)

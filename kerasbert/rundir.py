@@ -17,6 +17,7 @@ test_predictions.csv                             report.html, plots/
 predictions.csv     data.predict, predicted by the export
 lr_find.csv, lr_find.png, lr_find.json           the LR range test
 status.json         running / finished           resume/          state to resume from
+distillation.json   a distilled run: its teacher, layers, and both models compared
 ```
 """
 
@@ -50,6 +51,7 @@ LR_FIND_SUGGESTION = "lr_find.json"
 # The config a range test swept, in its own `lr_find-<timestamp>` directory.
 LR_FIND_CONFIG = "lr_find_config.yaml"
 STATUS = "status.json"
+DISTILLATION = "distillation.json"
 STATE_DIR = "resume"
 # Inside STATE_DIR.
 STATE = "state.json"
@@ -99,9 +101,37 @@ def resolve_run_dir(path) -> Path:
     return runs[-1]
 
 
+def finished_run_dir(path) -> Path:
+    """`resolve_run_dir(path)`, checked to be a run that finished with its model saved.
+
+    Raises:
+        FileNotFoundError: `path` is missing or holds no run.
+        ValueError: the run is still running, failed, or lacks a file of
+            `EXPORT_INPUTS`.
+    """
+    run_dir = resolve_run_dir(path)
+    status = read_status(run_dir)
+    if status != "finished":
+        raise ValueError(
+            f"{run_dir}: the run has not finished (status {status or 'unknown'}); "
+            "give a run whose status.json says finished"
+        )
+    missing = [name for name in EXPORT_INPUTS if not (run_dir / name).exists()]
+    if missing:
+        raise ValueError(f"{run_dir}: the finished run lacks {', '.join(missing)}")
+    return run_dir
+
+
+def read_status(run_dir) -> str | None:
+    """`running`, `finished` or `failed`, from the run's `status.json`; None without one."""
+    return status_record(run_dir).get("status")
+
+
+def status_record(run_dir) -> dict:
+    """The run's `status.json`: its `status`, and a finished run's `export`; {} without one."""
+    path = Path(run_dir) / STATUS
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def _failed(run_dir) -> bool:
-    status = run_dir / STATUS
-    return (
-        status.is_file()
-        and json.loads(status.read_text(encoding="utf-8")).get("status") == "failed"
-    )
+    return read_status(run_dir) == "failed"

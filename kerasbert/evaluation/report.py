@@ -35,6 +35,7 @@ from kerasbert.evaluation import plots, verdicts
 from kerasbert.evaluation.config_diff import config_diff
 from kerasbert.evaluation.formats import (
     COUNT,
+    LENGTH,
     format_count,
     format_learning_rate,
     format_metric,
@@ -273,6 +274,8 @@ def render_report(run, pngs, num_mistakes=NUM_MISTAKES) -> str:
     table = metrics_table(run.metrics)
     if len(table):
         sections.append(_section("Metrics", _table(table)))
+    if isinstance(run.distillation, dict):
+        sections.append(_section("Distillation", _distillation_html(run.distillation)))
     if run.baseline:
         comparison = baseline_comparison(run.metrics, run.baseline)
         # C is a hyperparameter picked from 0.1, 1, 10, 100, written as chosen.
@@ -369,6 +372,45 @@ def render_report(run, pngs, num_mistakes=NUM_MISTAKES) -> str:
     if notes:
         sections.append(_section("Notes", "".join(notes)))
     return _page(f"kerasbert run {run.name}", "\n".join(sections))
+
+
+def distillation_table(record) -> pd.DataFrame:
+    """Student and teacher side by side, from `distillation.json`'s `comparison`.
+
+    Returns:
+        Rows `student` and `teacher`; columns accuracy, parameters, export
+        size in MB and texts per second. Empty without a comparison.
+    """
+    comparison = record.get("comparison") or {}
+    rows = {}
+    for name in ("student", "teacher"):
+        values = comparison.get(name)
+        if not isinstance(values, dict):
+            continue
+        size = values.get("export_bytes")
+        rows[name] = {
+            "layers": record.get(f"{name}_layers"),
+            "accuracy": values.get("accuracy"),
+            "parameters": values.get("parameters"),
+            "export MB": size / 1e6 if metrics_lib.is_number(size) else None,
+            "texts/s": values.get("texts_per_second"),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _distillation_html(record) -> str:
+    layers = ", ".join(str(layer) for layer in record.get("layers") or [])
+    body = (
+        f"<p>Distilled from {_e(str(record.get('teacher')))}: the teacher's layers {_e(layers)}, "
+        f"temperature {_e(str(record.get('temperature')))}, alpha {_e(str(record.get('alpha')))}."
+    )
+    table = distillation_table(record)
+    if not len(table):
+        return body + " The student or the teacher has no export to compare.</p>"
+    split = (record.get("comparison") or {}).get("split", "test")
+    body += f" Both exports, on the {_e(str(split))} split:</p>"
+    kinds = {"layers": COUNT, "parameters": COUNT, "export MB": LENGTH, "texts/s": COUNT}
+    return body + _table(table, kinds=kinds)
 
 
 def compare_runs(runs) -> pd.DataFrame:

@@ -131,6 +131,7 @@ class Run:
     lr_find_png: bytes | None = None
     lr_find_summary: dict | None = None
     test_predictions: pd.DataFrame | None = None
+    distillation: dict | None = None
     missing: list = field(default_factory=list)
     problems: list = field(default_factory=list)
 
@@ -202,6 +203,12 @@ def load_run(path) -> Run:
         except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
             run.problems.append(f"{filename}: {' '.join(str(e).split()) or type(e).__name__}")
             log.warning("%s: cannot read %s: %s", path, filename, e)
+    # Only a distilled run has one: its absence is no gap worth listing.
+    if (path / rundir.DISTILLATION).is_file():
+        try:
+            run.distillation = _read_json(path / rundir.DISTILLATION)
+        except (ValueError, OSError, UnicodeDecodeError) as e:
+            run.problems.append(f"{rundir.DISTILLATION}: {' '.join(str(e).split())}")
     if run.stages is None and run.history is not None:
         run.stages = stages_from_history(run.history)
     return run

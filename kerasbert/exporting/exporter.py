@@ -26,7 +26,6 @@ import os
 import shutil
 import threading
 import uuid
-import warnings
 from pathlib import Path
 
 import tensorflow as tf
@@ -40,7 +39,6 @@ from kerasbert.exporting.serving_module import ServingModule, expected_signature
 from kerasbert.exporting.warmup import WARMUP_TEXTS, write_warmup_requests
 from kerasbert.files import json_text
 from kerasbert.models.precision import with_compute_dtype
-from kerasbert.models.tokenizers import load_tokenizer
 from kerasbert.serving.saved_model_bundle import (
     CLASSIFY_METHOD,
     REGRESS_METHOD,
@@ -236,17 +234,9 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None, dtype
         version = _check_version(version)
         _refuse_existing_version(Path(base_path) / model_name, version)
     label_map = json.loads((run_dir / rundir.LABELS).read_text(encoding="utf-8"))
-    import keras
-    import keras_hub  # noqa: F401  (registers keras-hub's classes for loading)
+    from kerasbert.models.classifier import load_run_model
 
-    import kerasbert.models.mean_pooling  # noqa: F401  (registers `pooling: mean`'s classes)
-
-    with warnings.catch_warnings():
-        # A model saved after `fit` carries optimizer variables that a model
-        # loaded with compile=False has no use for; Keras warns about that.
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        classifier = keras.saving.load_model(run_dir / rundir.MODEL, compile=False)
-    tokenizer = load_tokenizer(run_dir / rundir.TOKENIZER)
+    classifier, tokenizer = load_run_model(run_dir)
     assets = tokenizer_assets(tokenizer)
     assets[rundir.CONFIG] = config_text
     if label_map.get("bin_edges") is not None:

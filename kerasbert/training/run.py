@@ -28,10 +28,7 @@ from kerasbert.training import baseline as baseline_lib
 from kerasbert.training.distribute import is_chief, wait_for_workers
 from kerasbert.training.fit import evaluate_splits, fit, prepare
 from kerasbert.training.range_test import copy_range_test, latest_range_test
-from kerasbert.training.resume import (
-    read_status,
-    write_status,
-)
+from kerasbert.training.resume import write_status
 from kerasbert.training.steps import plan
 
 log = logging.getLogger(__name__)
@@ -121,13 +118,15 @@ def check_fits_the_data(training_config, train_rows):
         )
 
 
-def train(config, resume_dir=None) -> RunResult:
+def train(config, resume_dir=None, prepared=None) -> RunResult:
     """Fine-tunes, evaluates, saves and exports the run a config describes.
 
     Args:
         config: a validated `kerasbert.config.Config`.
         resume_dir: a run directory to continue from its last epoch; its
             saved config must equal `config`.
+        prepared: what `prepare(config)` would build, when the caller built
+            it instead (a distillation's student); None prepares it here.
 
     Returns:
         The run directory, the final metrics and the export directory.
@@ -140,7 +139,8 @@ def train(config, resume_dir=None) -> RunResult:
         check_resumable(resume_dir, config)
     # Read first: a missing file or column fails before any training.
     to_predict = read_to_predict(config.data)
-    prepared = prepare(config)
+    if prepared is None:
+        prepared = prepare(config)
     check_fits_the_data(config.training, len(prepared.splits.train))
     # In a cluster only the chief writes the run and the export; the other
     # workers take part in every step but keep their files in a scratch dir,
@@ -359,7 +359,7 @@ def check_resumable(run_dir, config):
     saved_config = run_dir / rundir.CONFIG
     if not saved_config.is_file():
         raise ValueError(f"--resume {run_dir}: not a run directory (no config.yaml)")
-    status = read_status(run_dir)
+    status = rundir.read_status(run_dir)
     if status == "finished":
         raise ValueError(f"--resume {run_dir}: the run finished already; start a new run instead")
     if saved_config.read_text(encoding="utf-8") != dump_config(config):

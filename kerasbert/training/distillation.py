@@ -70,8 +70,7 @@ class StudentPrepared(Prepared):
         return soft_targets(self.labels("train"), self.teacher_logits)
 
     def loss_and_metrics(self):
-        accuracy = keras.metrics.MeanMetricWrapper(hard_label_accuracy, name="accuracy")
-        return DistillationLoss(self.temperature, self.alpha), [accuracy]
+        return DistillationLoss(self.temperature, self.alpha), [HardLabelAccuracy()]
 
 
 @dataclass
@@ -104,6 +103,29 @@ def hard_label_accuracy(y_true, y_pred):
     if len(y_true.shape) == 2 and y_true.shape[-1] > 1:
         y_true = y_true[:, :1]
     return keras.metrics.sparse_categorical_accuracy(y_true, y_pred)
+
+
+@keras.saving.register_keras_serializable(package="kerasbert")
+class HardLabelAccuracy(keras.metrics.MeanMetricWrapper):
+    """`hard_label_accuracy` as a metric that says it rises, as Keras' own accuracies do.
+
+    A checkpoint or early stop on `val_accuracy` with `mode="auto"` asks the
+    metric which way is better; a bare `MeanMetricWrapper` cannot say.
+
+    Example:
+    >>> metric = HardLabelAccuracy()
+    >>> metric.update_state(np.array([[1.0, 0.3, 0.7]]), np.array([[0.2, 0.8]]))
+    >>> float(metric.result())
+    1.0
+    """
+
+    def __init__(self, name="accuracy", dtype=None):
+        super().__init__(hard_label_accuracy, name=name, dtype=dtype)
+        # As keras.metrics.SparseCategoricalAccuracy marks itself.
+        self._direction = "up"
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
 
 
 def build_student(teacher, layers, dropout=None, dtype=None) -> keras.Model:

@@ -129,15 +129,51 @@ def kerasbert_row(name, overrides, seed=0) -> dict:
     A run that trained and scored but failed afterwards (in export, say)
     still gives its row, with the error noted.
     """
-    config = HERE / "configs" / f"{name}.yaml"
-    command = [sys.executable, "-m", "kerasbert.train", "--config", str(config.relative_to(REPO))]
-    for override in [f"seed={seed}", *overrides]:
+    load_before = os.getloadavg()
+    run = run_kerasbert(
+        "train",
+        HERE / "configs" / f"{name}.yaml",
+        [f"seed={seed}", *overrides],
+        OUT_DIR / "logs" / f"{name}-seed{seed}.log",
+    )
+    row = row_from_run(name, run["run_dir"], run["seconds"], run["command"])
+    row.update(load_before=load_before, load_after=os.getloadavg())
+    if run["error_after_scoring"]:
+        row["error_after_scoring"] = run["error_after_scoring"]
+    return row
+
+
+def run_kerasbert(module, config, overrides, log) -> dict:
+    """Runs `python -m kerasbert.<module> --config CONFIG --set ...` in its own process.
+
+    Args:
+        module: `train` or `distill`.
+        config: the YAML file.
+        overrides: `key=value` strings, each passed as `--set`.
+        log: where the run's stdout and stderr are written.
+
+    Returns:
+        `run_dir` (absolute), `export_dir` (None when nothing was exported),
+        `seconds`, the `command`, and `error_after_scoring`: the last line of
+        stderr when the run scored (wrote `metrics.json`) but exited with an
+        error, else None.
+
+    Raises:
+        RuntimeError: the run left no `metrics.json`.
+    """
+    config = Path(config).resolve()
+    command = [
+        sys.executable,
+        "-m",
+        f"kerasbert.{module}",
+        "--config",
+        str(config.relative_to(REPO)),
+    ]
+    for override in overrides:
         command += ["--set", override]
     started = time.perf_counter()
-    load_before = os.getloadavg()
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     seconds = time.perf_counter() - started
-    log = OUT_DIR / "logs" / f"{name}-seed{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(done.stdout + done.stderr, encoding="utf-8")
     match = re.search(r"run directory: (\S+)", done.stderr) or re.search(
@@ -149,11 +185,16 @@ def kerasbert_row(name, overrides, seed=0) -> dict:
         raise RuntimeError(
             f"{' '.join(command)} failed (exit {done.returncode}); see {log}:\n{tail}"
         )
-    row = row_from_run(name, run_dir, seconds, " ".join(command))
-    row.update(load_before=load_before, load_after=os.getloadavg())
-    if done.returncode != 0:
-        row["error_after_scoring"] = (done.stderr.strip().splitlines() or ["?"])[-1]
-    return row
+    exported = re.search(r"^exported: (.+)$", done.stdout, re.M)
+    return {
+        "run_dir": run_dir.resolve(),
+        "export_dir": REPO / exported.group(1) if exported else None,
+        "seconds": seconds,
+        "command": " ".join(command),
+        "error_after_scoring": (
+            (done.stderr.strip().splitlines() or ["?"])[-1] if done.returncode != 0 else None
+        ),
+    }
 
 
 def row_from_run(name, run_dir, seconds, command) -> dict:

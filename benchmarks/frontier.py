@@ -7,7 +7,8 @@ one, else it is trained here, with its export). Each student is a
 `--seeds` seed, starting from the teacher's layers spread evenly, the top one
 included (`spread_layers`: 1, 3, 5 of 6 for 3 layers, as `every_other`). All
 rows are scored on the same test split (the teacher's stratified 80/10/10,
-`data.seed: 0`).
+`data.seed: 0`). The teacher is one run, and each student is compared with
+the teacher it learnt from: a student's mean over its seeds against that run.
 
 Speed is texts/s at batch 32 (the whole test split) and batch 1 (its first
 `--single-requests` texts), tokenization included, each export loaded as TF
@@ -82,7 +83,8 @@ def teacher_num_layers(teacher_dir) -> int:
     return int(preset["num_hidden_layers"])
 
 
-def test_accuracy(run_dir) -> float:
+def scored_accuracy(run_dir) -> float:
+    """A run's test accuracy, at the epoch its `checkpoint_monitor` picked."""
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
     return metrics["test"]["accuracy"]
 
@@ -91,7 +93,7 @@ def test_accuracy(run_dir) -> float:
 
 
 def quick_overrides(out) -> tuple[list[str], list[str]]:
-    """`--set`s for the teacher and for the students of a smoke run, and its subset of texts."""
+    """`--set`s for the teacher and for the students of a smoke run; writes its subset of texts."""
     import pandas as pd
 
     from kerasbert.config_loading import load_config
@@ -154,7 +156,7 @@ def distill_student(out, teacher_dir, layers, seed, overrides) -> dict:
     record = json.loads((run["run_dir"] / "distillation.json").read_text(encoding="utf-8"))
     return {
         "seed": seed,
-        "test_accuracy": test_accuracy(run["run_dir"]),
+        "test_accuracy": scored_accuracy(run["run_dir"]),
         "run_dir": str(run["run_dir"]),
         "export_dir": str(run["export_dir"]),
         "seconds": run["seconds"],
@@ -389,7 +391,7 @@ def main(argv=None) -> int:
         "run_dir": str(teacher_dir),
         "export_dir": str(export),
         "layers": num_layers,
-        "test_accuracy": test_accuracy(teacher_dir),
+        "test_accuracy": scored_accuracy(teacher_dir),
         "seconds": seconds,
     }
     save()

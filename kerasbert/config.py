@@ -641,6 +641,12 @@ class ExportConfig(_Section):
     model under Keras' `mixed_bfloat16` policy (float32 weights, cast at each use), for CPUs and
     accelerators with native bfloat16; the export answers in float32 either way.
     """
+    max_characters: Optional[PositiveInt] = None
+    """The longest text (and `text_pair`), in characters, that the export's `serving_default` and
+    `classify` take: a longer one fails the request with INVALID_ARGUMENT (HTTP 400 from a server)
+    and `predict` and `evaluate` stop with an error, instead of tokenizing a text of any size only
+    to truncate it. `null` takes texts of any length.
+    """
 
 
 # === Distribution ===

@@ -82,6 +82,7 @@ def export_model(
     dtype=None,
     truncation="head",
     head_tokens=None,
+    max_characters=None,
 ):
     """Writes a TF Serving SavedModel version directory, atomically.
 
@@ -118,6 +119,9 @@ def export_model(
         truncation: which tokens of a longer text the graph keeps, as in
             training: `"head"`, `"tail"` or `"head_tail"` (`TextEncoder`).
         head_tokens: `"head_tail"` only: the tokens kept from the start.
+        max_characters: the longest text, in characters, that
+            `serving_default` and `classify` take; a longer one fails the
+            request with INVALID_ARGUMENT. None for no limit.
 
     Returns:
         The `Path` of the version directory.
@@ -155,7 +159,9 @@ def export_model(
     staging = model_dir / f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
     encoder = TextEncoder(tokenizer, sequence_length, truncation, head_tokens)
     try:
-        module = ServingModule(classifier, encoder, labels, text_pair, head=head)
+        module = ServingModule(
+            classifier, encoder, labels, text_pair, head=head, max_characters=max_characters
+        )
         examples_signature = "regress" if head.task == "regression" else "classify"
         with quiet_tensorflow_logger():
             tf.saved_model.save(module, str(staging), signatures=module.signatures())
@@ -175,6 +181,9 @@ def export_model(
         all_assets.update(assets or {})
         _write_assets(staging / "assets", all_assets)
         (staging / "assets.extra").mkdir(exist_ok=True)
+        if max_characters is not None:
+            # A warm-up record the graph refuses would stop TF Serving loading the version.
+            warmup_texts = [text[:max_characters] for text in warmup_texts]
         write_warmup_requests(
             staging / "assets.extra" / WARMUP_FILE,
             model_name,
@@ -273,6 +282,7 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None, dtype
         dtype=dtype if dtype is not None else config.export.dtype,
         truncation=config.model.truncation,
         head_tokens=config.model.head_tokens,
+        max_characters=config.export.max_characters,
     )
 
 

@@ -292,8 +292,22 @@ class ModelConfig(_Section):
     either `preset` or `scratch`.
     """
     sequence_length: PositiveInt = 128
-    """Tokens kept per text; longer texts are truncated. With `scratch`, at most
+    """Tokens kept per text, its special tokens included; longer texts are truncated as
+    `truncation` says. With `scratch`, at most
     `scratch.max_sequence_length`.
+    """
+    truncation: Literal["head", "tail", "head_tail"] = "head"
+    """Which tokens of a longer text are kept: `head` the first, `tail` the last, `head_tail` the
+    first `head_tokens` and the rest from the end (Sun et al. 2019's best on IMDb: reviews often
+    give their verdict last). Done in the tokenizing graph, so training, evaluation and the export
+    truncate alike. Sentence pairs (`data.text_pair_column`) take only `head`: the two segments
+    share the tokens, each kept from its start (BERT fills the first segment first, RoBERTa takes
+    from each in turn).
+    """
+    head_tokens: Optional[Count] = None
+    """`head_tail` only: the tokens kept from the start of a text, below `sequence_length - 2` (the
+    rest of the `sequence_length - 2` come from its end); default a quarter of `sequence_length`,
+    as 128 of 512.
     """
     pooling: Literal["cls", "mean"] = "cls"
     """`cls` is keras-hub's own head (BERT's pooled `[CLS]` vector, RoBERTa's `<s>` vector through a
@@ -335,6 +349,18 @@ class ModelConfig(_Section):
                 f"sequence_length ({self.sequence_length}) exceeds "
                 f"scratch.max_sequence_length ({self.scratch.max_sequence_length})"
             )
+        if self.head_tokens is not None:
+            if self.truncation != "head_tail":
+                raise ValueError(
+                    f"`head_tokens` is for `truncation: head_tail`; received truncation "
+                    f"{self.truncation!r}"
+                )
+            if self.head_tokens >= self.sequence_length - 2:
+                raise ValueError(
+                    f"head_tokens ({self.head_tokens}) must be below sequence_length - 2 "
+                    f"({self.sequence_length - 2}, the tokens a text keeps besides its two "
+                    "special tokens), so that its end is kept too"
+                )
         if self.task != "regression":
             for key, off in (("loss", None), ("target_transform", "none")):
                 if getattr(self, key) != off:
@@ -626,6 +652,12 @@ class ExportConfig(_Section):
     model under Keras' `mixed_bfloat16` policy (float32 weights, cast at each use), for CPUs and
     accelerators with native bfloat16; the export answers in float32 either way.
     """
+    max_characters: Optional[PositiveInt] = None
+    """The longest text (and `text_pair`), in characters, that the export's `serving_default` and
+    `classify` take: a longer one fails the request with INVALID_ARGUMENT (HTTP 400 from a server)
+    and `predict` and `evaluate` stop with an error, instead of tokenizing a text of any size only
+    to truncate it. `null` takes texts of any length.
+    """
 
 
 # === Distillation ===
@@ -776,6 +808,16 @@ class Config(_Section):
     def _predicted_by_the_export(self):
         if self.data.predict is not None and not self.export.enabled:
             raise ValueError("data.predict is predicted by the export, but export.enabled is false")
+        return self
+
+    @model_validator(mode="after")
+    def _pairs_truncate_head(self):
+        if self.data.text_pair_column is not None and self.model.truncation != "head":
+            raise ValueError(
+                f"model.truncation {self.model.truncation!r} is for single texts; sentence pairs "
+                "(data.text_pair_column) share the tokens between their segments, each kept from "
+                "its start: use `truncation: head`"
+            )
         return self
 
     @model_validator(mode="after")

@@ -78,6 +78,9 @@ def export_model(
     warmup_texts=WARMUP_TEXTS,
     head=None,
     dtype=None,
+    truncation="head",
+    head_tokens=None,
+    max_characters=None,
 ):
     """Writes a TF Serving SavedModel version directory, atomically.
 
@@ -111,12 +114,18 @@ def export_model(
         dtype: what the serving graph computes in, `"float32"` or
             `"bfloat16"` (`kerasbert.models.precision.with_compute_dtype`);
             None as the classifier does. It answers in float32 either way.
+        truncation: which tokens of a longer text the graph keeps, as in
+            training: `"head"`, `"tail"` or `"head_tail"` (`TextEncoder`).
+        head_tokens: `"head_tail"` only: the tokens kept from the start.
+        max_characters: the longest text, in characters, that
+            `serving_default` and `classify` take; a longer one fails the
+            request with INVALID_ARGUMENT. None for no limit.
 
     Returns:
         The `Path` of the version directory.
 
     Raises:
-        ValueError: for an invalid model name, version, label or dtype.
+        ValueError: for an invalid model name, version, label, dtype or truncation.
         FileExistsError: the version already exists; it is never overwritten.
         UnsupportedOpsError: the graph uses an op that is neither core
             TensorFlow nor TensorFlow Text.
@@ -146,9 +155,11 @@ def export_model(
     bundle_check = ExportCheck()
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = model_dir / f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
-    encoder = TextEncoder(tokenizer, sequence_length)
+    encoder = TextEncoder(tokenizer, sequence_length, truncation, head_tokens)
     try:
-        module = ServingModule(classifier, encoder, labels, text_pair, head=head)
+        module = ServingModule(
+            classifier, encoder, labels, text_pair, head=head, max_characters=max_characters
+        )
         examples_signature = "regress" if head.task == "regression" else "classify"
         with quiet_tensorflow_logger():
             tf.saved_model.save(module, str(staging), signatures=module.signatures())
@@ -168,6 +179,9 @@ def export_model(
         all_assets.update(assets or {})
         _write_assets(staging / "assets", all_assets)
         (staging / "assets.extra").mkdir(exist_ok=True)
+        if max_characters is not None:
+            # A warm-up record the graph refuses would stop TF Serving loading the version.
+            warmup_texts = [text[:max_characters] for text in warmup_texts]
         write_warmup_requests(
             staging / "assets.extra" / WARMUP_FILE,
             model_name,
@@ -199,7 +213,7 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None, dtype
     """Exports a finished run from its directory alone.
 
     Rebuilds everything from the files `kerasbert.train` wrote:
-    `config.yaml` (sequence length, export defaults and `export.dtype`), `labels.json`,
+    `config.yaml` (sequence length and truncation, export defaults and `export.dtype`), `labels.json`,
     `model.keras`, `tokenizer/` and, when present, `metrics.json`.
 
     Args:
@@ -256,6 +270,9 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None, dtype
         assets=assets,
         head=Head.from_dict(label_map.get("head")),
         dtype=dtype if dtype is not None else config.export.dtype,
+        truncation=config.model.truncation,
+        head_tokens=config.model.head_tokens,
+        max_characters=config.export.max_characters,
     )
 
 

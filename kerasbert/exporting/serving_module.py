@@ -46,14 +46,20 @@ class ServingModule(tf.Module):
         head: a `kerasbert.exporting.heads.Head`: the task, and its
             thresholds or target scaling; None for single-label
             classification.
+        max_characters: the longest text, in characters, that the text
+            signatures take; a longer one fails the request with
+            INVALID_ARGUMENT. None for no limit.
 
     Example:
     >>> module = ServingModule(classifier, TextEncoder(tokenizer, 128), ["neg", "pos"])
     >>> tf.saved_model.save(module, "/tmp/m/1", signatures=module.signatures())
     """
 
-    def __init__(self, classifier, encoder, labels, text_pair=False, head=None):
+    def __init__(
+        self, classifier, encoder, labels, text_pair=False, head=None, max_characters=None
+    ):
         super().__init__(name="kerasbert")
+        self.max_characters = max_characters
         self.head = head or Head()
         self.head.check_labels(list(labels))
         self.task = self.head.task
@@ -118,7 +124,28 @@ class ServingModule(tf.Module):
     def _serve_text(self, text, text_pair=None):
         from kerasbert.data.pipeline import trim_to_longest
 
+        if text_pair is not None:
+            text_pair = self._within_limit(text_pair)
+        text = self._within_limit(text)
         return self.predict_tokens(trim_to_longest(self.encoder(text, text_pair), multiple=1))
+
+    def _within_limit(self, text):
+        """`text`, once no string in it is longer than `max_characters`."""
+        if self.max_characters is None:
+            return text
+        longest = tf.reduce_max(tf.strings.length(text, unit="UTF8_CHAR"))
+        # Reads "assertion failed: [a text has] [1234] [characters, more than ...]".
+        check = tf.debugging.Assert(
+            longest <= self.max_characters,
+            [
+                "a text has",
+                longest,
+                f"characters, more than the {self.max_characters} this model takes "
+                "(export.max_characters); shorten or split it",
+            ],
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(text)
 
     def _predict_tokens(self, inputs):
         return self._outputs(inputs)

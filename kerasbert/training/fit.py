@@ -134,7 +134,12 @@ def prepare(config, build_model=None) -> Prepared:
                 texts=_texts_for_vocabulary(splits),
                 dtype=runtime.dtype_policy,
             )
-    encoder = TextEncoder(tokenizer, config.model.sequence_length)
+    encoder = TextEncoder(
+        tokenizer,
+        config.model.sequence_length,
+        truncation=config.model.truncation,
+        head_tokens=config.model.head_tokens,
+    )
     features = {
         name: encode_texts(
             encoder,

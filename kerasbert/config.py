@@ -582,6 +582,13 @@ class TrainingConfig(_Section):
     """
     runs_dir: str = "runs"
     """Run directories go to `<runs_dir>/<name>/<timestamp>/`."""
+    calibration: Optional[Literal["temperature", "none"]] = None
+    """`temperature`: after training, fit a temperature that the logits are divided by (one per
+    label for `multi_label`) to minimise the validation split's log loss, and apply it inside the
+    export, so that its probabilities are calibrated; the predicted labels do not change.
+    `none` exports the probabilities as trained. `null` is `temperature` for `classification` and
+    `multi_label` and `none` for `regression`, which has no probabilities.
+    """
 
     @field_validator("unfreezing")
     @classmethod
@@ -869,6 +876,11 @@ class Config(_Section):
                     "training.eval_steps logs classification loss and accuracy; leave it out "
                     f"for `model.task: {task}`"
                 )
+        if task == "regression" and training.calibration == "temperature":
+            raise ValueError(
+                "training.calibration temperature scales probabilities, and a regression model "
+                "has none; leave it out or set it to `none`"
+            )
         # Keras only warns about a monitor that is never logged, and then
         # neither keeps the best epoch nor stops early.
         for key, monitor in (
@@ -912,6 +924,13 @@ class Config(_Section):
     @property
     def model_name(self) -> str:
         return self.export.model_name or self.name
+
+    @property
+    def calibration(self) -> str:
+        """`training.calibration`, resolved for the task: `temperature` or `none`."""
+        if self.training.calibration is not None:
+            return self.training.calibration
+        return "none" if self.model.task == "regression" else "temperature"
 
 
 # === Loading ===

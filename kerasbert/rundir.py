@@ -10,6 +10,7 @@ history.csv         per-epoch metrics            tensorboard/     TensorBoard lo
 eval_history.csv    validation every eval_steps steps
 lr_trace.csv        rate and momentum per step   stages.json      unfreezing stages
 metrics.json        final metrics                best.weights.h5  the best epoch's weights
+calibration.json    the temperature, and log loss and ECE before and after it
 fit_summary.json    epochs run, early stop, the epoch kept
 model.keras         the model                    tokenizer/       its tokenizer (a preset dir)
 data_summary.json   the splits, described        baseline.json    TF-IDF + LR baseline
@@ -36,6 +37,7 @@ LR_TRACE = "lr_trace.csv"
 STAGES = "stages.json"
 FIT_SUMMARY = "fit_summary.json"
 METRICS = "metrics.json"
+CALIBRATION = "calibration.json"
 BEST_WEIGHTS = "best.weights.h5"
 MODEL = "model.keras"
 TOKENIZER = "tokenizer"

@@ -72,6 +72,7 @@ PLOT_NAMES = (
     "lr_find",
     "confusion_matrix",
     "reliability",
+    "calibration",
 )
 
 
@@ -218,7 +219,59 @@ def build_figures(run) -> dict:
             num_bins=run.metrics.get("test", {}).get("ece_bins", metrics_lib.DEFAULT_NUM_BINS),
         )
         figures["reliability"] = plots.plot_reliability(bins)
+    calibrated = _calibration_split(run.calibration)
+    if calibrated is not None:
+        split, values = calibrated
+        figures["calibration"] = plots.plot_calibration(
+            values["bins_before"], values["bins_after"], split, run.calibration.get("temperature")
+        )
     return figures
+
+
+def _calibration_split(calibration):
+    """`(split, values)` of `calibration.json` to draw: test, else validation; None if neither."""
+    splits = (calibration or {}).get("splits") or {}
+    for split in ("test", "validation"):
+        values = splits.get(split)
+        if isinstance(values, dict) and {"bins_before", "bins_after"} <= set(values):
+            return split, values
+    return None
+
+
+def calibration_table(calibration) -> pd.DataFrame:
+    """Log loss and ECE of each split (rows) before and after temperature scaling."""
+    columns = ("log_loss_before", "log_loss_after", "ece_before", "ece_after")
+    rows = {
+        split: {column: _value(values.get(column)) for column in columns}
+        for split, values in ((calibration or {}).get("splits") or {}).items()
+        if isinstance(values, dict)
+    }
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(columns))
+
+
+def _calibration_section(run, pngs) -> str | None:
+    calibration = run.calibration
+    if not isinstance(calibration, dict):
+        return None
+    temperature = calibration.get("temperature")
+    if isinstance(temperature, list):
+        fitted = "Temperatures, one per label, " + ", ".join(
+            f"{label} {t:.3g}" for label, t in zip(run.labels or [], temperature)
+        )
+    elif metrics_lib.is_number(temperature):
+        fitted = f"Temperature {temperature:.4g}"
+    else:
+        return None
+    note = (
+        f"<p>{_e(fitted)}, fitted on the validation split to minimise its log loss and "
+        "applied in the export: the logits are divided by it before the "
+        f"{'sigmoids' if isinstance(temperature, list) else 'softmax'}. The predicted labels "
+        "are the same; lower is better for log loss and ECE "
+        f"({_e(calibration.get('num_bins', metrics_lib.DEFAULT_NUM_BINS))} bins).</p>"
+    )
+    return _section(
+        "Calibration", note + _table(calibration_table(calibration)) + _images(pngs, "calibration")
+    )
 
 
 def write_report(run_dir, num_mistakes=NUM_MISTAKES) -> Path:
@@ -334,6 +387,10 @@ def render_report(run, pngs, num_mistakes=NUM_MISTAKES) -> str:
                 + body
             )
         sections.append(_section("LR range test", body))
+
+    calibration = _calibration_section(run, pngs)
+    if calibration:
+        sections.append(calibration)
 
     test = run.metrics.get("test", {})
     test_body = _images(pngs, "confusion_matrix", "reliability")

@@ -132,6 +132,7 @@ class Run:
     lr_find_summary: dict | None = None
     test_predictions: pd.DataFrame | None = None
     distillation: dict | None = None
+    calibration: dict | None = None
     missing: list = field(default_factory=list)
     problems: list = field(default_factory=list)
 
@@ -192,6 +193,7 @@ def load_run(path) -> Run:
         rundir.LR_FIND_PLOT: ("lr_find_png", lambda p: p.read_bytes()),
         rundir.LR_FIND_SUGGESTION: ("lr_find_summary", _read_json),
         rundir.TEST_PREDICTIONS: ("test_predictions", _read_predictions),
+        rundir.CALIBRATION: ("calibration", _read_json),
     }
     for filename, (attribute, reader) in readers.items():
         file = path / filename

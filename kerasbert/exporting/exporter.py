@@ -9,7 +9,8 @@ A version directory holds:
 
 ```
 saved_model.pb, fingerprint.pb, variables/
-assets/         labels.txt, vocabulary.txt (BERT) or vocabulary.json and
+assets/         labels.txt, head.json (task, temperature, thresholds or target
+                scaling), vocabulary.txt (BERT) or vocabulary.json and
                 merges.txt (RoBERTa), config.yaml, metrics.json,
                 bin_edges.json (binned targets only)
 assets.extra/   tf_serving_warmup_requests
@@ -107,10 +108,10 @@ def export_model(
         assets: `{file name: text}` written under `assets/`, next to
             `labels.txt`.
         warmup_texts: the texts of the warm-up requests.
-        head: a `kerasbert.exporting.heads.Head` for a multi-label or
-            regression model (thresholds or target scaling, applied in the
-            graph, and saved as `assets/head.json`); None for single-label
-            classification.
+        head: a `kerasbert.exporting.heads.Head`: the task, temperature,
+            thresholds or target scaling, applied in the graph and saved as
+            `assets/head.json`; None for an uncalibrated single-label
+            classifier.
         dtype: what the serving graph computes in, `"float32"` or
             `"bfloat16"` (`kerasbert.models.precision.with_compute_dtype`);
             None as the classifier does. It answers in float32 either way.
@@ -174,8 +175,7 @@ def export_model(
         )
         check_ops(staging)
         all_assets = {"labels.txt": "".join(f"{label}\n" for label in labels)}
-        if head.task != "classification":
-            all_assets[HEAD_FILE] = json_text(head.to_dict())
+        all_assets[HEAD_FILE] = json_text(head.to_dict())
         all_assets.update(assets or {})
         _write_assets(staging / "assets", all_assets)
         (staging / "assets.extra").mkdir(exist_ok=True)

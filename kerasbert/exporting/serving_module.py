@@ -24,6 +24,13 @@ undone in the graph), and has a `regress` signature
 (`tensorflow/serving/regress`) instead of `classify`: serialized
 `tf.Example`s to `outputs` (`float32 [batch]`), the tensor TF Serving's
 Regress API reads.
+
+The head's temperature (`Head.temperature`, fitted on validation) divides
+the model's logits inside the graph: `logits` are the calibrated ones, so
+`probabilities` is their softmax (or their sigmoids) as before, and the
+model's raw logits are `logits * temperature`. The decisions (`label`,
+`label_id`) are those of the raw logits; a multi-label model's thresholds
+apply to the calibrated probabilities.
 """
 
 from __future__ import annotations
@@ -43,9 +50,9 @@ class ServingModule(tf.Module):
             trained with.
         labels: class names, by class id.
         text_pair: whether the model was trained on sentence pairs.
-        head: a `kerasbert.exporting.heads.Head`: the task, and its
-            thresholds or target scaling; None for single-label
-            classification.
+        head: a `kerasbert.exporting.heads.Head`: the task, its
+            temperature, and its thresholds or target scaling; None for an
+            uncalibrated single-label classifier.
         max_characters: the longest text, in characters, that the text
             signatures take; a longer one fails the request with
             INVALID_ARGUMENT. None for no limit.
@@ -65,6 +72,9 @@ class ServingModule(tf.Module):
         self.task = self.head.task
         if self.task == "multi_label":
             self.thresholds = tf.constant(self.head.thresholds, dtype=tf.float32)
+            self.temperature = tf.constant(self.head.temperatures(len(labels)), dtype=tf.float32)
+        elif self.task == "classification":
+            self.temperature = tf.constant(self.head.temperature, dtype=tf.float32)
         self.classifier = classifier
         self.encoder = encoder
         # keras-hub tokenizers keep their lookup tables as plain attributes;
@@ -92,6 +102,9 @@ class ServingModule(tf.Module):
 
     def _outputs(self, inputs):
         logits = tf.cast(self.classifier(inputs, training=False), tf.float32)
+        if self.task != "regression":
+            # Temperature scaling: calibrated probabilities, the same decisions.
+            logits = logits / self.temperature
         if self.task == "multi_label":
             probabilities = tf.sigmoid(logits)
             return {

@@ -259,7 +259,10 @@ def main(argv=None) -> int:
                 runs = [tfidf_row(task)]
             elif name in reuse:
                 run_dir, minutes = reuse[name]
-                runs = [{**run_metrics(run_dir), "seconds": 60 * minutes, "seed": 0}]
+                command = f"python -m kerasbert.train --config {CONFIGS[task].relative_to(REPO)}"
+                runs = [
+                    {**run_metrics(run_dir), "seconds": 60 * minutes, "seed": 0, "command": command}
+                ]
             else:
                 runs = []
                 for seed in seeds:

@@ -68,31 +68,35 @@ def tfidf_row(config_path) -> dict:
 
 
 def load_benchmark_splits(config_path):
+    """The config and the splits its `data` section gives, for the config's task."""
     from kerasbert.config_loading import load_config
     from kerasbert.data import splits as data_lib
 
     config = load_config(config_path)
-    return config, data_lib.load_splits(config.data)
+    return config, data_lib.load_splits(
+        config.data, config.model.task, config.model.target_transform
+    )
 
 
-def hf_trainer_row(seed=0) -> dict:
-    """Runs `hf_finetune.py` in the torch venv on the benchmark split, once."""
-    if not TORCH_PYTHON.exists():
-        raise RuntimeError(
-            f"{TORCH_PYTHON} is missing: create the torch venv first (benchmarks/README.md, step 2)"
-        )
-    config, splits = load_benchmark_splits(HERE / "configs" / "progressive.yaml")
-    split_path = OUT_DIR / "split.json"
+def write_split(config, splits, split_path) -> Path:
+    """Writes the texts and label ids of every split as JSON, for `hf_finetune.py`.
+
+    A multi-label text's label ids are its multi-hot row; a regression
+    target is the standardised value kerasbert learns (`Splits.label_ids`).
+    """
+    split_path = Path(split_path)
+    split_path.parent.mkdir(parents=True, exist_ok=True)
     split_path.write_text(
         json.dumps(
             {
                 "model_dir": str(REPO / config.model.preset),
                 "sequence_length": config.model.sequence_length,
+                "task": splits.task,
                 "labels": splits.labels,
                 **{
                     name: {
                         "texts": getattr(splits, name)[config.data.text_column].tolist(),
-                        "label_ids": splits.label_ids(name).tolist(),
+                        "label_ids": label_ids(splits, name),
                     }
                     for name in ("train", "validation", "test")
                 },
@@ -100,6 +104,20 @@ def hf_trainer_row(seed=0) -> dict:
         ),
         encoding="utf-8",
     )
+    return split_path
+
+
+def label_ids(splits, name) -> list:
+    ids = splits.label_ids(name)
+    return ids.ravel().tolist() if splits.task == "regression" else ids.tolist()
+
+
+def run_hf_finetune(split_path, log_path, seed=0, extra_args=()) -> dict:
+    """Runs `hf_finetune.py` in the torch venv once and returns its `RESULT` line, parsed."""
+    if not TORCH_PYTHON.exists():
+        raise RuntimeError(
+            f"{TORCH_PYTHON} is missing: create the torch venv first (benchmarks/README.md, step 2)"
+        )
     command = [
         str(TORCH_PYTHON),
         str(HERE / "hf_finetune.py"),
@@ -107,39 +125,63 @@ def hf_trainer_row(seed=0) -> dict:
         str(split_path),
         "--seed",
         str(seed),
+        *extra_args,
     ]
+    load_before = os.getloadavg()
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    log = OUT_DIR / "logs" / f"hf_trainer-seed{seed}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(done.stdout + done.stderr, encoding="utf-8")
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text(done.stdout + done.stderr, encoding="utf-8")
     match = re.search(r"^RESULT (.+)$", done.stdout, re.M)
     if done.returncode != 0 or match is None:
-        raise RuntimeError(f"{' '.join(command)} failed (exit {done.returncode}); see {log}")
+        raise RuntimeError(f"{' '.join(command)} failed (exit {done.returncode}); see {log_path}")
     return {
-        "recipe": HF_RECIPE,
-        "epochs": 3,
         "command": " ".join(command),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
         **json.loads(match.group(1)),
     }
 
 
-def kerasbert_row(name, overrides, seed=0) -> dict:
-    """Runs `kerasbert.train` on one benchmark config and reads its metrics.
+def hf_trainer_row(seed=0) -> dict:
+    """Runs `hf_finetune.py` in the torch venv on the benchmark split, once."""
+    config, splits = load_benchmark_splits(HERE / "configs" / "progressive.yaml")
+    split_path = write_split(config, splits, OUT_DIR / "split.json")
+    result = run_hf_finetune(split_path, OUT_DIR / "logs" / f"hf_trainer-seed{seed}.log", seed)
+    return {"recipe": HF_RECIPE, "epochs": 3, **result}
 
-    A run that trained and scored but failed afterwards (in export, say)
-    still gives its row, with the error noted.
+
+def train_config(config, overrides, seed, log_path) -> dict:
+    """Runs `python -m kerasbert.train` on one config file, in its own process.
+
+    Returns:
+        `{"run_dir", "seconds", "command", "load_before", "load_after"}`, and
+        `"error_after_scoring"` for a run that trained and scored but failed
+        afterwards (in export, say).
+
+    Raises:
+        RuntimeError: the run left no `metrics.json`.
     """
     load_before = os.getloadavg()
-    run = run_kerasbert(
-        "train",
+    run = run_kerasbert("train", config, [f"seed={seed}", *overrides], Path(log_path))
+    run.pop("export_dir")
+    error = run.pop("error_after_scoring")
+    run.update(load_before=load_before, load_after=os.getloadavg())
+    if error:
+        run["error_after_scoring"] = error
+    return run
+
+
+def kerasbert_row(name, overrides, seed=0) -> dict:
+    """Runs `kerasbert.train` on one benchmark config and reads its metrics."""
+    run = train_config(
         HERE / "configs" / f"{name}.yaml",
-        [f"seed={seed}", *overrides],
+        overrides,
+        seed,
         OUT_DIR / "logs" / f"{name}-seed{seed}.log",
     )
-    row = row_from_run(name, run["run_dir"], run["seconds"], run["command"])
-    row.update(load_before=load_before, load_after=os.getloadavg())
-    if run["error_after_scoring"]:
-        row["error_after_scoring"] = run["error_after_scoring"]
+    row = row_from_run(name, run.pop("run_dir"), run.pop("seconds"), run.pop("command"))
+    row.update(run)
     return row
 
 
@@ -278,11 +320,8 @@ def names_in_order() -> list[str]:
     return ["tfidf", *RECIPES, "hf_trainer"]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--only", default=None, help="comma-separated rows: " + ",".join(names_in_order())
-    )
+def add_run_arguments(parser):
+    """`--set`, `--seeds` and `--reuse`, the options every table's fine-tuning rows take."""
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -301,6 +340,24 @@ def main(argv=None) -> int:
         metavar="ROW=RUN_DIR:MINUTES",
         help="take a row from a finished run directory instead of training again",
     )
+
+
+def parse_reuse(items) -> dict:
+    """`{row: (run_dir, minutes)}` from `--reuse ROW=RUN_DIR:MINUTES` options."""
+    reuse = {}
+    for item in items:
+        row, _, rest = item.partition("=")
+        run_dir, _, minutes = rest.rpartition(":")
+        reuse[row] = (run_dir, float(minutes))
+    return reuse
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", default=None, help="comma-separated rows: " + ",".join(names_in_order())
+    )
+    add_run_arguments(parser)
     parser.add_argument(
         "--ensemble",
         nargs="+",
@@ -317,11 +374,7 @@ def main(argv=None) -> int:
         )
         return 0
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    reuse = {}
-    for item in args.reuse:
-        row, _, rest = item.partition("=")
-        run_dir, _, minutes = rest.rpartition(":")
-        reuse[row] = (run_dir, float(minutes))
+    reuse = parse_reuse(args.reuse)
     names = names_in_order()
     if args.only:
         unknown = set(args.only.split(",")) - set(names)

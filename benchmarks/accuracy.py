@@ -68,30 +68,48 @@ def tfidf_row(config_path) -> dict:
 
 
 def load_benchmark_splits(config_path):
+    """The config and the splits its `data` section gives, for the config's task."""
     from kerasbert.config_loading import load_config
     from kerasbert.data import splits as data_lib
 
     config = load_config(config_path)
-    return config, data_lib.load_splits(config.data)
+    return config, data_lib.load_splits(
+        config.data, config.model.task, config.model.target_transform
+    )
 
 
-def write_split(config_path, split_path) -> dict:
-    """Writes the config's split, model directory and sequence length as JSON for the torch venv."""
-    config, splits = load_benchmark_splits(config_path)
-    split = {
-        "model_dir": str(REPO / config.model.preset),
-        "sequence_length": config.model.sequence_length,
-        "labels": splits.labels,
-        **{
-            name: {
-                "texts": getattr(splits, name)[config.data.text_column].tolist(),
-                "label_ids": splits.label_ids(name).tolist(),
+def write_split(config, splits, split_path) -> Path:
+    """Writes the texts and label ids of every split as JSON, for `hf_finetune.py`.
+
+    A multi-label text's label ids are its multi-hot row; a regression
+    target is the standardised value kerasbert learns (`Splits.label_ids`).
+    """
+    split_path = Path(split_path)
+    split_path.parent.mkdir(parents=True, exist_ok=True)
+    split_path.write_text(
+        json.dumps(
+            {
+                "model_dir": str(REPO / config.model.preset),
+                "sequence_length": config.model.sequence_length,
+                "task": splits.task,
+                "labels": splits.labels,
+                **{
+                    name: {
+                        "texts": getattr(splits, name)[config.data.text_column].tolist(),
+                        "label_ids": label_ids(splits, name),
+                    }
+                    for name in ("train", "validation", "test")
+                },
             }
-            for name in ("train", "validation", "test")
-        },
-    }
-    Path(split_path).write_text(json.dumps(split), encoding="utf-8")
-    return split
+        ),
+        encoding="utf-8",
+    )
+    return split_path
+
+
+def label_ids(splits, name) -> list:
+    ids = splits.label_ids(name)
+    return ids.ravel().tolist() if splits.task == "regression" else ids.tolist()
 
 
 def run_logged(command, log) -> tuple[subprocess.CompletedProcess, float]:
@@ -105,43 +123,102 @@ def run_logged(command, log) -> tuple[subprocess.CompletedProcess, float]:
     return done, seconds
 
 
-def hf_result(command, log) -> dict:
-    """Runs a torch-venv script and reads the `RESULT {json}` line it prints."""
+def run_hf_finetune(split_path, log_path, seed=0, extra_args=()) -> dict:
+    """Runs `hf_finetune.py` in the torch venv once and returns its `RESULT` line, parsed."""
     if not TORCH_PYTHON.exists():
         raise RuntimeError(
             f"{TORCH_PYTHON} is missing: create the torch venv first (benchmarks/README.md, step 2)"
         )
-    done, _ = run_logged([str(TORCH_PYTHON), *command], log)
+    command = [
+        str(TORCH_PYTHON),
+        str(HERE / "hf_finetune.py"),
+        "--split",
+        str(split_path),
+        "--seed",
+        str(seed),
+        *extra_args,
+    ]
+    load_before = os.getloadavg()
+    done, _ = run_logged(command, log_path)
     match = re.search(r"^RESULT (.+)$", done.stdout, re.M)
     if done.returncode != 0 or match is None:
-        raise RuntimeError(f"{' '.join(command)} failed (exit {done.returncode}); see {log}")
-    return json.loads(match.group(1))
+        raise RuntimeError(f"{' '.join(command)} failed (exit {done.returncode}); see {log_path}")
+    return {
+        "command": " ".join(command),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        **json.loads(match.group(1)),
+    }
 
 
 def hf_trainer_row(seed=0) -> dict:
     """Runs `hf_finetune.py` in the torch venv on the benchmark split, once."""
-    split_path = OUT_DIR / "split.json"
-    write_split(HERE / "configs" / "progressive.yaml", split_path)
-    command = [str(HERE / "hf_finetune.py"), "--split", str(split_path), "--seed", str(seed)]
-    result = hf_result(command, OUT_DIR / "logs" / f"hf_trainer-seed{seed}.log")
-    return {
-        "recipe": HF_RECIPE,
-        "epochs": 3,
-        "command": " ".join([str(TORCH_PYTHON), *command]),
-        **result,
-    }
+    config, splits = load_benchmark_splits(HERE / "configs" / "progressive.yaml")
+    split_path = write_split(config, splits, OUT_DIR / "split.json")
+    result = run_hf_finetune(split_path, OUT_DIR / "logs" / f"hf_trainer-seed{seed}.log", seed)
+    return {"recipe": HF_RECIPE, "epochs": 3, **result}
 
 
-def train_run(config, overrides, log) -> tuple[Path, float, str, subprocess.CompletedProcess]:
-    """Runs `kerasbert.train` on a config in its own process.
+def train_config(config, overrides, seed, log_path) -> dict:
+    """Runs `python -m kerasbert.train` on one config file, in its own process.
 
     Returns:
-        The run directory, the wall seconds, the command line and the finished process.
+        `{"run_dir", "seconds", "command", "load_before", "load_after"}`, and
+        `"error_after_scoring"` for a run that trained and scored but failed
+        afterwards (in export, say).
 
     Raises:
-        RuntimeError: the run left no `metrics.json` (see `log`).
+        RuntimeError: the run left no `metrics.json`.
     """
-    command = [sys.executable, "-m", "kerasbert.train", "--config", str(config.relative_to(REPO))]
+    load_before = os.getloadavg()
+    run = run_kerasbert("train", config, [f"seed={seed}", *overrides], log_path)
+    run.pop("export_dir")
+    error = run.pop("error_after_scoring")
+    run.update(load_before=load_before, load_after=os.getloadavg())
+    if error:
+        run["error_after_scoring"] = error
+    return run
+
+
+def kerasbert_row(name, overrides, seed=0) -> dict:
+    """Runs `kerasbert.train` on one benchmark config and reads its metrics."""
+    run = train_config(
+        HERE / "configs" / f"{name}.yaml",
+        overrides,
+        seed,
+        OUT_DIR / "logs" / f"{name}-seed{seed}.log",
+    )
+    row = row_from_run(name, run.pop("run_dir"), run.pop("seconds"), run.pop("command"))
+    row.update(run)
+    return row
+
+
+def run_kerasbert(module, config, overrides, log) -> dict:
+    """Runs `python -m kerasbert.<module> --config CONFIG --set ...` in its own process.
+
+    Args:
+        module: `train` or `distill`.
+        config: the YAML file.
+        overrides: `key=value` strings, each passed as `--set`.
+        log: where the run's stdout and stderr are written.
+
+    Returns:
+        `run_dir` (under the repository, links kept), `export_dir` (None when nothing was exported),
+        `seconds`, the `command`, and `error_after_scoring`: the last line of
+        stderr when the run scored (wrote `metrics.json`) but exited with an
+        error, else None.
+
+    Raises:
+        RuntimeError: the run left no `metrics.json`.
+    """
+    config = Path(config).resolve()
+    command = [
+        sys.executable,
+        "-m",
+        f"kerasbert.{module}",
+        "--config",
+        str(config.relative_to(REPO)),
+    ]
     for override in overrides:
         command += ["--set", override]
     done, seconds = run_logged(command, log)
@@ -154,26 +231,16 @@ def train_run(config, overrides, log) -> tuple[Path, float, str, subprocess.Comp
         raise RuntimeError(
             f"{' '.join(command)} failed (exit {done.returncode}); see {log}:\n{tail}"
         )
-    return run_dir, seconds, " ".join(command), done
-
-
-def kerasbert_row(name, overrides, seed=0) -> dict:
-    """Runs `kerasbert.train` on one benchmark config and reads its metrics.
-
-    A run that trained and scored but failed afterwards (in export, say)
-    still gives its row, with the error noted.
-    """
-    load_before = os.getloadavg()
-    run_dir, seconds, command, done = train_run(
-        HERE / "configs" / f"{name}.yaml",
-        [f"seed={seed}", *overrides],
-        OUT_DIR / "logs" / f"{name}-seed{seed}.log",
-    )
-    row = row_from_run(name, run_dir, seconds, command)
-    row.update(load_before=load_before, load_after=os.getloadavg())
-    if done.returncode != 0:
-        row["error_after_scoring"] = (done.stderr.strip().splitlines() or ["?"])[-1]
-    return row
+    exported = re.search(r"^exported: (.+)$", done.stdout, re.M)
+    return {
+        "run_dir": run_dir,  # as printed: benchmarks/cache may be a link
+        "export_dir": REPO / exported.group(1) if exported else None,
+        "seconds": seconds,
+        "command": " ".join(command),
+        "error_after_scoring": (
+            (done.stderr.strip().splitlines() or ["?"])[-1] if done.returncode != 0 else None
+        ),
+    }
 
 
 def row_from_run(name, run_dir, seconds, command) -> dict:
@@ -257,11 +324,8 @@ def names_in_order() -> list[str]:
     return ["tfidf", *RECIPES, "hf_trainer"]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--only", default=None, help="comma-separated rows: " + ",".join(names_in_order())
-    )
+def add_run_arguments(parser):
+    """`--set`, `--seeds` and `--reuse`, the options every table's fine-tuning rows take."""
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -280,6 +344,24 @@ def main(argv=None) -> int:
         metavar="ROW=RUN_DIR:MINUTES",
         help="take a row from a finished run directory instead of training again",
     )
+
+
+def parse_reuse(items) -> dict:
+    """`{row: (run_dir, minutes)}` from `--reuse ROW=RUN_DIR:MINUTES` options."""
+    reuse = {}
+    for item in items:
+        row, _, rest = item.partition("=")
+        run_dir, _, minutes = rest.rpartition(":")
+        reuse[row] = (run_dir, float(minutes))
+    return reuse
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", default=None, help="comma-separated rows: " + ",".join(names_in_order())
+    )
+    add_run_arguments(parser)
     parser.add_argument(
         "--ensemble",
         nargs="+",
@@ -296,11 +378,7 @@ def main(argv=None) -> int:
         )
         return 0
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    reuse = {}
-    for item in args.reuse:
-        row, _, rest = item.partition("=")
-        run_dir, _, minutes = rest.rpartition(":")
-        reuse[row] = (run_dir, float(minutes))
+    reuse = parse_reuse(args.reuse)
     names = names_in_order()
     if args.only:
         unknown = set(args.only.split(",")) - set(names)

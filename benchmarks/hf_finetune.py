@@ -1,10 +1,10 @@
-"""The Hugging Face row of `benchmarks/accuracy.py`: `transformers.Trainer` with its defaults.
+"""The Hugging Face rows of `accuracy.py`, `targets.py`, `long_documents.py`: the Trainer as shipped.
 
 Runs in the torch venv (`benchmarks/cache/torch-venv`), on the split that
-`accuracy.py` wrote from kerasbert's own loader (the same train, validation
-and test texts as every other row). The recipe is the one the Trainer
-documentation leads a user to: `AutoModelForSequenceClassification` on the
-MiniLM directory (BERT's pooled `[CLS]` head), AdamW at 5e-5 decaying
+`accuracy.write_split` wrote from kerasbert's own loader (the same
+train, validation and test texts as every other row). The recipe is the one
+the Trainer documentation leads a user to: `AutoModelForSequenceClassification`
+on the MiniLM directory (BERT's pooled `[CLS]` head), AdamW at 5e-5 decaying
 linearly to zero without warm-up, 3 epochs, batch 32, each batch padded to its
 longest text, the epoch with the best validation accuracy kept and scored on
 test.
@@ -20,7 +20,14 @@ is the mean of its windows' probabilities. Its texts/s are timed on that
 test pass: tokenizing into windows, the model on 32 windows at a time, and
 averaging, 32 documents at a time.
 
-Prints one line, `RESULT {json}`, for accuracy.py or long_documents.py to read.
+A split whose `task` is `multi_label` or `regression` sets the model's
+`problem_type` (`multi_label_classification`: a sigmoid and binary
+cross-entropy per label; `regression`: one output and mean squared error on
+the standardised target), keeps the epoch with the lowest validation loss,
+and writes the validation and test outputs to `--predictions` for the
+caller to score with kerasbert's own metrics.
+
+Prints one line, `RESULT {json}`, for the caller to read.
 """
 
 from __future__ import annotations
@@ -31,6 +38,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+# `model.task` to the `problem_type` of a transformers sequence classifier.
+PROBLEM_TYPES = {
+    "classification": "single_label_classification",
+    "multi_label": "multi_label_classification",
+    "regression": "regression",
+}
 
 
 def main(argv=None) -> int:
@@ -45,6 +59,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--train-windows", type=int, default=None, help="with --stride: windows drawn for training"
     )
+    parser.add_argument(
+        "--predictions",
+        type=Path,
+        default=None,
+        help="multi-label and regression: where the validation and test outputs go (JSON)",
+    )
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -57,10 +77,17 @@ def main(argv=None) -> int:
     )
 
     split = json.loads(args.split.read_text(encoding="utf-8"))
+    task = split.get("task", "classification")
+    if task != "classification" and args.predictions is None:
+        parser.error(f"a {task} split needs --predictions")
+    if task != "classification" and args.stride is not None:
+        parser.error(f"--stride scores single-label classification only, not a {task} split")
     transformers.set_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(split["model_dir"])
     model = AutoModelForSequenceClassification.from_pretrained(
-        split["model_dir"], num_labels=len(split["labels"])
+        split["model_dir"],
+        num_labels=len(split["labels"]),
+        problem_type=PROBLEM_TYPES[task],
     )
 
     windows = {} if args.stride is None else {"stride": args.stride}
@@ -90,7 +117,7 @@ def main(argv=None) -> int:
     if windows and args.train_windows:
         drawn = np.random.default_rng(args.seed).permutation(len(train_rows))[: args.train_windows]
         train_rows = [train_rows[i] for i in drawn]
-    # Without windows, the epoch with the best validation accuracy is kept.
+    # Without windows, the epoch with the best validation accuracy (or loss) is kept.
     selection = (
         {"eval_strategy": "no", "save_strategy": "no"}
         if windows
@@ -99,7 +126,7 @@ def main(argv=None) -> int:
             "save_strategy": "epoch",
             "save_total_limit": 1,
             "load_best_model_at_end": True,
-            "metric_for_best_model": "accuracy",
+            "metric_for_best_model": "accuracy" if task == "classification" else "loss",
         }
     )
     started = time.perf_counter()
@@ -121,33 +148,43 @@ def main(argv=None) -> int:
             train_dataset=train_rows,
             eval_dataset=None if windows else encoded("validation"),
             processing_class=tokenizer,
-            compute_metrics=accuracy,
+            compute_metrics=accuracy if task == "classification" else None,
         )
         trainer.train()
         if windows:
-            result = {
+            scores = {
                 "train_windows": len(train_rows),
                 "train_seconds": time.perf_counter() - started,
                 **windowed_test(model, tokenizer, split, args.stride),
             }
-        else:
+        elif task == "classification":
+            validation = trainer.evaluate()["eval_accuracy"]
+            test = trainer.evaluate(encoded("test"), metric_key_prefix="test")["test_accuracy"]
             history = [
                 row["eval_accuracy"] for row in trainer.state.log_history if "eval_accuracy" in row
             ]
-            result = {
-                "test_accuracy": trainer.evaluate(encoded("test"), metric_key_prefix="test")[
-                    "test_accuracy"
-                ],
-                "validation_accuracy": trainer.evaluate()["eval_accuracy"],
+            scores = {
+                "test_accuracy": test,
+                "validation_accuracy": validation,
                 "validation_accuracy_by_epoch": history[: int(np.ceil(args.epochs))],
             }
-    result.update(
-        seconds=time.perf_counter() - started,
-        versions={
+        else:
+            outputs = {
+                name: trainer.predict(encoded(name)).predictions.tolist()
+                for name in ("validation", "test")
+            }
+            args.predictions.write_text(json.dumps(outputs), encoding="utf-8")
+            history = [row["eval_loss"] for row in trainer.state.log_history if "eval_loss" in row]
+            scores = {"validation_loss_by_epoch": history[: int(np.ceil(args.epochs))]}
+    result = {
+        **scores,
+        "problem_type": PROBLEM_TYPES[task],
+        "seconds": time.perf_counter() - started,
+        "versions": {
             "torch": __import__("torch").__version__,
             "transformers": transformers.__version__,
         },
-    )
+    }
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 

@@ -92,22 +92,23 @@ def windows_supported() -> bool:
 
 def kerasbert_row(name, run_dir=None, seconds=None) -> dict:
     """Trains one strategy (or reads a finished run) and scores its test predictions."""
-    command = f"python -m kerasbert.train --config {CONFIG.relative_to(REPO)}"
-    load_before = os.getloadavg()
+    run = {
+        "command": f"python -m kerasbert.train --config {CONFIG.relative_to(REPO)}",
+        "load_before": os.getloadavg(),
+    }
     if run_dir is None:
         overrides = [f"name=rt_long_{name}", *STRATEGIES[name]]
-        run_dir, seconds, command, done = accuracy.train_run(
-            CONFIG, overrides, OUT_DIR / "logs" / f"{name}.log"
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"{command} failed after scoring; see {OUT_DIR / 'logs'}")
+        run = accuracy.train_config(CONFIG, overrides, 0, OUT_DIR / "logs" / f"{name}.log")
+        if "error_after_scoring" in run:
+            raise RuntimeError(f"{run['command']} failed after scoring; see {OUT_DIR / 'logs'}")
+        run_dir, seconds = run["run_dir"], run["seconds"]
     run_dir = REPO / run_dir  # as given: benchmarks/cache may be a link
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
     predictions = _read_csv(run_dir / "test_predictions.csv")
     return {
         "recipe": DESCRIPTIONS[name],
-        "command": command,
+        "command": run["command"],
         "test_accuracy": metrics["test"]["accuracy"],
         "validation_accuracy": metrics["validation"]["accuracy"],
         "by_position": accuracy_by_position(
@@ -116,37 +117,27 @@ def kerasbert_row(name, run_dir=None, seconds=None) -> dict:
         "seconds": seconds,
         "run_dir": str(run_dir.relative_to(REPO)),
         "export": status["export"],
-        "load_before": load_before,
-        "load_after": os.getloadavg(),
+        "load_before": run["load_before"],
+        "load_after": run.get("load_after", os.getloadavg()),
     }
 
 
 def hf_row() -> dict:
     """Hugging Face's windowed recipe on the same split, timed on its test pass."""
-    split_path = OUT_DIR / "split.json"
-    split = accuracy.write_split(CONFIG, split_path)
+    config, splits = accuracy.load_benchmark_splits(CONFIG)
+    split_path = accuracy.write_split(config, splits, OUT_DIR / "split.json")
     # As many training windows as the kerasbert rows see documents per epoch.
-    train_windows = len(split["train"]["texts"])
-    command = [
-        str(HERE / "hf_finetune.py"),
-        "--split",
-        str(split_path),
-        "--stride",
-        str(STRIDE),
-        "--train-windows",
-        str(train_windows),
-        "--epochs",
-        str(HF_EPOCHS),
-    ]
-    load_before = os.getloadavg()
-    result = accuracy.hf_result(command, OUT_DIR / "logs" / "hf_windows.log")
-    predicted = [split["labels"][i] for i in result.pop("test_predictions")]
+    windows = ["--stride", str(STRIDE), "--train-windows", str(len(splits.train))]
+    result = accuracy.run_hf_finetune(
+        split_path,
+        OUT_DIR / "logs" / "hf_windows.log",
+        extra_args=[*windows, "--epochs", str(HF_EPOCHS)],
+    )
+    predicted = [splits.labels[i] for i in result.pop("test_predictions")]
+    texts = splits.test[config.data.text_column].tolist()
     return {
         "recipe": DESCRIPTIONS["hf_windows"],
-        "command": " ".join([str(accuracy.TORCH_PYTHON), *command]),
-        "by_position": accuracy_by_position(split["test"]["texts"], predicted),
-        "load_before": load_before,
-        "load_after": os.getloadavg(),
+        "by_position": accuracy_by_position(texts, predicted),
         **result,
     }
 

@@ -582,6 +582,13 @@ class TrainingConfig(_Section):
     """
     runs_dir: str = "runs"
     """Run directories go to `<runs_dir>/<name>/<timestamp>/`."""
+    calibration: Optional[Literal["temperature", "none"]] = None
+    """`temperature`: after training, fit a temperature that the logits are divided by (one per
+    label for `multi_label`) to minimise the validation split's log loss, and apply it inside the
+    export, so that its probabilities are calibrated; the predicted labels do not change.
+    `none` exports the probabilities as trained. `null` is `temperature` for `classification` and
+    `multi_label` and `none` for `regression`, which has no probabilities.
+    """
 
     @field_validator("unfreezing")
     @classmethod
@@ -652,6 +659,87 @@ class ExportConfig(_Section):
     model under Keras' `mixed_bfloat16` policy (float32 weights, cast at each use), for CPUs and
     accelerators with native bfloat16; the export answers in float32 either way.
     """
+    max_characters: Optional[PositiveInt] = None
+    """The longest text (and `text_pair`), in characters, that the export's `serving_default` and
+    `classify` take: a longer one fails the request with INVALID_ARGUMENT (HTTP 400 from a server)
+    and `predict` and `evaluate` stop with an error, instead of tokenizing a text of any size only
+    to truncate it. `null` takes texts of any length.
+    """
+
+
+# === Distillation ===
+
+
+class DistillationConfig(_Section):
+    """Trains a student with fewer transformer layers on a finished run's soft labels.
+
+    `python -m kerasbert.distill` reads it. The student starts from the teacher's own
+    weights: its embeddings, pooler and head, and the teacher's transformer layers picked by
+    `layers`. It learns from the teacher's logits on each training text, softened by
+    `temperature` (Hinton et al. 2015, arXiv:1503.02531), mixed with the true labels. `data` and
+    `model` default to the teacher's own sections; of `model`, only `dropout` and
+    `sequence_length` may differ.
+    """
+
+    teacher: str
+    """The teacher: a finished classification run directory, `runs/<name>/<timestamp>`, or
+    `runs/<name>` for its latest run that did not fail.
+    """
+    layers: Union[Literal["every_other"], list[Count]] = "every_other"
+    """The teacher's transformer layers the student starts from, counted from 0 at the bottom, in
+    increasing order: `every_other` takes the top layer and every other one below it (1, 3, ..., 11
+    of 12 layers; 0 and 2 of 3), or a list such as `[0, 5, 11]`. The student has one layer per
+    entry.
+    """
+    temperature: PositiveFloat = 2.0
+    """Softens both models' logits before they are compared; the soft loss is scaled by
+    `temperature ** 2`, so that its gradients keep their size as the temperature changes.
+    """
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.5
+    """Weight of the soft loss, KL(teacher || student) at `temperature`; the true labels'
+    cross-entropy weighs `1 - alpha`. 1 learns from the teacher alone.
+    """
+
+    @field_validator("layers")
+    @classmethod
+    def _increasing(cls, layers):
+        if isinstance(layers, list):
+            if not layers:
+                raise ValueError("give at least one teacher layer, or `every_other`")
+            if any(b <= a for a, b in zip(layers, layers[1:])):
+                raise ValueError(
+                    "teacher layers must be listed in increasing order, each once; "
+                    f"received {SHORT.repr(layers)}"
+                )
+        return layers
+
+    def teacher_layers(self, num_layers) -> list[int]:
+        """The teacher's layers the student starts from, bottom first.
+
+        Args:
+            num_layers: the teacher's transformer layers.
+
+        Raises:
+            ValueError: `layers` lists more layers than the teacher has, or
+                one it does not have.
+
+        Example:
+        >>> DistillationConfig(teacher="runs/quickstart").teacher_layers(12)
+        [1, 3, 5, 7, 9, 11]
+        """
+        if self.layers == "every_other":
+            return list(range(num_layers - 1, -1, -2))[::-1]
+        if len(self.layers) > num_layers:
+            raise ValueError(
+                f"distillation.layers lists {len(self.layers)} layers but the teacher has "
+                f"{num_layers}; a student has at most its teacher's layers"
+            )
+        if self.layers[-1] >= num_layers:
+            raise ValueError(
+                f"distillation.layers: the teacher has layers 0 to {num_layers - 1}; received "
+                f"{SHORT.repr(self.layers)}"
+            )
+        return list(self.layers)
 
 
 # === Distribution ===
@@ -720,6 +808,8 @@ class Config(_Section):
     """Devices and machines."""
     runtime: RuntimeConfig = RuntimeConfig()
     """How TensorFlow uses the machine."""
+    distillation: Optional[DistillationConfig] = None
+    """`python -m kerasbert.distill` only: the teacher run and how the student learns from it."""
 
     @model_validator(mode="after")
     def _predicted_by_the_export(self):
@@ -786,6 +876,11 @@ class Config(_Section):
                     "training.eval_steps logs classification loss and accuracy; leave it out "
                     f"for `model.task: {task}`"
                 )
+        if task == "regression" and training.calibration == "temperature":
+            raise ValueError(
+                "training.calibration temperature scales probabilities, and a regression model "
+                "has none; leave it out or set it to `none`"
+            )
         # Keras only warns about a monitor that is never logged, and then
         # neither keeps the best epoch nor stops early.
         for key, monitor in (
@@ -810,9 +905,32 @@ class Config(_Section):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _distils_a_classifier(self):
+        if self.distillation is None:
+            return self
+        if self.model.task != "classification":
+            raise ValueError(
+                "distillation learns from a teacher's softmax over classes; received "
+                f"model.task {self.model.task!r}. Distil a `classification` run"
+            )
+        if self.data.class_weight is not None:
+            raise ValueError(
+                "data.class_weight is not applied to the teacher's soft labels; set "
+                "`data.class_weight: null` for distillation"
+            )
+        return self
+
     @property
     def model_name(self) -> str:
         return self.export.model_name or self.name
+
+    @property
+    def calibration(self) -> str:
+        """`training.calibration`, resolved for the task: `temperature` or `none`."""
+        if self.training.calibration is not None:
+            return self.training.calibration
+        return "none" if self.model.task == "regression" else "temperature"
 
 
 # === Loading ===

@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
 )
 
+from kerasbert import rundir
 from kerasbert.config import SHORT, Config, ConfigError
 
 
@@ -40,6 +41,84 @@ def load_config(path, overrides=()) -> Config:
     Example:
     >>> cfg = load_config("configs/quickstart.yaml", ["training.epochs=1"])
     """
+    return config_from_dict(read_config_dict(path, overrides), source=str(path))
+
+
+# The keys of `model` a student may set; the rest are its teacher's.
+STUDENT_MODEL_KEYS = ("sequence_length", "dropout")
+
+
+def load_distillation_config(path, overrides=()) -> Config:
+    """Reads a distillation's config, its `data` and `model` defaulting to the teacher's.
+
+    The teacher run (`distillation.teacher`) must have finished. A `data`
+    section replaces the teacher's; of `model`, only `STUDENT_MODEL_KEYS`
+    may be given, the rest is the teacher's own. `distillation.teacher` is
+    resolved to the run directory itself, and a from-scratch teacher's
+    `model.scratch.num_layers` becomes the student's, so that the saved
+    config describes the student.
+
+    Args:
+        path: the YAML file.
+        overrides: `"dotted.key=value"` strings, as for `load_config`.
+
+    Returns:
+        The validated `Config`, with its `distillation` section.
+
+    Raises:
+        ConfigError: with one line naming the file and the offending key:
+            no teacher, a teacher run that is missing or unfinished, a
+            `model` key the student cannot change, or layers the teacher
+            does not have.
+
+    Example:
+    >>> cfg = load_distillation_config("configs/distill_quickstart.yaml")
+    """
+    raw = read_config_dict(path, overrides)
+    section = raw.get("distillation")
+    teacher = section.get("teacher") if isinstance(section, dict) else None
+    if not isinstance(teacher, str):
+        raise ConfigError(
+            f"{path}: distillation.teacher: required: the teacher's run directory "
+            "(runs/<name>/<timestamp>, or runs/<name> for its latest run)"
+        )
+    try:
+        teacher_dir = rundir.finished_run_dir(teacher)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: distillation.teacher: {e}") from None
+    teacher_raw = read_config_dict(teacher_dir / rundir.CONFIG)
+    model = raw.get("model") or {}
+    if not isinstance(model, dict):
+        raise ConfigError(f"{path}: model: expected a mapping of {', '.join(STUDENT_MODEL_KEYS)}")
+    for key in model:
+        if key not in STUDENT_MODEL_KEYS:
+            raise ConfigError(
+                f"{path}: model.{key}: a student keeps its teacher's backbone, tokenizer and "
+                f"head; of `model` it may set only {', '.join(STUDENT_MODEL_KEYS)}"
+            )
+    raw["distillation"] = {**section, "teacher": str(teacher_dir)}
+    if raw.get("data") is None:
+        raw["data"] = teacher_raw.get("data")
+    raw["model"] = {**teacher_raw.get("model", {}), **model}
+    config = config_from_dict(raw, source=str(path))
+    num_layers = config.model.num_layers
+    if num_layers is None:
+        return config  # a preset's layers are counted when it is loaded
+    try:
+        layers = config.distillation.teacher_layers(num_layers)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    raw["model"]["scratch"] = {**raw["model"]["scratch"], "num_layers": len(layers)}
+    return config_from_dict(raw, source=str(path))
+
+
+def read_config_dict(path, overrides=()) -> dict:
+    """A YAML config as plain data, `overrides` applied, not yet validated.
+
+    Raises:
+        ConfigError: the file cannot be read, is not YAML, or is not a
+            mapping, or an override is malformed.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -58,7 +137,7 @@ def load_config(path, overrides=()) -> Config:
         )
     for override in overrides:
         _apply_override(raw, override, path)
-    return config_from_dict(raw, source=str(path))
+    return raw
 
 
 def config_from_dict(raw: dict, source: str = "<config>") -> Config:

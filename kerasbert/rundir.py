@@ -10,6 +10,7 @@ history.csv         per-epoch metrics            tensorboard/     TensorBoard lo
 eval_history.csv    validation every eval_steps steps
 lr_trace.csv        rate and momentum per step   stages.json      unfreezing stages
 metrics.json        final metrics                best.weights.h5  the best epoch's weights
+calibration.json    the temperature, and log loss and ECE before and after it
 fit_summary.json    epochs run, early stop, the epoch kept
 model.keras         the model                    tokenizer/       its tokenizer (a preset dir)
 data_summary.json   the splits, described        baseline.json    TF-IDF + LR baseline
@@ -17,6 +18,7 @@ test_predictions.csv                             report.html, plots/
 predictions.csv     data.predict, predicted by the export
 lr_find.csv, lr_find.png, lr_find.json           the LR range test
 status.json         running / finished           resume/          state to resume from
+distillation.json   a distilled run: its teacher, layers, and both models compared
 ```
 """
 
@@ -35,6 +37,7 @@ LR_TRACE = "lr_trace.csv"
 STAGES = "stages.json"
 FIT_SUMMARY = "fit_summary.json"
 METRICS = "metrics.json"
+CALIBRATION = "calibration.json"
 BEST_WEIGHTS = "best.weights.h5"
 MODEL = "model.keras"
 TOKENIZER = "tokenizer"
@@ -50,6 +53,7 @@ LR_FIND_SUGGESTION = "lr_find.json"
 # The config a range test swept, in its own `lr_find-<timestamp>` directory.
 LR_FIND_CONFIG = "lr_find_config.yaml"
 STATUS = "status.json"
+DISTILLATION = "distillation.json"
 STATE_DIR = "resume"
 # Inside STATE_DIR.
 STATE = "state.json"
@@ -99,9 +103,37 @@ def resolve_run_dir(path) -> Path:
     return runs[-1]
 
 
+def finished_run_dir(path) -> Path:
+    """`resolve_run_dir(path)`, checked to be a run that finished with its model saved.
+
+    Raises:
+        FileNotFoundError: `path` is missing or holds no run.
+        ValueError: the run is still running, failed, or lacks a file of
+            `EXPORT_INPUTS`.
+    """
+    run_dir = resolve_run_dir(path)
+    status = read_status(run_dir)
+    if status != "finished":
+        raise ValueError(
+            f"{run_dir}: the run has not finished (status {status or 'unknown'}); "
+            "give a run whose status.json says finished"
+        )
+    missing = [name for name in EXPORT_INPUTS if not (run_dir / name).exists()]
+    if missing:
+        raise ValueError(f"{run_dir}: the finished run lacks {', '.join(missing)}")
+    return run_dir
+
+
+def read_status(run_dir) -> str | None:
+    """`running`, `finished` or `failed`, from the run's `status.json`; None without one."""
+    return status_record(run_dir).get("status")
+
+
+def status_record(run_dir) -> dict:
+    """The run's `status.json`: its `status`, and a finished run's `export`; {} without one."""
+    path = Path(run_dir) / STATUS
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def _failed(run_dir) -> bool:
-    status = run_dir / STATUS
-    return (
-        status.is_file()
-        and json.loads(status.read_text(encoding="utf-8")).get("status") == "failed"
-    )
+    return read_status(run_dir) == "failed"

@@ -26,6 +26,11 @@ def _main(args):
     from kerasbert.config_loading import load_config
 
     config = load_config(args.config, args.overrides)
+    if config.distillation is not None:
+        raise ValueError(
+            f"{args.config}: the `distillation` section is read by python -m kerasbert.distill; "
+            "run that, or remove the section to train without a teacher"
+        )
     cli.setup(args.debug)
     cli.load_tensorflow(args.debug)
     from kerasbert.training.run import summarize, train

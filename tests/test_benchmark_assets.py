@@ -18,17 +18,54 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def assets():
+def fetch_assets():
     spec = importlib.util.spec_from_file_location(
         "fetch_assets", REPO / "benchmarks" / "fetch_assets.py"
     )
-    fetch_assets = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = fetch_assets  # its dataclass looks its module up there
-    spec.loader.exec_module(fetch_assets)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def assets(fetch_assets):
     try:
         return fetch_assets.ensure_assets()
     except fetch_assets.AssetError as e:
         pytest.skip(f"benchmark assets unavailable: {e}")
+
+
+@pytest.fixture(scope="module")
+def target_corpora(fetch_assets):
+    try:
+        return fetch_assets.ensure_target_corpora()
+    except fetch_assets.AssetError as e:
+        pytest.skip(f"benchmark corpora unavailable: {e}")
+
+
+@pytest.mark.parametrize(
+    "config, task, rows, labels",
+    [
+        ("movielens_genres", "multi_label", 9042, 19),
+        ("vader_sentiment", "regression", 7897, 1),
+    ],
+)
+def test_target_corpora_load_as_their_benchmark_configs(target_corpora, config, task, rows, labels):
+    from kerasbert.config_loading import load_config
+    from kerasbert.data.splits import load_splits
+
+    cfg = load_config(REPO / "benchmarks" / "configs" / f"{config}.yaml")
+    splits = load_splits(cfg.data, cfg.model.task, cfg.model.target_transform)
+    assert splits.task == task
+    assert len(splits.labels) == labels
+    sizes = [len(frame) for _, frame in splits.items()]
+    assert sum(sizes) == rows
+    texts = [set(frame["text"]) for _, frame in splits.items()]
+    assert not texts[0] & texts[2], "a test text is also a training text"
+    if task == "regression":
+        values = np.concatenate([frame["label"].to_numpy(float) for _, frame in splits.items()])
+        assert -4 <= values.min() < 0 < values.max() <= 4
 
 
 @pytest.fixture(scope="module")

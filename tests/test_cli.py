@@ -5,7 +5,7 @@ command the README shows prints none of it)."""
 import subprocess
 import sys
 
-COMMANDS = ("train", "lr_find", "export", "serve", "evaluate", "predict", "report")
+COMMANDS = ("train", "distill", "lr_find", "export", "serve", "evaluate", "predict", "report")
 
 # Runs each command's --help in turn in one process, and names the first
 # after which TensorFlow (or Keras) has been imported.

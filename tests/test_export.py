@@ -75,13 +75,19 @@ def loaded(exported_model):
     return tf.saved_model.load(str(exported_model))
 
 
-def keras_outputs(run_model, texts, sequence_length=16):
-    """Logits and probabilities of the Keras classifier on `TextEncoder` inputs."""
+@pytest.fixture(scope="module")
+def temperature(trained_run):
+    """The temperature the run fitted on validation, which its export divides the logits by."""
+    return json.loads((trained_run.run_dir / "labels.json").read_text())["head"]["temperature"]
+
+
+def keras_outputs(run_model, texts, temperature, sequence_length=16):
+    """Logits and probabilities of the Keras classifier on `TextEncoder` inputs, calibrated."""
     from kerasbert.models.tokenizers import TextEncoder
 
     classifier, tokenizer = run_model
     inputs = TextEncoder(tokenizer, sequence_length)(tf.constant(texts))
-    logits = classifier.predict(inputs, verbose=0)
+    logits = classifier.predict(inputs, verbose=0) / temperature
     return logits, tf.nn.softmax(logits).numpy(), {k: v.numpy() for k, v in inputs.items()}
 
 
@@ -198,11 +204,11 @@ FRESH_CLIENT = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def fresh_client(run_model, exported_model, tmp_path_factory):
+def fresh_client(run_model, exported_model, temperature, tmp_path_factory):
     """What `FRESH_CLIENT` saw, and the Keras model's outputs on the same texts."""
     texts = HELD_OUT_TEXTS
     tmp = tmp_path_factory.mktemp("fresh_client")
-    logits, probabilities, tokens = keras_outputs(run_model, texts)
+    logits, probabilities, tokens = keras_outputs(run_model, texts, temperature)
     np.savez(tmp / "in.npz", texts=np.array(texts), **{f"tokens/{k}": v for k, v in tokens.items()})
     subprocess.run(
         [
@@ -250,7 +256,7 @@ def test_inspect_as_a_module_loads_neither_keras_hub_nor_training_code(fresh_cli
     ]
 
 
-def test_keras_model_around_tfsm_layer_predicts_the_same(run_model, exported_model):
+def test_keras_model_around_tfsm_layer_predicts_the_same(run_model, exported_model, temperature):
     import keras
 
     text = keras.Input(shape=(), dtype="string", name="text")
@@ -258,7 +264,7 @@ def test_keras_model_around_tfsm_layer_predicts_the_same(run_model, exported_mod
     model = keras.Model(text, served)
     texts = HELD_OUT_TEXTS[:20]
     predicted = model.predict(tf.constant(texts), batch_size=8, verbose=0)
-    _, probabilities, _ = keras_outputs(run_model, texts)
+    _, probabilities, _ = keras_outputs(run_model, texts, temperature)
     np.testing.assert_allclose(predicted["probabilities"], probabilities, atol=1e-5)
     assert [label.decode() for label in predicted["label"]] == [
         LABELS[i] for i in probabilities.argmax(-1)
@@ -485,6 +491,8 @@ def test_inspect_prints_signatures_labels_and_metrics(exported_model, capsys):
     assert "    text  string   [None]" in out
     assert "    scores   float32  [None, 3]" in out
     assert "labels (3): negative, neutral, positive" in out
+    head = json.loads((exported_model / "assets" / "head.json").read_text())
+    assert f"temperature: {head['temperature']:.4g}\n" in out
     metrics = json.loads((exported_model / "assets" / "metrics.json").read_text())
     test = metrics["test"]
     assert f"  test: accuracy={test['accuracy']:.4f}, loss={test['loss']:.4f}" in out

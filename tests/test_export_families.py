@@ -191,7 +191,9 @@ def test_pair_model_serves_like_keras_and_classifies_pair_examples(pair_export):
     classifier = keras.saving.load_model(run_dir / "model.keras", compile=False)
     encoder = TextEncoder(load_tokenizer(run_dir / "tokenizer"), 16)
     tokens = encoder(tf.constant(TEXTS), tf.constant(PAIRS))
-    probabilities = tf.nn.softmax(classifier.predict(tokens, verbose=0)).numpy()
+    # The export divides the logits by the temperature the run fitted.
+    temperature = json.loads((run_dir / "labels.json").read_text())["head"]["temperature"]
+    probabilities = tf.nn.softmax(classifier.predict(tokens, verbose=0) / temperature).numpy()
 
     serve = loaded.signatures["serving_default"]
     out = serve(text=tf.constant(TEXTS), text_pair=tf.constant(PAIRS))

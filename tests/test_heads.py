@@ -20,7 +20,7 @@ from kerasbert import train
 from kerasbert.config_loading import ConfigError, config_from_dict
 from kerasbert.exporting.exporter import export_model
 from kerasbert.exporting.heads import Head
-from kerasbert.models.tokenizers import TextEncoder
+from kerasbert.models.tokenizers import TextEncoder, load_tokenizer
 from kerasbert.serving.saved_model_bundle import SavedModelBundle
 from tests.support.browser import (  # noqa: F401  (browser: a fixture)
     browser,
@@ -126,6 +126,12 @@ def test_multi_label_run_tunes_thresholds_trains_in_stages_and_scores_per_label(
     thresholds = labels["head"]["thresholds"]
     assert labels["head"]["task"] == "multi_label" and len(thresholds) == 3
     assert all(0.1 <= t <= 1 for t in thresholds)
+    # One temperature per label, fitted on validation before the thresholds were tuned.
+    calibration = json.loads((multi_label_run.run_dir / "calibration.json").read_text())
+    assert labels["head"]["temperature"] == calibration["temperature"]
+    assert len(calibration["temperature"]) == 3
+    validation = calibration["splits"]["validation"]
+    assert validation["log_loss_after"] <= validation["log_loss_before"]
     assert sum(labels["texts_without_labels"].values()) == 20  # one text in six of 120
     assert len(json.loads((multi_label_run.run_dir / "stages.json").read_text())) == 3
     test = multi_label_run.metrics["test"]
@@ -156,6 +162,16 @@ def test_multi_label_export_has_its_signatures_and_answers_in_a_session_like_tf2
         outputs["labels_on"], outputs["probabilities"] >= np.float32(head["thresholds"])
     )
     assert outputs["labels"].tolist() == [[b"acting", b"music", b"plot"]] * 4
+    # Each label's logit is divided by its own temperature in the graph.
+    import keras
+
+    run_dir = multi_label_run.run_dir
+    classifier = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    tokens = TextEncoder(load_tokenizer(run_dir / "tokenizer"), 16)(tf.constant(TEXTS))
+    raw = classifier.predict(tokens, verbose=0)
+    temperatures = np.float32(head["temperature"])
+    np.testing.assert_allclose(outputs["logits"], raw / temperatures, atol=1e-5)
+    np.testing.assert_allclose(outputs["probabilities"], tf.sigmoid(raw / temperatures), atol=1e-5)
 
 
 def test_multi_label_model_serves_predict_and_classify_with_every_label(multi_label_run, tmp_path):

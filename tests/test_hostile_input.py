@@ -461,7 +461,7 @@ def test_bad_input_to_every_command_leaves_run_export_and_outputs_untouched(
     trained_run, tmp_path, capsys, tensorflow_started
 ):
     run_dir, export_dir = trained_run.run_dir, trained_run.export_dir
-    from kerasbert.training.resume import read_status
+    from kerasbert.rundir import read_status
 
     assert read_status(run_dir) == "finished"  # so --resume below can never train
     model_base = export_dir.parent  # saved_models/<name>, every version

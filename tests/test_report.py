@@ -33,6 +33,7 @@ ALL_PLOTS = {
     "lr_find",
     "confusion_matrix",
     "reliability",
+    "calibration",
 }
 
 
@@ -110,6 +111,7 @@ def test_report_and_every_plot_are_written(full_run):
         "Learning rate and momentum per step",
         "LR range test",
         "Test set",
+        "Calibration",
         "most confident test mistakes",
         "Resolved configuration",
         "Unfreezing stages",

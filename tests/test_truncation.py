@@ -7,6 +7,7 @@ word.
 """
 
 import random
+import re
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,8 @@ from tests.support.tiny import tiny_classifier, tiny_config_dict
 SEQUENCE_LENGTH = 16
 FILLER = ["the", "film", "plot", "cast", "music", "scene", "story", "actor", "set", "light"]
 VERDICTS = {"positive": "superb", "negative": "awful"}
+# `export.max_characters` of the trained run: its long reviews are about 250 characters.
+MAX_CHARACTERS = 1000
 
 
 def long_review(rng, verdict, words=30) -> str:
@@ -104,7 +107,7 @@ def test_head_tokens_sets_the_head_of_head_tail(tokenizer):
     ],
 )
 def test_text_encoder_refuses_bad_truncation(tokenizer, kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         TextEncoder(tokenizer, SEQUENCE_LENGTH, **kwargs)
 
 
@@ -158,6 +161,7 @@ def long_run(tmp_path_factory):
             # Mean pooling learns the one decisive word in a few steps; [CLS] takes longer.
             model={"truncation": "head_tail", "pooling": "mean"},
             training={"epochs": 6, "learning_rate": 1e-2},
+            export={"max_characters": MAX_CHARACTERS},
         )
     )
     return train(config)
@@ -262,3 +266,58 @@ def test_pipeline_evaluate_and_saved_model_agree_on_long_texts(long_run):
     saved_model = loaded(text=tf.constant(texts))["probabilities"].numpy()
     np.testing.assert_allclose(evaluated, pipeline, rtol=0, atol=1e-5)
     np.testing.assert_allclose(saved_model, pipeline, rtol=0, atol=1e-5)
+
+
+# === export.max_characters ===
+
+
+def test_a_text_over_max_characters_is_refused_everywhere_the_export_runs(
+    long_run, tmp_path, capsys
+):
+    import httpx
+
+    from kerasbert import predict
+    from kerasbert.serving.app import create_app
+    from kerasbert.serving.model_config import ServedModelConfig
+    from kerasbert.serving.model_manager import ModelManager
+    from kerasbert.serving.saved_model_bundle import SavedModelBundle
+    from tests.support.servers import background_server
+
+    version_dir = long_run.export_dir
+    # Characters, not bytes: 1000 two-byte characters are within the limit.
+    at_limit, over = "é" * MAX_CHARACTERS, "superb " * 200
+    message = f"a text has] [{len(over)}] [characters, more than the {MAX_CHARACTERS} this model"
+    loaded = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    assert loaded(text=tf.constant([at_limit]))["label"].shape == (1,)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+        loaded(text=tf.constant([at_limit, over]))
+    bundle = SavedModelBundle(version_dir)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+        bundle.run("serving_default", {"text": np.array([over], dtype=object)})
+    bundle.close()
+
+    manager = ModelManager([ServedModelConfig("long", version_dir.parent)], poll_wait_seconds=0)
+    manager.poll()
+    with background_server(create_app(manager)) as url:
+        model_url = f"{url}/v1/models/long"
+        fits = httpx.post(f"{model_url}:predict", json={"instances": [at_limit]}, timeout=60)
+        refused = httpx.post(f"{model_url}:predict", json={"instances": [over]}, timeout=60)
+        classify = httpx.post(
+            f"{model_url}:classify",
+            json={"signature_name": "classify", "examples": [{"text": over}]},
+            timeout=60,
+        )
+    assert fits.status_code == 200
+    for response in (refused, classify):
+        assert response.status_code == 400, response.text
+        assert message in response.json()["error"]
+
+    data = tmp_path / "long.csv"
+    pd.DataFrame({"text": ["overall superb", over]}).to_csv(data, index=False)
+    argv = ["--model", str(version_dir), "--input", str(data), "--output", str(tmp_path / "p.csv")]
+    argv.append("--no-progress")
+    capsys.readouterr()
+    assert predict.main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {version_dir}: ") and message in line
+    assert not (tmp_path / "p.csv").exists()

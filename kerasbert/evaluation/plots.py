@@ -312,34 +312,56 @@ def plot_reliability(bins: dict) -> Figure:
     Args:
         bins: `kerasbert.evaluation.metrics.calibration_bins` output.
     """
-    edges = np.asarray(bins["edges"])
-    filled = np.asarray(bins["count"]) > 0
-    centers = (edges[:-1] + edges[1:]) / 2
     figure = _figure(4.5, 4)
-    ax = figure.subplots()
+    _draw_reliability(figure.subplots(), bins, "reliability (test)")
+    return figure
+
+
+def plot_calibration(before: dict, after: dict, split="test", temperature=None) -> Figure:
+    """Reliability diagrams of the same predictions before and after temperature scaling.
+
+    Args:
+        before, after: `calibration_bins` of each (lists, an empty bin's
+            values None or NaN, as `calibration.json` holds them).
+        split: the split they are of, for the titles.
+        temperature: the fitted temperature (a number, or one per label),
+            for the second title.
+    """
+    figure = _figure(9, 4)
+    left, right = figure.subplots(1, 2, sharey=True)
+    _draw_reliability(left, before, f"{split}: before calibration")
+    fitted = ""
+    if isinstance(temperature, (int, float)):
+        fitted = f" (T = {temperature:.3g})"
+    elif temperature:
+        fitted = f" ({len(temperature)} temperatures)"
+    _draw_reliability(right, after, f"{split}: after calibration{fitted}")
+    return figure
+
+
+def _draw_reliability(ax, bins, title):
+    edges = np.asarray(bins["edges"], dtype=float)
+    count = np.asarray(bins["count"], dtype=float)
+    accuracy = np.asarray(bins["accuracy"], dtype=float)
+    confidence = np.asarray(bins["confidence"], dtype=float)
+    filled = count > 0
+    centers = (edges[:-1] + edges[1:]) / 2
     ax.bar(
         centers[filled],
-        np.asarray(bins["accuracy"])[filled],
+        accuracy[filled],
         width=np.diff(edges)[filled],
         edgecolor="black",
         alpha=0.7,
         label="accuracy",
     )
     ax.plot([0, 1], [0, 1], "k:", label="perfect calibration")
-    ax.plot(
-        np.asarray(bins["confidence"])[filled],
-        np.asarray(bins["accuracy"])[filled],
-        "ro",
-        markersize=3,
-        label="mean confidence",
-    )
+    ax.plot(confidence[filled], accuracy[filled], "ro", markersize=3, label="mean confidence")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
-    ax.set_title("reliability (test)")
+    ax.set_title(title)
     ax.legend(fontsize="small", loc="upper left")
-    return figure
 
 
 def plot_comparison(

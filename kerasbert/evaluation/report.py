@@ -35,6 +35,7 @@ from kerasbert.evaluation import plots, verdicts
 from kerasbert.evaluation.config_diff import config_diff
 from kerasbert.evaluation.formats import (
     COUNT,
+    LENGTH,
     format_count,
     format_learning_rate,
     format_metric,
@@ -71,6 +72,7 @@ PLOT_NAMES = (
     "lr_find",
     "confusion_matrix",
     "reliability",
+    "calibration",
 )
 
 
@@ -217,7 +219,59 @@ def build_figures(run) -> dict:
             num_bins=run.metrics.get("test", {}).get("ece_bins", metrics_lib.DEFAULT_NUM_BINS),
         )
         figures["reliability"] = plots.plot_reliability(bins)
+    calibrated = _calibration_split(run.calibration)
+    if calibrated is not None:
+        split, values = calibrated
+        figures["calibration"] = plots.plot_calibration(
+            values["bins_before"], values["bins_after"], split, run.calibration.get("temperature")
+        )
     return figures
+
+
+def _calibration_split(calibration):
+    """`(split, values)` of `calibration.json` to draw: test, else validation; None if neither."""
+    splits = (calibration or {}).get("splits") or {}
+    for split in ("test", "validation"):
+        values = splits.get(split)
+        if isinstance(values, dict) and {"bins_before", "bins_after"} <= set(values):
+            return split, values
+    return None
+
+
+def calibration_table(calibration) -> pd.DataFrame:
+    """Log loss and ECE of each split (rows) before and after temperature scaling."""
+    columns = ("log_loss_before", "log_loss_after", "ece_before", "ece_after")
+    rows = {
+        split: {column: _value(values.get(column)) for column in columns}
+        for split, values in ((calibration or {}).get("splits") or {}).items()
+        if isinstance(values, dict)
+    }
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(columns))
+
+
+def _calibration_section(run, pngs) -> str | None:
+    calibration = run.calibration
+    if not isinstance(calibration, dict):
+        return None
+    temperature = calibration.get("temperature")
+    if isinstance(temperature, list):
+        fitted = "Temperatures, one per label, " + ", ".join(
+            f"{label} {t:.3g}" for label, t in zip(run.labels or [], temperature)
+        )
+    elif metrics_lib.is_number(temperature):
+        fitted = f"Temperature {temperature:.4g}"
+    else:
+        return None
+    note = (
+        f"<p>{_e(fitted)}, fitted on the validation split to minimise its log loss and "
+        "applied in the export: the logits are divided by it before the "
+        f"{'sigmoids' if isinstance(temperature, list) else 'softmax'}. The predicted labels "
+        "are the same; lower is better for log loss and ECE "
+        f"({_e(calibration.get('num_bins', metrics_lib.DEFAULT_NUM_BINS))} bins).</p>"
+    )
+    return _section(
+        "Calibration", note + _table(calibration_table(calibration)) + _images(pngs, "calibration")
+    )
 
 
 def write_report(run_dir, num_mistakes=NUM_MISTAKES) -> Path:
@@ -273,6 +327,8 @@ def render_report(run, pngs, num_mistakes=NUM_MISTAKES) -> str:
     table = metrics_table(run.metrics)
     if len(table):
         sections.append(_section("Metrics", _table(table)))
+    if isinstance(run.distillation, dict):
+        sections.append(_section("Distillation", _distillation_html(run.distillation)))
     if run.baseline:
         comparison = baseline_comparison(run.metrics, run.baseline)
         # C is a hyperparameter picked from 0.1, 1, 10, 100, written as chosen.
@@ -332,6 +388,10 @@ def render_report(run, pngs, num_mistakes=NUM_MISTAKES) -> str:
             )
         sections.append(_section("LR range test", body))
 
+    calibration = _calibration_section(run, pngs)
+    if calibration:
+        sections.append(calibration)
+
     test = run.metrics.get("test", {})
     test_body = _images(pngs, "confusion_matrix", "reliability")
     if isinstance(test.get("per_class"), dict):
@@ -369,6 +429,45 @@ def render_report(run, pngs, num_mistakes=NUM_MISTAKES) -> str:
     if notes:
         sections.append(_section("Notes", "".join(notes)))
     return _page(f"kerasbert run {run.name}", "\n".join(sections))
+
+
+def distillation_table(record) -> pd.DataFrame:
+    """Student and teacher side by side, from `distillation.json`'s `comparison`.
+
+    Returns:
+        Rows `student` and `teacher`; columns accuracy, parameters, export
+        size in MB and texts per second. Empty without a comparison.
+    """
+    comparison = record.get("comparison") or {}
+    rows = {}
+    for name in ("student", "teacher"):
+        values = comparison.get(name)
+        if not isinstance(values, dict):
+            continue
+        size = values.get("export_bytes")
+        rows[name] = {
+            "layers": record.get(f"{name}_layers"),
+            "accuracy": values.get("accuracy"),
+            "parameters": values.get("parameters"),
+            "export MB": size / 1e6 if metrics_lib.is_number(size) else None,
+            "texts/s": values.get("texts_per_second"),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _distillation_html(record) -> str:
+    layers = ", ".join(str(layer) for layer in record.get("layers") or [])
+    body = (
+        f"<p>Distilled from {_e(str(record.get('teacher')))}: the teacher's layers {_e(layers)}, "
+        f"temperature {_e(str(record.get('temperature')))}, alpha {_e(str(record.get('alpha')))}."
+    )
+    table = distillation_table(record)
+    if not len(table):
+        return body + " The student or the teacher has no export to compare.</p>"
+    split = (record.get("comparison") or {}).get("split", "test")
+    body += f" Both exports, on the {_e(str(split))} split:</p>"
+    kinds = {"layers": COUNT, "parameters": COUNT, "export MB": LENGTH, "texts/s": COUNT}
+    return body + _table(table, kinds=kinds)
 
 
 def compare_runs(runs) -> pd.DataFrame:

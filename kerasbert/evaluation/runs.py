@@ -131,6 +131,8 @@ class Run:
     lr_find_png: bytes | None = None
     lr_find_summary: dict | None = None
     test_predictions: pd.DataFrame | None = None
+    distillation: dict | None = None
+    calibration: dict | None = None
     missing: list = field(default_factory=list)
     problems: list = field(default_factory=list)
 
@@ -191,6 +193,7 @@ def load_run(path) -> Run:
         rundir.LR_FIND_PLOT: ("lr_find_png", lambda p: p.read_bytes()),
         rundir.LR_FIND_SUGGESTION: ("lr_find_summary", _read_json),
         rundir.TEST_PREDICTIONS: ("test_predictions", _read_predictions),
+        rundir.CALIBRATION: ("calibration", _read_json),
     }
     for filename, (attribute, reader) in readers.items():
         file = path / filename
@@ -202,6 +205,12 @@ def load_run(path) -> Run:
         except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
             run.problems.append(f"{filename}: {' '.join(str(e).split()) or type(e).__name__}")
             log.warning("%s: cannot read %s: %s", path, filename, e)
+    # Only a distilled run has one: its absence is no gap worth listing.
+    if (path / rundir.DISTILLATION).is_file():
+        try:
+            run.distillation = _read_json(path / rundir.DISTILLATION)
+        except (ValueError, OSError, UnicodeDecodeError) as e:
+            run.problems.append(f"{rundir.DISTILLATION}: {' '.join(str(e).split())}")
     if run.stages is None and run.history is not None:
         run.stages = stages_from_history(run.history)
     return run

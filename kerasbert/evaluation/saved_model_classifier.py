@@ -169,13 +169,25 @@ class SavedModelClassifier:
             label is the tuple of labels the graph decided on; for a
             regression model, each is the value and `probabilities` is
             `[len(texts), 1]` of those values.
+
+        Raises:
+            ValueError: the graph refused an input, such as a text longer
+                than the export's `max_characters`.
         """
+        import tensorflow as tf
+
+        from kerasbert.serving.saved_model_bundle import error_message
+
         inputs = {"text": _string_array(texts)}
         if self.text_pair:
             if text_pairs is None:
                 raise ValueError(f"{self.model_dir} takes sentence pairs; give a text_pair column")
             inputs["text_pair"] = _string_array(text_pairs)
-        outputs = self._bundle.run("serving_default", inputs)
+        try:
+            outputs = self._bundle.run("serving_default", inputs)
+        except tf.errors.InvalidArgumentError as error:
+            # The graph refused an input, e.g. a text over `export.max_characters`.
+            raise ValueError(f"{self.model_dir}: {error_message(error).splitlines()[0]}") from None
         if self.task == "regression":
             values = np.asarray(outputs["value"], dtype=np.float32)
             return [float(v) for v in values], values[:, None]

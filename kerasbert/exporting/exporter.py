@@ -9,7 +9,8 @@ A version directory holds:
 
 ```
 saved_model.pb, fingerprint.pb, variables/
-assets/         labels.txt, vocabulary.txt (BERT) or vocabulary.json and
+assets/         labels.txt, head.json (task, temperature, thresholds or target
+                scaling), vocabulary.txt (BERT) or vocabulary.json and
                 merges.txt (RoBERTa), config.yaml, metrics.json,
                 bin_edges.json (binned targets only)
 assets.extra/   tf_serving_warmup_requests
@@ -26,7 +27,6 @@ import os
 import shutil
 import threading
 import uuid
-import warnings
 from pathlib import Path
 
 import tensorflow as tf
@@ -40,7 +40,6 @@ from kerasbert.exporting.serving_module import ServingModule, expected_signature
 from kerasbert.exporting.warmup import WARMUP_TEXTS, write_warmup_requests
 from kerasbert.files import json_text
 from kerasbert.models.precision import with_compute_dtype
-from kerasbert.models.tokenizers import load_tokenizer
 from kerasbert.serving.saved_model_bundle import (
     CLASSIFY_METHOD,
     REGRESS_METHOD,
@@ -82,6 +81,7 @@ def export_model(
     dtype=None,
     truncation="head",
     head_tokens=None,
+    max_characters=None,
 ):
     """Writes a TF Serving SavedModel version directory, atomically.
 
@@ -108,16 +108,19 @@ def export_model(
         assets: `{file name: text}` written under `assets/`, next to
             `labels.txt`.
         warmup_texts: the texts of the warm-up requests.
-        head: a `kerasbert.exporting.heads.Head` for a multi-label or
-            regression model (thresholds or target scaling, applied in the
-            graph, and saved as `assets/head.json`); None for single-label
-            classification.
+        head: a `kerasbert.exporting.heads.Head`: the task, temperature,
+            thresholds or target scaling, applied in the graph and saved as
+            `assets/head.json`; None for an uncalibrated single-label
+            classifier.
         dtype: what the serving graph computes in, `"float32"` or
             `"bfloat16"` (`kerasbert.models.precision.with_compute_dtype`);
             None as the classifier does. It answers in float32 either way.
         truncation: which tokens of a longer text the graph keeps, as in
             training: `"head"`, `"tail"` or `"head_tail"` (`TextEncoder`).
         head_tokens: `"head_tail"` only: the tokens kept from the start.
+        max_characters: the longest text, in characters, that
+            `serving_default` and `classify` take; a longer one fails the
+            request with INVALID_ARGUMENT. None for no limit.
 
     Returns:
         The `Path` of the version directory.
@@ -155,7 +158,9 @@ def export_model(
     staging = model_dir / f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
     encoder = TextEncoder(tokenizer, sequence_length, truncation, head_tokens)
     try:
-        module = ServingModule(classifier, encoder, labels, text_pair, head=head)
+        module = ServingModule(
+            classifier, encoder, labels, text_pair, head=head, max_characters=max_characters
+        )
         examples_signature = "regress" if head.task == "regression" else "classify"
         with quiet_tensorflow_logger():
             tf.saved_model.save(module, str(staging), signatures=module.signatures())
@@ -170,11 +175,13 @@ def export_model(
         )
         check_ops(staging)
         all_assets = {"labels.txt": "".join(f"{label}\n" for label in labels)}
-        if head.task != "classification":
-            all_assets[HEAD_FILE] = json_text(head.to_dict())
+        all_assets[HEAD_FILE] = json_text(head.to_dict())
         all_assets.update(assets or {})
         _write_assets(staging / "assets", all_assets)
         (staging / "assets.extra").mkdir(exist_ok=True)
+        if max_characters is not None:
+            # A warm-up record the graph refuses would stop TF Serving loading the version.
+            warmup_texts = [text[:max_characters] for text in warmup_texts]
         write_warmup_requests(
             staging / "assets.extra" / WARMUP_FILE,
             model_name,
@@ -241,17 +248,9 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None, dtype
         version = _check_version(version)
         _refuse_existing_version(Path(base_path) / model_name, version)
     label_map = json.loads((run_dir / rundir.LABELS).read_text(encoding="utf-8"))
-    import keras
-    import keras_hub  # noqa: F401  (registers keras-hub's classes for loading)
+    from kerasbert.models.classifier import load_run_model
 
-    import kerasbert.models.mean_pooling  # noqa: F401  (registers `pooling: mean`'s classes)
-
-    with warnings.catch_warnings():
-        # A model saved after `fit` carries optimizer variables that a model
-        # loaded with compile=False has no use for; Keras warns about that.
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        classifier = keras.saving.load_model(run_dir / rundir.MODEL, compile=False)
-    tokenizer = load_tokenizer(run_dir / rundir.TOKENIZER)
+    classifier, tokenizer = load_run_model(run_dir)
     assets = tokenizer_assets(tokenizer)
     assets[rundir.CONFIG] = config_text
     if label_map.get("bin_edges") is not None:
@@ -273,6 +272,7 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None, dtype
         dtype=dtype if dtype is not None else config.export.dtype,
         truncation=config.model.truncation,
         head_tokens=config.model.head_tokens,
+        max_characters=config.export.max_characters,
     )
 
 

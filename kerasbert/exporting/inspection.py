@@ -102,6 +102,12 @@ def describe_saved_model(version_dir) -> str:
     if labels_path.is_file():
         labels = labels_path.read_text(encoding="utf-8").splitlines()
         lines.append(f"labels ({len(labels)}): {', '.join(labels)}")
+    head_path = assets / "head.json"
+    if head_path.is_file():
+        temperature = json.loads(head_path.read_text(encoding="utf-8")).get("temperature")
+        if temperature is not None:
+            values = temperature if isinstance(temperature, list) else [temperature]
+            lines.append(f"temperature: {', '.join(f'{t:.4g}' for t in values)}")
     edges_path = assets / "bin_edges.json"
     if edges_path.is_file():
         edges = json.loads(edges_path.read_text(encoding="utf-8"))

@@ -24,6 +24,13 @@ undone in the graph), and has a `regress` signature
 (`tensorflow/serving/regress`) instead of `classify`: serialized
 `tf.Example`s to `outputs` (`float32 [batch]`), the tensor TF Serving's
 Regress API reads.
+
+The head's temperature (`Head.temperature`, fitted on validation) divides
+the model's logits inside the graph: `logits` are the calibrated ones, so
+`probabilities` is their softmax (or their sigmoids) as before, and the
+model's raw logits are `logits * temperature`. The decisions (`label`,
+`label_id`) are those of the raw logits; a multi-label model's thresholds
+apply to the calibrated probabilities.
 """
 
 from __future__ import annotations
@@ -43,22 +50,31 @@ class ServingModule(tf.Module):
             trained with.
         labels: class names, by class id.
         text_pair: whether the model was trained on sentence pairs.
-        head: a `kerasbert.exporting.heads.Head`: the task, and its
-            thresholds or target scaling; None for single-label
-            classification.
+        head: a `kerasbert.exporting.heads.Head`: the task, its
+            temperature, and its thresholds or target scaling; None for an
+            uncalibrated single-label classifier.
+        max_characters: the longest text, in characters, that the text
+            signatures take; a longer one fails the request with
+            INVALID_ARGUMENT. None for no limit.
 
     Example:
     >>> module = ServingModule(classifier, TextEncoder(tokenizer, 128), ["neg", "pos"])
     >>> tf.saved_model.save(module, "/tmp/m/1", signatures=module.signatures())
     """
 
-    def __init__(self, classifier, encoder, labels, text_pair=False, head=None):
+    def __init__(
+        self, classifier, encoder, labels, text_pair=False, head=None, max_characters=None
+    ):
         super().__init__(name="kerasbert")
+        self.max_characters = max_characters
         self.head = head or Head()
         self.head.check_labels(list(labels))
         self.task = self.head.task
         if self.task == "multi_label":
             self.thresholds = tf.constant(self.head.thresholds, dtype=tf.float32)
+            self.temperature = tf.constant(self.head.temperatures(len(labels)), dtype=tf.float32)
+        elif self.task == "classification":
+            self.temperature = tf.constant(self.head.temperature, dtype=tf.float32)
         self.classifier = classifier
         self.encoder = encoder
         # keras-hub tokenizers keep their lookup tables as plain attributes;
@@ -86,6 +102,9 @@ class ServingModule(tf.Module):
 
     def _outputs(self, inputs):
         logits = tf.cast(self.classifier(inputs, training=False), tf.float32)
+        if self.task != "regression":
+            # Temperature scaling: calibrated probabilities, the same decisions.
+            logits = logits / self.temperature
         if self.task == "multi_label":
             probabilities = tf.sigmoid(logits)
             return {
@@ -118,7 +137,28 @@ class ServingModule(tf.Module):
     def _serve_text(self, text, text_pair=None):
         from kerasbert.data.pipeline import trim_to_longest
 
+        if text_pair is not None:
+            text_pair = self._within_limit(text_pair)
+        text = self._within_limit(text)
         return self.predict_tokens(trim_to_longest(self.encoder(text, text_pair), multiple=1))
+
+    def _within_limit(self, text):
+        """`text`, once no string in it is longer than `max_characters`."""
+        if self.max_characters is None:
+            return text
+        longest = tf.reduce_max(tf.strings.length(text, unit="UTF8_CHAR"))
+        # Reads "assertion failed: [a text has] [1234] [characters, more than ...]".
+        check = tf.debugging.Assert(
+            longest <= self.max_characters,
+            [
+                "a text has",
+                longest,
+                f"characters, more than the {self.max_characters} this model takes "
+                "(export.max_characters); shorten or split it",
+            ],
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(text)
 
     def _predict_tokens(self, inputs):
         return self._outputs(inputs)

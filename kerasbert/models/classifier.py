@@ -130,3 +130,27 @@ def build_classifier(model_config, num_classes, texts=None, dtype=None):
         dropout=model_config.dropout,
     )
     return classifier, tokenizer
+
+
+def load_run_model(run_dir):
+    """A run directory's saved classifier (`model.keras`) and tokenizer (`tokenizer/`).
+
+    Returns:
+        `(classifier, tokenizer)`, the classifier loaded without its
+        optimizer (`compile=False`).
+    """
+    import warnings
+
+    import keras
+
+    import kerasbert.models.mean_pooling  # noqa: F401  (registers `pooling: mean`'s classes)
+    from kerasbert import rundir
+    from kerasbert.models.tokenizers import load_tokenizer
+
+    run_dir = Path(run_dir)
+    with warnings.catch_warnings():
+        # A model saved after `fit` carries optimizer variables that a model
+        # loaded with compile=False has no use for; Keras warns about that.
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        classifier = keras.saving.load_model(run_dir / rundir.MODEL, compile=False)
+    return classifier, load_tokenizer(run_dir / rundir.TOKENIZER)

@@ -64,6 +64,16 @@ class Prepared:
     def labels(self, split):
         return self.splits.label_ids(split)
 
+    def training_labels(self):
+        """What the training split's batches carry as `y`: its labels."""
+        return self.labels("train")
+
+    def loss_and_metrics(self):
+        """The compiled loss and metrics; `(None, None)` for `compile_classifier`'s own."""
+        return task_loss_and_metrics(
+            self.splits.task, self.splits.labels, self.pos_weight, self.regression_loss
+        )
+
     def dataset(self, split, batch_size, shuffle=False, seed=0):
         return make_dataset(
             self.features[split],
@@ -85,7 +95,7 @@ class Prepared:
         """
         return make_training_dataset(
             self.features["train"],
-            self.labels("train"),
+            self.training_labels(),
             batch_size,
             seed=seed,
             epochs=epochs,
@@ -95,8 +105,15 @@ class Prepared:
         )
 
 
-def prepare(config) -> Prepared:
-    """Reads the data and builds the model and tokenized splits of a config."""
+def prepare(config, build_model=None) -> Prepared:
+    """Reads the data and builds the model and tokenized splits of a config.
+
+    Args:
+        config: the run's `Config`.
+        build_model: `build_model(splits, dtype) -> (classifier, tokenizer)`,
+            called in the strategy's scope, instead of building the
+            classifier `config.model` describes (a distillation's student).
+    """
     # First: thread pools and a multi-worker strategy's collective ops must
     # be configured before TensorFlow runs anything.
     runtime = resolve_runtime(config.runtime, tpu=config.distribution.strategy == "tpu")
@@ -107,13 +124,16 @@ def prepare(config) -> Prepared:
     for name, frame in splits.items():
         log.info("%s: %d rows, %s", name, len(frame), _describe_labels(frame["label"], splits.task))
     with strategy.scope():
-        classifier, tokenizer = build_classifier(
-            config.model,
-            # One output unit per class or label; one for a regression target.
-            len(splits.labels),
-            texts=_texts_for_vocabulary(splits),
-            dtype=runtime.dtype_policy,
-        )
+        if build_model is not None:
+            classifier, tokenizer = build_model(splits, runtime.dtype_policy)
+        else:
+            classifier, tokenizer = build_classifier(
+                config.model,
+                # One output unit per class or label; one for a regression target.
+                len(splits.labels),
+                texts=_texts_for_vocabulary(splits),
+                dtype=runtime.dtype_policy,
+            )
     encoder = TextEncoder(
         tokenizer,
         config.model.sequence_length,
@@ -228,12 +248,7 @@ def compile_for_stage(prepared, training_config, trainable_layers="all"):
             groups=groups,
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         )
-        loss, metrics = task_loss_and_metrics(
-            prepared.splits.task,
-            prepared.splits.labels,
-            prepared.pos_weight,
-            prepared.regression_loss,
-        )
+        loss, metrics = prepared.loss_and_metrics()
         compile_classifier(
             model, optimizer, jit_compile=prepared.runtime.jit_compile, loss=loss, metrics=metrics
         )

@@ -153,8 +153,3 @@ def write_status(run_dir, status, **extra):
     """Marks a run `running`, `finished` or `failed` in `<run>/status.json`."""
     path = Path(run_dir) / rundir.STATUS
     write_bytes(path, lambda f: f.write(json.dumps({"status": status, **extra}).encode()))
-
-
-def read_status(run_dir):
-    path = Path(run_dir) / rundir.STATUS
-    return json.loads(path.read_text())["status"] if path.is_file() else None

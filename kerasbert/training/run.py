@@ -28,10 +28,7 @@ from kerasbert.training import baseline as baseline_lib
 from kerasbert.training.distribute import is_chief, wait_for_workers
 from kerasbert.training.fit import evaluate_splits, fit, prepare
 from kerasbert.training.range_test import copy_range_test, latest_range_test
-from kerasbert.training.resume import (
-    read_status,
-    write_status,
-)
+from kerasbert.training.resume import write_status
 from kerasbert.training.steps import plan
 
 log = logging.getLogger(__name__)
@@ -40,7 +37,8 @@ log = logging.getLogger(__name__)
 def save_run(prepared, config, run_dir, metrics, head=None):
     """Writes the resolved config, label map, metrics and model to the run."""
     if head is not None:
-        # The label map gains what was learned after its first writing: thresholds.
+        # The label map gains what was learned after its first writing:
+        # the temperature and the thresholds.
         write_run_header(prepared, config, run_dir, head)
     write_json(run_dir / rundir.METRICS, metrics)
     prepared.classifier.save(str(run_dir / rundir.MODEL))
@@ -56,9 +54,8 @@ def write_run_header(prepared, config, run_dir, head=None):
         "dropped_rows": prepared.splits.dropped,
     }
     splits = prepared.splits
+    label_map["head"] = (head or initial_head(splits)).to_dict()
     if splits.task != "classification":
-        head = head or initial_head(splits)
-        label_map["head"] = head.to_dict()
         if splits.task == "multi_label":
             label_map["texts_without_labels"] = splits.unlabelled
     write_json(run_dir / rundir.LABELS, label_map)
@@ -74,28 +71,69 @@ def initial_head(splits) -> Head:
     return Head()
 
 
-def tune_head(prepared, batch_size, threshold_floor=0.05) -> Head:
-    """The trained model's head: for multi-label, thresholds tuned on validation for best F1.
+def tune_head(prepared, batch_size, threshold_floor=0.05, calibration="none"):
+    """The trained model's head: its temperature and, for multi-label, its thresholds.
+
+    With `calibration: temperature`, the temperature (one per label for
+    multi-label) is fitted on the validation split's logits
+    (`kerasbert.training.calibration`); a multi-label model's thresholds are
+    then tuned for best F1 on the calibrated probabilities, since those are
+    what the export's graph compares with them.
 
     Returns:
-        A `Head`; `initial_head` for other tasks.
+        `(head, report)`: a `Head` (`initial_head` for regression), and the
+        `calibration_report` of validation and test, or None without
+        calibration.
     """
-    import numpy as np
-    from scipy.special import expit
-
     from kerasbert.evaluation.target_metrics import tune_thresholds
+    from kerasbert.training import calibration as calibration_lib
 
     splits = prepared.splits
-    if splits.task != "multi_label":
-        return initial_head(splits)
-    logits = prepared.classifier.predict(prepared.dataset("validation", batch_size), verbose=0)
-    probabilities = expit(np.asarray(logits, dtype=np.float64))
-    thresholds = tune_thresholds(prepared.labels("validation"), probabilities, threshold_floor)
-    log.info(
-        "thresholds tuned on validation: %s",
-        ", ".join(f"{label} {t:.3f}" for label, t in zip(splits.labels, thresholds)),
+    multi_label = splits.task == "multi_label"
+    scaled = calibration == "temperature" and splits.task != "regression"
+    if not scaled and not multi_label:
+        return initial_head(splits), None
+    logits = {"validation": _logits(prepared, "validation", batch_size)}
+    temperature = 1.0
+    if scaled:
+        fit = (
+            calibration_lib.fit_label_temperatures
+            if multi_label
+            else calibration_lib.fit_temperature
+        )
+        temperature = fit(logits["validation"], prepared.labels("validation"))
+    if not multi_label:
+        head = Head(temperature=temperature)
+    else:
+        probabilities = calibration_lib.scaled_probabilities(
+            logits["validation"], temperature, multi_label=True
+        )
+        thresholds = tune_thresholds(prepared.labels("validation"), probabilities, threshold_floor)
+        log.info(
+            "thresholds tuned on validation: %s",
+            ", ".join(f"{label} {t:.3f}" for label, t in zip(splits.labels, thresholds)),
+        )
+        head = Head("multi_label", thresholds=thresholds, temperature=temperature)
+    if not scaled:
+        return head, None
+    if splits.test is not None:
+        logits["test"] = _logits(prepared, "test", batch_size)
+    report = calibration_lib.calibration_report(
+        {name: (values, prepared.labels(name)) for name, values in logits.items()},
+        temperature,
+        multi_label,
     )
-    return Head("multi_label", thresholds=thresholds)
+    log.info(calibration_lib.describe_calibration(report))
+    return head, report
+
+
+def _logits(prepared, split, batch_size):
+    import numpy as np
+
+    return np.asarray(
+        prepared.classifier.predict(prepared.dataset(split, batch_size), verbose=0),
+        dtype=np.float64,
+    )
 
 
 @dataclass
@@ -121,13 +159,15 @@ def check_fits_the_data(training_config, train_rows):
         )
 
 
-def train(config, resume_dir=None) -> RunResult:
+def train(config, resume_dir=None, prepared=None) -> RunResult:
     """Fine-tunes, evaluates, saves and exports the run a config describes.
 
     Args:
         config: a validated `kerasbert.config.Config`.
         resume_dir: a run directory to continue from its last epoch; its
             saved config must equal `config`.
+        prepared: what `prepare(config)` would build, when the caller built
+            it instead (a distillation's student); None prepares it here.
 
     Returns:
         The run directory, the final metrics and the export directory.
@@ -140,7 +180,8 @@ def train(config, resume_dir=None) -> RunResult:
         check_resumable(resume_dir, config)
     # Read first: a missing file or column fails before any training.
     to_predict = read_to_predict(config.data)
-    prepared = prepare(config)
+    if prepared is None:
+        prepared = prepare(config)
     check_fits_the_data(config.training, len(prepared.splits.train))
     # In a cluster only the chief writes the run and the export; the other
     # workers take part in every step but keep their files in a scratch dir,
@@ -189,10 +230,14 @@ def _run(prepared, config, run_dir, chief, resume, to_predict=None):
             baseline_lib.write_baseline(prepared.splits, run_dir, seed=config.seed)
     fit(prepared, config, run_dir, resume=resume)
     metrics = evaluate_splits(prepared, config.training.batch_size)
-    head = tune_head(prepared, config.training.batch_size, config.model.threshold_floor)
+    head, calibration = tune_head(
+        prepared, config.training.batch_size, config.model.threshold_floor, config.calibration
+    )
     export_dir = None
     if chief:
-        save_run(prepared, config, run_dir, metrics, head if task != "classification" else None)
+        save_run(prepared, config, run_dir, metrics, head)
+        if calibration is not None:
+            write_json(run_dir / rundir.CALIBRATION, calibration)
         if config.export.enabled:
             # From the run directory alone: what ships is what the run holds.
             export_dir = export_run_dir(run_dir)
@@ -280,19 +325,20 @@ def evaluate_in_process(prepared, run_dir, metrics, batch_size, head=None) -> di
     For runs that export nothing: the same `classification_metrics` on
     validation and test, and `test_predictions.csv` for the report.
     """
-    import numpy as np
-    from scipy.special import softmax
+    from kerasbert.training.calibration import scaled_probabilities
 
     labels = prepared.splits.labels
+    head = head or initial_head(prepared.splits)
     for split, frame in prepared.splits.items():
         if split == "train":
             continue
-        logits = prepared.classifier.predict(prepared.dataset(split, batch_size), verbose=0)
+        logits = _logits(prepared, split, batch_size)
         if prepared.splits.task != "classification":
             values = _in_process_targets(prepared.splits, head, split, frame, logits, run_dir)
             metrics.setdefault(split, {}).update(values)
             continue
-        probabilities = softmax(np.asarray(logits, dtype=np.float64), axis=-1)
+        # As the export would answer: its graph divides by the temperature.
+        probabilities = scaled_probabilities(logits, head.temperature)
         metrics.setdefault(split, {}).update(
             metrics_lib.classification_metrics(prepared.labels(split), probabilities, labels)
         )
@@ -323,7 +369,9 @@ def _in_process_targets(splits, head, split, frame, logits, run_dir) -> dict:
         )
         table = target_scoring.regression_table(frame["text"], frame["label"], values, pairs)
     else:
-        probabilities = expit(logits)
+        probabilities = expit(
+            logits / np.asarray(head.temperatures(len(splits.labels)), np.float32)
+        )
         on = probabilities >= np.asarray(head.thresholds, dtype=np.float32)
         decided = [tuple(splits.labels[j] for j in np.flatnonzero(row)) for row in on]
         metrics = target_scoring.score_targets(
@@ -359,7 +407,7 @@ def check_resumable(run_dir, config):
     saved_config = run_dir / rundir.CONFIG
     if not saved_config.is_file():
         raise ValueError(f"--resume {run_dir}: not a run directory (no config.yaml)")
-    status = read_status(run_dir)
+    status = rundir.read_status(run_dir)
     if status == "finished":
         raise ValueError(f"--resume {run_dir}: the run finished already; start a new run instead")
     if saved_config.read_text(encoding="utf-8") != dump_config(config):

@@ -1,0 +1,365 @@
+"""Knowledge distillation: a student with fewer transformer layers, taught by a finished run.
+
+`distill(config)` is what `python -m kerasbert.distill` calls. The student is
+the teacher with some of its transformer layers left out (`build_student`):
+its embeddings, the chosen layers, the pooler and the head are copied
+bit for bit. The teacher's logits on each training text are computed once,
+before training, and travel in the training batches next to the true class
+(`soft_targets`); `DistillationLoss` mixes the two. Everything else is a
+normal run (`kerasbert.training.run.train`): the data pipeline, schedules,
+unfreezing, checkpoints, the export and its checks, the report.
+
+The run directory also gets `distillation.json`: the teacher, the layers
+taken, the temperature and alpha, and student and teacher compared on the
+same split through their exports (accuracy, parameters, size on disk,
+texts per second).
+
+Reference:
+    Hinton, Vinyals & Dean 2015, arXiv:1503.02531 (soft targets);
+    Sanh et al. 2019, arXiv:1910.01108 (a student initialised from every
+    other layer of its teacher).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kerasbert import rundir
+from kerasbert.data.pipeline import make_dataset
+from kerasbert.evaluation.saved_model_classifier import SavedModelClassifier
+from kerasbert.files import write_json
+from kerasbert.models.classifier import load_run_model
+from kerasbert.training.distribute import is_chief
+from kerasbert.training.fit import Prepared, prepare
+from kerasbert.training.losses import DistillationLoss
+from kerasbert.training.run import RunResult, train, write_report_safely
+
+log = logging.getLogger(__name__)
+
+# Texts timed for the comparison's texts per second, at most. The fastest
+# pass over them counts, of at least `TIMED_PASSES` passes and as many more
+# as fit in `TIMED_SECONDS`: one pass over a few tiny batches is mostly noise.
+TIMED_TEXTS = 512
+TIMED_PASSES = 3
+TIMED_SECONDS = 2.0
+
+
+@dataclass
+class StudentPrepared(Prepared):
+    """`Prepared` for a student: its training batches carry the teacher's logits too.
+
+    Attributes:
+        teacher_logits: the teacher's logits on each training text, in the
+            training split's order.
+        temperature: `DistillationLoss`'s temperature.
+        alpha: `DistillationLoss`'s weight of the soft loss.
+    """
+
+    teacher_logits: np.ndarray | None = None
+    temperature: float = 2.0
+    alpha: float = 0.5
+
+    def training_labels(self):
+        return soft_targets(self.labels("train"), self.teacher_logits)
+
+    def loss_and_metrics(self):
+        return DistillationLoss(self.temperature, self.alpha), [HardLabelAccuracy()]
+
+
+@dataclass
+class DistillationResult(RunResult):
+    """A student's `RunResult`, and what its `distillation.json` says."""
+
+    record: dict = field(default_factory=dict)
+
+
+def soft_targets(class_ids, teacher_logits) -> np.ndarray:
+    """`DistillationLoss`'s targets: each row the true class id, then the teacher's logits.
+
+    Example:
+    >>> soft_targets([2], [[0.5, -1.0, 3.0]])
+    array([[ 2. ,  0.5, -1. ,  3. ]], dtype=float32)
+    """
+    class_ids = np.asarray(class_ids, dtype=np.float32).reshape(-1, 1)
+    teacher_logits = np.asarray(teacher_logits, dtype=np.float32)
+    if len(class_ids) != len(teacher_logits):
+        raise ValueError(
+            f"{len(class_ids)} class ids but {len(teacher_logits)} rows of teacher logits; "
+            "give one row of logits per example"
+        )
+    return np.concatenate([class_ids, teacher_logits], axis=1)
+
+
+@keras.saving.register_keras_serializable(package="kerasbert")
+def hard_label_accuracy(y_true, y_pred):
+    """Accuracy on the true class ids, whether or not the teacher's logits follow them."""
+    if len(y_true.shape) == 2 and y_true.shape[-1] > 1:
+        y_true = y_true[:, :1]
+    return keras.metrics.sparse_categorical_accuracy(y_true, y_pred)
+
+
+@keras.saving.register_keras_serializable(package="kerasbert")
+class HardLabelAccuracy(keras.metrics.MeanMetricWrapper):
+    """`hard_label_accuracy` as a metric that says it rises, as Keras' own accuracies do.
+
+    A checkpoint or early stop on `val_accuracy` with `mode="auto"` asks the
+    metric which way is better; a bare `MeanMetricWrapper` cannot say.
+
+    Example:
+    >>> metric = HardLabelAccuracy()
+    >>> metric.update_state(np.array([[1.0, 0.3, 0.7]]), np.array([[0.2, 0.8]]))
+    >>> float(metric.result())
+    1.0
+    """
+
+    def __init__(self, name="accuracy", dtype=None):
+        super().__init__(hard_label_accuracy, name=name, dtype=dtype)
+        # As keras.metrics.SparseCategoricalAccuracy marks itself.
+        self._direction = "up"
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+def build_student(teacher, layers, dropout=None, dtype=None) -> keras.Model:
+    """A classifier like `teacher` with only the transformer layers `layers`, its weights copied.
+
+    The student's backbone has the teacher's configuration but
+    `num_layers=len(layers)`; its transformer layer `i` is a copy of the
+    teacher's layer `layers[i]`, and every other weight (embeddings, their
+    layer norm, BERT's pooler, the head) is the teacher's.
+
+    Args:
+        teacher: a keras-hub `BertTextClassifier` or `RobertaTextClassifier`,
+            or a `MeanPoolingClassifier`, as `build_classifier` makes them.
+        layers: the teacher's transformer layers to keep, bottom first.
+        dropout: the head's dropout rate; None keeps the teacher's.
+        dtype: the student's Keras dtype policy; None keeps the teacher's.
+
+    Returns:
+        The student classifier.
+
+    Raises:
+        ValueError: `layers` is empty, or names a layer the teacher lacks.
+
+    Example:
+    >>> student = build_student(teacher, [1, 3, 5, 7, 9, 11])
+    >>> len(student.backbone.transformer_layers)
+    6
+    """
+    backbone = teacher.backbone
+    num_layers = len(backbone.transformer_layers)
+    layers = [int(layer) for layer in layers]
+    if not layers or any(not 0 <= layer < num_layers for layer in layers):
+        raise ValueError(
+            f"Invalid value for argument `layers`. Expected indices of the teacher's layers, "
+            f"0 to {num_layers - 1}. Received: layers={layers}"
+        )
+    # === Backbone ===
+    backbone_config = backbone.get_config()
+    backbone_config["num_layers"] = len(layers)
+    if dtype is not None:
+        backbone_config["dtype"] = dtype
+    student_backbone = type(backbone).from_config(backbone_config)
+    # === Classifier ===
+    config = teacher.get_config()
+    config.update(backbone=student_backbone, preprocessor=None)
+    if dropout is not None:
+        config["dropout"] = dropout
+    if dtype is not None:
+        config["dtype"] = dtype
+    student = type(teacher).from_config(config)
+    # === Weights ===
+    chosen = {
+        id(layer): backbone.transformer_layers[source]
+        for layer, source in zip(student_backbone.transformer_layers, layers)
+    }
+    for layer in student_backbone.layers:
+        if layer.weights:
+            source = chosen.get(id(layer)) or backbone.get_layer(layer.name)
+            layer.set_weights(source.get_weights())
+    for layer in student.layers:
+        if layer is not student_backbone and layer.weights:
+            layer.set_weights(teacher.get_layer(layer.name).get_weights())
+    return student
+
+
+def teacher_logits(classifier, features, batch_size, pad_multiple=1) -> np.ndarray:
+    """The teacher's logits on encoded texts, in their order, as float32."""
+    dataset = make_dataset(features, None, batch_size, pad_multiple=pad_multiple)
+    return np.asarray(classifier.predict(dataset, verbose=0), dtype=np.float32)
+
+
+def prepare_student(config, teacher_dir) -> tuple[StudentPrepared, dict]:
+    """Loads the teacher, builds the student from it, and computes the soft targets.
+
+    Args:
+        config: the student's `Config`, with its `distillation` section
+            (as `kerasbert.config_loading.load_distillation_config` reads it).
+        teacher_dir: the teacher's finished run directory.
+
+    Returns:
+        `(prepared, record)`: what `train` trains, and what
+        `distillation.json` says of the teacher and the layers taken.
+
+    Raises:
+        ValueError: the student's data has other labels than the teacher's,
+            `distillation.layers` names layers the teacher lacks, or
+            `model.sequence_length` exceeds the teacher's position embeddings.
+    """
+    settings = config.distillation
+    teacher_dir = Path(teacher_dir)
+    teacher, tokenizer = load_run_model(teacher_dir)
+    teacher_labels = json.loads((teacher_dir / rundir.LABELS).read_text(encoding="utf-8"))["labels"]
+    record = {
+        "teacher": str(teacher_dir),
+        "temperature": settings.temperature,
+        "alpha": settings.alpha,
+    }
+
+    def build_model(splits, dtype):
+        if list(splits.labels) != list(teacher_labels):
+            raise ValueError(
+                f"the student's data has the labels {splits.labels} but the teacher "
+                f"{teacher_dir} was trained on {teacher_labels}; give data with the teacher's "
+                "labels (leave `data` out to use the teacher's own)"
+            )
+        if config.model.sequence_length > teacher.backbone.max_sequence_length:
+            raise ValueError(
+                f"model.sequence_length ({config.model.sequence_length}) exceeds the teacher's "
+                f"max_sequence_length ({teacher.backbone.max_sequence_length})"
+            )
+        num_layers = len(teacher.backbone.transformer_layers)
+        layers = settings.teacher_layers(num_layers)
+        student = build_student(teacher, layers, dropout=config.model.dropout, dtype=dtype)
+        record.update(
+            layers=layers,
+            teacher_layers=num_layers,
+            student_layers=len(layers),
+            teacher_parameters=int(teacher.count_params()),
+            student_parameters=int(student.count_params()),
+        )
+        log.info(
+            "student: layers %s of the teacher's %d (%d of %d parameters)",
+            layers,
+            num_layers,
+            record["student_parameters"],
+            record["teacher_parameters"],
+        )
+        return student, tokenizer
+
+    prepared = prepare(config, build_model)
+    logits = teacher_logits(
+        teacher,
+        prepared.features["train"],
+        config.training.batch_size,
+        prepared.runtime.pad_multiple,
+    )
+    student = StudentPrepared(
+        **{f.name: getattr(prepared, f.name) for f in fields(Prepared)},
+        teacher_logits=logits,
+        temperature=settings.temperature,
+        alpha=settings.alpha,
+    )
+    return student, record
+
+
+def distill(config) -> DistillationResult:
+    """Distils `config.distillation.teacher` into a student, and trains, exports and compares it.
+
+    Args:
+        config: the student's `Config`, with its `distillation` section.
+
+    Returns:
+        The student's run directory, final metrics and export directory, and
+        its `distillation.json` as `record` (`comparison` None when the
+        student or the teacher has no export).
+    """
+    teacher_dir = Path(config.distillation.teacher)
+    prepared, record = prepare_student(config, teacher_dir)
+    result = train(config, prepared=prepared)
+    if not is_chief():
+        return DistillationResult(result.run_dir, result.metrics, result.export_dir, record)
+    teacher_export = rundir.status_record(teacher_dir).get("export")
+    split = "test" if prepared.splits.test is not None else "validation"
+    record["comparison"] = None
+    if result.export_dir is not None and teacher_export and Path(teacher_export).is_dir():
+        frame = getattr(prepared.splits, split)
+        record["comparison"] = {
+            "split": split,
+            **compare_exports(
+                {"student": result.export_dir, "teacher": Path(teacher_export)},
+                frame["text"].tolist(),
+                frame["label"].tolist(),
+                frame["text_pair"].tolist() if "text_pair" in frame else None,
+                config.training.batch_size,
+            ),
+        }
+        for name in ("student", "teacher"):
+            record["comparison"][name]["parameters"] = record[f"{name}_parameters"]
+        log.info("student and teacher on %s: %s", split, describe_comparison(record["comparison"]))
+    else:
+        log.info("no comparison of the exports: the student or the teacher was not exported")
+    write_json(result.run_dir / rundir.DISTILLATION, record)
+    write_report_safely(result.run_dir)
+    return DistillationResult(result.run_dir, result.metrics, result.export_dir, record)
+
+
+def compare_exports(exports, texts, labels, text_pairs=None, batch_size=32) -> dict:
+    """Accuracy, size on disk and texts per second of exports, on the same labelled texts.
+
+    Each export is loaded as TF Serving loads it (`SavedModelClassifier`).
+    Speed is the fastest of at least `TIMED_PASSES` passes (and
+    `TIMED_SECONDS`) over the first `TIMED_TEXTS` texts, in batches of
+    `batch_size`.
+
+    Args:
+        exports: `{name: version directory}`.
+        texts, labels, text_pairs: the labelled split.
+        batch_size: texts per call.
+
+    Returns:
+        `{name: {"accuracy", "export_bytes", "texts_per_second"}}`.
+    """
+    results = {}
+    timed = texts[:TIMED_TEXTS]
+    timed_pairs = None if text_pairs is None else text_pairs[:TIMED_TEXTS]
+    for name, export in exports.items():
+        model = SavedModelClassifier(export)
+        predicted = _predict(model, texts, text_pairs, batch_size)
+        seconds = []
+        while len(seconds) < TIMED_PASSES or sum(seconds) < TIMED_SECONDS:
+            started = time.perf_counter()
+            _predict(model, timed, timed_pairs, batch_size)
+            seconds.append(time.perf_counter() - started)
+        results[name] = {
+            "accuracy": float(np.mean([p == str(t) for p, t in zip(predicted, labels)])),
+            "export_bytes": sum(f.stat().st_size for f in Path(export).rglob("*") if f.is_file()),
+            "texts_per_second": round(len(timed) / max(min(seconds), 1e-9), 1),
+        }
+    return results
+
+
+def _predict(model, texts, text_pairs, batch_size) -> list:
+    labels = []
+    for start in range(0, len(texts), batch_size):
+        pairs = None if text_pairs is None else text_pairs[start : start + batch_size]
+        labels += model(texts[start : start + batch_size], pairs)[0]
+    return labels
+
+
+def describe_comparison(comparison) -> str:
+    """One line: each model's accuracy, parameters and texts per second."""
+    return "; ".join(
+        f"{name} accuracy {values['accuracy']:.4f}, {values['parameters']:,} parameters, "
+        f"{values['texts_per_second']:.0f} texts/s"
+        for name, values in comparison.items()
+        if isinstance(values, dict)
+    )

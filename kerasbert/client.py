@@ -394,7 +394,7 @@ class _GrpcCalls:
         # Rows as the REST API's row format gives them, strings decoded.
         return {
             "predictions": [
-                {name: _decoded(array[i].tolist()) for name, array in outputs.items()}
+                {name: _decoded(array[i : i + 1].tolist()[0]) for name, array in outputs.items()}
                 for i in range(len(texts))
             ]
         }

@@ -6,6 +6,7 @@ while a `head` export (the shared tiny run's) answers the same whatever the
 word.
 """
 
+import json
 import random
 import re
 
@@ -260,7 +261,9 @@ def test_pipeline_evaluate_and_saved_model_agree_on_long_texts(long_run):
     assert encoder.truncation == "head_tail"
     classifier = keras.saving.load_model(long_run.run_dir / rundir.MODEL, compile=False)
     logits = classifier.predict(make_dataset(encode_texts(encoder, texts), batch_size=4), verbose=0)
-    pipeline = tf.nn.softmax(logits).numpy()
+    # The export divides the logits by the temperature the run fitted.
+    head = json.loads((long_run.run_dir / "labels.json").read_text())["head"]
+    pipeline = tf.nn.softmax(logits / head["temperature"]).numpy()
     _, evaluated = SavedModelClassifier(long_run.export_dir)(texts)
     loaded = tf.saved_model.load(str(long_run.export_dir)).signatures["serving_default"]
     saved_model = loaded(text=tf.constant(texts))["probabilities"].numpy()

@@ -118,10 +118,15 @@ def finished_run_dir(path) -> Path:
             f"{run_dir}: the run has not finished (status {status or 'unknown'}); "
             "give a run whose status.json says finished"
         )
-    missing = [name for name in EXPORT_INPUTS if not (run_dir / name).exists()]
+    missing = missing_export_inputs(run_dir)
     if missing:
         raise ValueError(f"{run_dir}: the finished run lacks {', '.join(missing)}")
     return run_dir
+
+
+def missing_export_inputs(run_dir) -> list[str]:
+    """The files of `EXPORT_INPUTS` that `run_dir` lacks, in that order."""
+    return [name for name in EXPORT_INPUTS if not (Path(run_dir) / name).exists()]
 
 
 def read_status(run_dir) -> str | None:

@@ -285,7 +285,7 @@ def _check_run_dir(run_dir) -> Path:
             f"No run directory at {run_dir}. Expected a directory written by "
             "`python -m kerasbert.train`, such as runs/<name>/<timestamp>."
         )
-    missing = [name for name in rundir.EXPORT_INPUTS if not (run_dir / name).exists()]
+    missing = rundir.missing_export_inputs(run_dir)
     if missing:
         raise FileNotFoundError(
             f"{run_dir} is not a finished run directory: it lacks "

@@ -86,7 +86,7 @@ def tf2_load_run(version_dir):
 
 
 def export_tiny(
-    tmp_path, family="bert", pooling="cls", text_pair=False, policy="float32", dtype=None
+    tmp_path, family="bert", pooling="cls", text_pair=False, policy="float32", dtype=None, **text
 ):
     import keras
 
@@ -95,8 +95,17 @@ def export_tiny(
         classifier, tokenizer = tiny_classifier(family, num_layers=2, pooling=pooling)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    # `text`: the export's truncation, head_tokens and max_characters.
     return export_model(
-        classifier, tokenizer, 16, LABELS, tmp_path, "tiny", text_pair=text_pair, dtype=dtype
+        classifier,
+        tokenizer,
+        16,
+        LABELS,
+        tmp_path,
+        "tiny",
+        text_pair=text_pair,
+        dtype=dtype,
+        **text,
     )
 
 
@@ -110,6 +119,8 @@ def export_tiny(
         {"family": "roberta", "pooling": "mean"},
         {"family": "bert", "policy": "mixed_bfloat16"},
         {"family": "roberta", "pooling": "mean", "dtype": "bfloat16"},
+        {"family": "bert", "truncation": "head_tail", "head_tokens": 5, "max_characters": 300},
+        {"family": "roberta", "truncation": "tail"},
     ],
     ids=[
         "bert",
@@ -119,6 +130,8 @@ def export_tiny(
         "roberta-mean",
         "bert-bfloat16",
         "roberta-mean-bfloat16-export",
+        "bert-head-tail-capped",
+        "roberta-tail",
     ],
 )
 def test_export_answers_under_the_release_as_under_tf2_load(shape, release_python, tmp_path):

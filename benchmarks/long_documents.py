@@ -61,26 +61,36 @@ REPO = HERE.parent
 OUT_DIR = HERE / "cache" / "long_documents"
 RESULTS = OUT_DIR / "results.json"
 CONFIG = HERE / "configs" / "long_documents.yaml"
-STRIDE = 32  # tokens shared by neighbouring windows
-WINDOWS = 16  # enough windows of 126 tokens overlapping by 32 for 1,500 tokens
+OVERLAP = 32  # tokens shared by neighbouring windows, Hugging Face's `stride`
+WINDOW = 126  # tokens of text per window: 128 with the two special tokens
+STRIDE = WINDOW - OVERLAP  # kerasbert's `long_text.stride`: from one window's start to the next's
+WINDOWS = 16  # enough windows of 126 tokens, 94 apart, for 1,500 tokens
 HF_EPOCHS = 1
+WINDOW_KEYS = [f"model.long_text.windows={WINDOWS}", f"model.long_text.stride={STRIDE}"]
 STRATEGIES = {
     "head": ["model.truncation=head"],
     "tail": ["model.truncation=tail"],
     "head_tail": ["model.truncation=head_tail"],
-    "windows": [
-        f"model.long_text.windows={WINDOWS}",
-        f"model.long_text.stride={STRIDE}",
-        "model.long_text.pooling=mean",
-    ],
+    "windows": [*WINDOW_KEYS, "model.long_text.pooling=attention"],
 }
+# The snippet model fine-tuned on the documents: one epoch of its top two
+# layers, head and pooling, at a lower peak than from the pretrained weights.
+TUNING = [
+    "training.epochs=1",
+    "training.unfreezing=[{epochs: 1, trainable_layers: 2}]",
+    "training.schedule.maximal_learning_rate=0.0003",
+]
 DESCRIPTIONS = {
     "head": "kerasbert `truncation: head`: the first 126 tokens",
     "tail": "kerasbert `truncation: tail`: the last 126 tokens",
     "head_tail": "kerasbert `truncation: head_tail`: the first `head_tokens`, then the last of the rest",
-    "windows": f"kerasbert `long_text`: up to {WINDOWS} windows overlapping by {STRIDE}, mean-pooled",
-    "hf_windows": f"Hugging Face: `stride={STRIDE}`, `return_overflowing_tokens`, Trainer on windows, window probabilities averaged",
+    "windows": f"kerasbert `long_text`: up to {WINDOWS} windows overlapping by {OVERLAP}, attention-pooled",
+    "windows_mean": f"kerasbert `long_text`: up to {WINDOWS} windows overlapping by {OVERLAP}, mean-pooled",
+    "windows_max": f"kerasbert `long_text`: up to {WINDOWS} windows overlapping by {OVERLAP}, max-pooled",
+    "hf_windows": f"Hugging Face: `stride={OVERLAP}`, `return_overflowing_tokens`, Trainer on windows, window probabilities averaged",
 }
+# Rows of the snippet model read through sliding windows, untrained on the documents.
+SNIPPET_WINDOWS = {"windows_mean": "mean", "windows_max": "max"}
 
 
 def windows_supported() -> bool:
@@ -127,7 +137,7 @@ def hf_row() -> dict:
     config, splits = accuracy.load_benchmark_splits(CONFIG)
     split_path = accuracy.write_split(config, splits, OUT_DIR / "split.json")
     # As many training windows as the kerasbert rows see documents per epoch.
-    windows = ["--stride", str(STRIDE), "--train-windows", str(len(splits.train))]
+    windows = ["--stride", str(OVERLAP), "--train-windows", str(len(splits.train))]
     result = accuracy.run_hf_finetune(
         split_path,
         OUT_DIR / "logs" / "hf_windows.log",
@@ -214,31 +224,27 @@ def snippet_row(name, snippet_run, warmup) -> dict:
     """The snippet classifier reading the long documents through one strategy, untrained on them.
 
     `snippet_run` is a finished `kerasbert.train` run on the short snippets
-    (`configs/progressive.yaml`); a copy of its directory with the
-    long-document config (128 tokens, `model.truncation` set to `name`) is
-    exported, and the export scores and times the test documents.
+    (`configs/progressive.yaml`). Its classifier is exported with the
+    long-document config's 128 tokens and `name`'s truncation, or wrapped
+    in a `WindowedClassifier` with `name`'s pooling (`SNIPPET_WINDOWS`), and
+    the export scores and times the test documents.
     """
-    import yaml
+    from kerasbert.exporting.exporter import export_model
+    from kerasbert.models.classifier import load_run_model
+    from kerasbert.models.windows import WindowedClassifier
 
-    from kerasbert.exporting.exporter import export_run_dir
-
-    source = REPO / snippet_run
-    copy = OUT_DIR / "snippet_runs" / name
-    copy.mkdir(parents=True, exist_ok=True)
-    for item in source.iterdir():
-        if item.name != "config.yaml" and not (copy / item.name).exists():
-            (copy / item.name).symlink_to(item)
-    # The long-document config, with the snippet model's head: the export
-    # reads its sequence length, truncation and pooling from here, its
-    # weights from the snippet run's model.keras.
-    config = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
-    snippet_model = yaml.safe_load((source / "config.yaml").read_text(encoding="utf-8"))["model"]
-    config["model"].update(pooling=snippet_model["pooling"], truncation=name)
-    (copy / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     exports = OUT_DIR / "saved_models"
     target = exports / f"snippet_{name}" / "1"
     if not target.exists():
-        export_run_dir(copy, base_path=exports, model_name=f"snippet_{name}", version=1)
+        classifier, tokenizer = load_run_model(REPO / snippet_run)
+        labels = json.loads((REPO / snippet_run / "labels.json").read_text(encoding="utf-8"))
+        encoding = {"truncation": name}
+        if name in SNIPPET_WINDOWS:
+            classifier = WindowedClassifier(classifier, pooling=SNIPPET_WINDOWS[name])
+            encoding = {"windows": WINDOWS, "stride": STRIDE}
+        export_model(
+            classifier, tokenizer, 128, labels["labels"], exports, f"snippet_{name}", 1, **encoding
+        )
     timing = time_export(target.relative_to(REPO), warmup)
     _, splits = accuracy.load_benchmark_splits(CONFIG)
     predicted = timing.pop("predicted")
@@ -250,6 +256,51 @@ def snippet_row(name, snippet_run, warmup) -> dict:
         "seconds": None,
         "batch_32": timing,
     }
+
+
+def tuned_row(name, snippet_run) -> dict:
+    """The snippet classifier fine-tuned on the documents with strategy `name` (`TUNING`)."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--tune-worker", name]
+    command += ["--snippet-run", snippet_run]
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    done, _ = accuracy.run_logged(command, OUT_DIR / "logs" / f"tuned_{name}.log")
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RUN_DIR ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"tuning {name} failed (exit {done.returncode}); see {OUT_DIR}/logs")
+    run_dir = Path(lines[-1][len("RUN_DIR ") :])
+    row = kerasbert_row(name, run_dir.relative_to(REPO), time.perf_counter() - started)
+    row.update(
+        recipe=DESCRIPTIONS[name].replace("kerasbert", "snippet model fine-tuned,", 1),
+        command=f"long_documents.py --tune-worker {name} --snippet-run {snippet_run}",
+        load_before=load_before,
+    )
+    return row
+
+
+def tune_worker(name, snippet_run) -> int:
+    """Fine-tunes the snippet run's classifier on the documents, reading them as `name` says."""
+    from kerasbert.config_loading import load_config
+    from kerasbert.models.classifier import load_run_model
+    from kerasbert.models.windows import WindowedClassifier
+    from kerasbert.training.fit import prepare
+    from kerasbert.training.run import train
+
+    config = load_config(CONFIG, [f"name=rt_long_tuned_{name}", *STRATEGIES[name], *TUNING])
+    source = REPO / snippet_run
+
+    def snippet_model(splits, dtype):
+        labels = json.loads((source / "labels.json").read_text(encoding="utf-8"))["labels"]
+        if labels != list(splits.labels):
+            raise ValueError(f"the snippet run's labels {labels} are not {splits.labels}")
+        classifier, tokenizer = load_run_model(source)
+        if config.model.long_text is not None:
+            classifier = WindowedClassifier(classifier, pooling=config.model.long_text.pooling)
+        return classifier, tokenizer
+
+    result = train(config, prepared=prepare(config, build_model=snippet_model))
+    print(f"RUN_DIR {Path(result.run_dir).resolve()}", flush=True)
+    return 0
 
 
 def report(results) -> str:
@@ -300,11 +351,19 @@ def main(argv=None) -> int:
         metavar="RUN_DIR",
         help="also score this snippet model (a progressive.yaml run) through each truncation",
     )
+    parser.add_argument(
+        "--tuned",
+        action="store_true",
+        help="with --snippet-run: also fine-tune the snippet model on the documents, each strategy",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--tune-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.worker:
         return worker(args.worker, args.warmup)
+    if args.tune_worker:
+        return tune_worker(args.tune_worker, args.snippet_run)
     names = [*STRATEGIES, "hf_windows"]
     if args.only:
         unknown = set(args.only.split(",")) - set(names)
@@ -347,12 +406,23 @@ def main(argv=None) -> int:
             timing.pop("predicted")
             row = dict(rows[name], batch_32=timing)
             save(row=(name, row))
-    for name in names if args.snippet_run else ():
-        if name in ("head", "tail", "head_tail"):
-            print(
-                f"[{time.strftime('%H:%M:%S')}] snippet model, {name} (load {os.getloadavg()[0]:.2f})"
-            )
-            save(row=(f"snippet_{name}", snippet_row(name, args.snippet_run, args.warmup)))
+    snippet_names = [n for n in names if n in ("head", "tail", "head_tail")]
+    if "windows" in names:
+        snippet_names += list(SNIPPET_WINDOWS)
+    for name in snippet_names if args.snippet_run else ():
+        print(
+            f"[{time.strftime('%H:%M:%S')}] snippet model, {name} (load {os.getloadavg()[0]:.2f})"
+        )
+        save(row=(f"snippet_{name}", snippet_row(name, args.snippet_run, args.warmup)))
+    for name in names if args.snippet_run and args.tuned else ():
+        if name in STRATEGIES:
+            print(f"[{time.strftime('%H:%M:%S')}] tuned {name} (load {os.getloadavg()[0]:.2f})")
+            row = tuned_row(name, args.snippet_run)
+            if not args.no_timing:
+                timing = time_export(row["export"], args.warmup)
+                timing.pop("predicted")
+                row["batch_32"] = timing
+            save(row=(f"tuned_{name}", row))
     print(report(json.loads(RESULTS.read_text(encoding="utf-8"))))
     return 0
 

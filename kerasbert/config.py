@@ -275,6 +275,28 @@ class ScratchConfig(_Section):
         return self
 
 
+class LongTextConfig(_Section):
+    """Sliding windows: a long text read as several overlapping windows, their answers pooled."""
+
+    windows: Annotated[int, Field(ge=1, le=MAX_INT)]
+    """The most windows a text is read as, each of `sequence_length - 2` tokens with its own special
+    tokens. A text gets as few as cover it; past the last window, its tokens are dropped. The work
+    per text grows with its windows: training and serving a text of `windows` windows costs as much
+    as `windows` short texts.
+    """
+    stride: Optional[PositiveInt] = None
+    """Tokens from one window's start to the next's, at most `sequence_length - 2`; default three
+    quarters of a window, so that neighbours share a quarter and a sentence cut by one window's
+    edge is whole in the next.
+    """
+    pooling: Literal["mean", "max", "attention"] = "mean"
+    """How a text's windows' logits become its own: `mean` averages them (as Hugging Face's usual
+    recipe averages its windows' predictions), `max` takes each class's largest (a verdict in any
+    one window carries the text), `attention` weights them by a softmax of a score learned from
+    each window's logits.
+    """
+
+
 class ModelConfig(_Section):
     """Which backbone, and the classification head on top of it."""
 
@@ -308,6 +330,12 @@ class ModelConfig(_Section):
     """`head_tail` only: the tokens kept from the start of a text, below `sequence_length - 2` (the
     rest of the `sequence_length - 2` come from its end); default a quarter of `sequence_length`,
     as 128 of 512.
+    """
+    long_text: Optional[LongTextConfig] = None
+    """Sliding windows instead of truncation: a text longer than `sequence_length` is read as up to
+    `long_text.windows` overlapping windows, in training, evaluation and the exported graph alike,
+    and the model pools their logits. Needs `truncation: head`, and single texts. `predict_tokens`
+    still takes one window.
     """
     pooling: Literal["cls", "mean"] = "cls"
     """`cls` is keras-hub's own head (BERT's pooled `[CLS]` vector, RoBERTa's `<s>` vector through a
@@ -360,6 +388,21 @@ class ModelConfig(_Section):
                     f"head_tokens ({self.head_tokens}) must be below sequence_length - 2 "
                     f"({self.sequence_length - 2}, the tokens a text keeps besides its two "
                     "special tokens), so that its end is kept too"
+                )
+        if self.long_text is not None:
+            if self.truncation != "head":
+                raise ValueError(
+                    f"`long_text` reads the whole text in windows; `truncation` "
+                    f"{self.truncation!r} would cut it first: use `truncation: head`"
+                )
+            if (
+                self.long_text.stride is not None
+                and self.long_text.stride > self.sequence_length - 2
+            ):
+                raise ValueError(
+                    f"long_text.stride ({self.long_text.stride}) must be at most sequence_length - 2 "
+                    f"({self.sequence_length - 2}, the text tokens of a window), or tokens between "
+                    "windows are skipped"
                 )
         if self.task != "regression":
             for key, off in (("loss", None), ("target_transform", "none")):
@@ -819,6 +862,11 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _pairs_truncate_head(self):
+        if self.data.text_pair_column is not None and self.model.long_text is not None:
+            raise ValueError(
+                "model.long_text reads single texts in windows; sentence pairs "
+                "(data.text_pair_column) share one window between their segments"
+            )
         if self.data.text_pair_column is not None and self.model.truncation != "head":
             raise ValueError(
                 f"model.truncation {self.model.truncation!r} is for single texts; sentence pairs "

@@ -67,8 +67,8 @@ def load_distillation_config(path, overrides=()) -> Config:
 
     Raises:
         ConfigError: with one line naming the file and the offending key:
-            no teacher, a teacher run that is missing or unfinished, a
-            `model` key the student cannot change, or layers the teacher
+            no teacher, a teacher run that is missing or unfinished or
+            that reads sliding windows, a `model` key the student cannot change, or layers the teacher
             does not have.
 
     Example:
@@ -87,6 +87,11 @@ def load_distillation_config(path, overrides=()) -> Config:
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path}: distillation.teacher: {e}") from None
     teacher_raw = read_config_dict(teacher_dir / rundir.CONFIG)
+    if (teacher_raw.get("model") or {}).get("long_text") is not None:
+        raise ConfigError(
+            f"{path}: distillation.teacher: {teacher_dir} reads long texts in sliding windows "
+            "(model.long_text); distilling such a teacher is not supported"
+        )
     model = raw.get("model") or {}
     if not isinstance(model, dict):
         raise ConfigError(f"{path}: model: expected a mapping of {', '.join(STUDENT_MODEL_KEYS)}")

@@ -286,10 +286,23 @@ def unfinished_copy(run_dir, tmp_path):
     return copy
 
 
+def windowed_copy(run_dir, tmp_path):
+    """The run, its config saying it read sliding windows."""
+    import yaml
+
+    copy = tmp_path / "windowed"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("tensorboard", "plots"))
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    config["model"]["long_text"] = {"windows": 4, "stride": None, "pooling": "mean"}
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    return copy
+
+
 @pytest.mark.parametrize(
     ("case", "message"),
     [
         ("missing", r"distillation\.teacher: .*no such run directory"),
+        ("windowed", r"distillation\.teacher: .* reads long texts in sliding windows"),
         ("unfinished", r"distillation\.teacher: .*has not finished \(status running\)"),
         ("more_layers", r"distillation\.layers lists 3 layers but the teacher has 2"),
         ("out_of_range", r"distillation\.layers: the teacher has layers 0 to 1; received \[5\]"),
@@ -302,6 +315,8 @@ def test_bad_input_is_one_line_and_exit_status_2(trained_run, tmp_path, capsys, 
         teacher = tmp_path / "runs" / "nobody"
     elif case == "unfinished":
         teacher = unfinished_copy(trained_run.run_dir, tmp_path)
+    elif case == "windowed":
+        teacher = windowed_copy(trained_run.run_dir, tmp_path)
     elif case == "more_layers":
         overrides = ["--set", "distillation.layers=[0, 1, 2]"]
     elif case == "out_of_range":

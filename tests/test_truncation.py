@@ -1,9 +1,9 @@
-"""Truncation of long texts (`model.truncation`): the same in training, evaluation and the export.
+"""Long texts (`model.truncation`, `model.long_text`): the same in training, evaluation and the export.
 
-One tiny model is trained with `head_tail` on texts whose label is only
-their last word, far past `sequence_length`: its export reads that word,
-while a `head` export (the shared tiny run's) answers the same whatever the
-word.
+Two tiny models are trained on texts whose label is only their last word,
+far past `sequence_length`: one with `head_tail` truncation, one with
+sliding windows. Their exports read that word, while a `head` export (the
+shared tiny run's) answers the same whatever the word.
 """
 
 import json
@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from kerasbert.models.classifier import text_encoder
 from kerasbert.models.tokenizers import TextEncoder, keep_head_and_tail
 from tests.support.tiny import tiny_classifier, tiny_config_dict
 
@@ -168,6 +169,31 @@ def long_run(tmp_path_factory):
     return train(config)
 
 
+@pytest.fixture(scope="module")
+def windows_run(tmp_path_factory):
+    """A tiny BERT trained with sliding windows, attention-pooled, on the same long reviews."""
+    from kerasbert.config_loading import config_from_dict
+    from kerasbert.training.run import train
+
+    tmp = tmp_path_factory.mktemp("long_reviews_windows")
+    data = tmp / "long_reviews.csv"
+    make_long_reviews().to_csv(data, index=False)
+    config = config_from_dict(
+        tiny_config_dict(
+            data,
+            tmp,
+            # Reviews of up to 45 tokens: 5 windows of 14 tokens, 10 apart, cover them.
+            model={"pooling": "mean", "long_text": {"windows": 6, "pooling": "attention"}},
+            # Which window holds the verdict is learned too: slower than head_tail's.
+            training={"epochs": 20, "learning_rate": 1e-2},
+        )
+    )
+    return train(config)
+
+
+LONG_RUNS = ["long_run", "windows_run"]
+
+
 def verdict_pair(seed=1):
     """Two long reviews that differ only in their last word, a verdict past `sequence_length`."""
     rng = random.Random(seed)
@@ -189,14 +215,16 @@ def served_by_tf2_and_tf1(version_dir, texts):
     return [label.decode() for label in session["label"]], session["probabilities"]
 
 
-def test_the_verdict_past_sequence_length_decides_a_head_tail_export(long_run):
+@pytest.mark.parametrize("run", LONG_RUNS)
+def test_the_verdict_past_sequence_length_decides_head_tail_and_windows_exports(request, run):
+    run = request.getfixturevalue(run)
     texts = verdict_pair()
     from kerasbert import rundir
     from kerasbert.models.tokenizers import load_tokenizer
 
-    tokenizer = load_tokenizer(long_run.run_dir / rundir.TOKENIZER)
+    tokenizer = load_tokenizer(run.run_dir / rundir.TOKENIZER)
     assert len(tokenizer(tf.constant(texts[:1]))[0]) > 2 * SEQUENCE_LENGTH
-    labels, _ = served_by_tf2_and_tf1(long_run.export_dir, texts)
+    labels, _ = served_by_tf2_and_tf1(run.export_dir, texts)
     assert labels == ["positive", "negative"]
 
 
@@ -210,7 +238,7 @@ def test_the_verdict_past_sequence_length_is_lost_to_a_head_export(exported_mode
     assert np.abs(seen[0] - seen[1]).max() > 1e-5
 
 
-def test_the_local_server_answers_as_the_exports(long_run, exported_model):
+def test_the_local_server_answers_as_the_exports(long_run, windows_run, exported_model):
     from kerasbert.client import ServingClient
     from kerasbert.serving.app import create_app
     from kerasbert.serving.model_config import ServedModelConfig
@@ -221,26 +249,30 @@ def test_the_local_server_answers_as_the_exports(long_run, exported_model):
     manager = ModelManager(
         [
             ServedModelConfig("head_tail", long_run.export_dir.parent),
+            ServedModelConfig("windows", windows_run.export_dir.parent),
             ServedModelConfig("head", exported_model.parent),
         ],
         poll_wait_seconds=0,
     )
     manager.poll()
+    answers = {}
     with background_server(create_app(manager)) as url:
-        with ServingClient(url, "head_tail") as client:
-            head_tail = client.predict(texts)
-            classified = client.classify(texts)
-        with ServingClient(url, "head") as client:
-            head = client.predict(texts)
-    assert [label for label, _ in head_tail] == ["positive", "negative"]
-    assert [max(scores, key=lambda pair: pair[1])[0] for scores in classified] == [
-        "positive",
-        "negative",
-    ]
+        for name in ("head_tail", "windows", "head"):
+            with ServingClient(url, name) as client:
+                answers[name] = client.predict(texts), client.classify(texts)
+    for name in ("head_tail", "windows"):
+        predicted, classified = answers[name]
+        assert [label for label, _ in predicted] == ["positive", "negative"], name
+        assert [max(scores, key=lambda pair: pair[1])[0] for scores in classified] == [
+            "positive",
+            "negative",
+        ], name
+    head, _ = answers["head"]
     assert head[0] == head[1]
 
 
-def test_pipeline_evaluate_and_saved_model_agree_on_long_texts(long_run):
+@pytest.mark.parametrize("run", LONG_RUNS)
+def test_pipeline_evaluate_and_saved_model_agree_on_long_texts(request, run):
     import keras
 
     from kerasbert import rundir
@@ -249,23 +281,20 @@ def test_pipeline_evaluate_and_saved_model_agree_on_long_texts(long_run):
     from kerasbert.evaluation.saved_model_classifier import SavedModelClassifier
     from kerasbert.models.tokenizers import load_tokenizer
 
+    run = request.getfixturevalue(run)
+    # Long and short texts in one batch: the short ones' windows are padding.
     texts = [*verdict_pair(), *make_long_reviews(6, seed=3)["text"], "overall superb"]
     # The encoder training used, from the run's config.
-    model_config = load_config(long_run.run_dir / rundir.CONFIG).model
-    encoder = TextEncoder(
-        load_tokenizer(long_run.run_dir / rundir.TOKENIZER),
-        model_config.sequence_length,
-        model_config.truncation,
-        model_config.head_tokens,
-    )
-    assert encoder.truncation == "head_tail"
-    classifier = keras.saving.load_model(long_run.run_dir / rundir.MODEL, compile=False)
+    model_config = load_config(run.run_dir / rundir.CONFIG).model
+    encoder = text_encoder(model_config, load_tokenizer(run.run_dir / rundir.TOKENIZER))
+    assert encoder.truncation == "head_tail" or encoder.windows == 6
+    classifier = keras.saving.load_model(run.run_dir / rundir.MODEL, compile=False)
     logits = classifier.predict(make_dataset(encode_texts(encoder, texts), batch_size=4), verbose=0)
     # The export divides the logits by the temperature the run fitted.
-    head = json.loads((long_run.run_dir / "labels.json").read_text())["head"]
+    head = json.loads((run.run_dir / "labels.json").read_text())["head"]
     pipeline = tf.nn.softmax(logits / head["temperature"]).numpy()
-    _, evaluated = SavedModelClassifier(long_run.export_dir)(texts)
-    loaded = tf.saved_model.load(str(long_run.export_dir)).signatures["serving_default"]
+    _, evaluated = SavedModelClassifier(run.export_dir)(texts)
+    loaded = tf.saved_model.load(str(run.export_dir)).signatures["serving_default"]
     saved_model = loaded(text=tf.constant(texts))["probabilities"].numpy()
     np.testing.assert_allclose(evaluated, pipeline, rtol=0, atol=1e-5)
     np.testing.assert_allclose(saved_model, pipeline, rtol=0, atol=1e-5)

@@ -31,7 +31,8 @@ def encode_texts(encoder, texts, text_pairs=None, batch_size=1024) -> dict[str, 
         batch_size: strings tokenized per call.
 
     Returns:
-        `{"token_ids", "padding_mask"[, "segment_ids"]}`, each `[N, sequence_length]`.
+        `{"token_ids", "padding_mask"[, "segment_ids"]}`, each `[N, sequence_length]`
+        (`[N, windows, sequence_length]` for an encoder with sliding windows).
     """
     # Traced once, not run op by op: keras-hub's tokenizers run about ten
     # times faster in a graph than eagerly, tracing included
@@ -50,8 +51,10 @@ def encode_texts(encoder, texts, text_pairs=None, batch_size=1024) -> dict[str, 
         # inputs (a bool mask also trips MirroredStrategy's first-batch build).
         chunks.append({k: v.numpy().astype("int32") for k, v in encode(*args).items()})
     if not chunks:
-        width = encoder.sequence_length
-        return {name: np.zeros((0, width), "int32") for name in encoder.input_names}
+        shape = (0, encoder.sequence_length)
+        if encoder.windows is not None:
+            shape = (0, encoder.windows, encoder.sequence_length)
+        return {name: np.zeros(shape, "int32") for name in encoder.input_names}
     return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
 
@@ -143,7 +146,9 @@ def make_training_dataset(
         A dataset of `(inputs, labels[, weights])` batches.
     """
     count = len(labels)
-    lengths = np.asarray(features["padding_mask"]).sum(axis=1) if bucket_window else None
+    mask = np.asarray(features["padding_mask"])
+    # Tokens per example, its windows' added up: what a batch's work grows with.
+    lengths = mask.reshape(len(mask), -1).sum(axis=1) if bucket_window else None
 
     def epoch_order(epoch):
         rng = np.random.default_rng([seed, epoch])
@@ -227,10 +232,13 @@ def trim_to_longest(inputs, multiple=PAD_MULTIPLE):
     The width is rounded up to a multiple of `multiple`, so a compiled
     function sees few distinct shapes; `multiple=1` cuts it exactly. The mask hides padding from
     attention and pooling, so the logits do not change, while the work
-    shrinks with the padding (benchmarks/RESULTS.md).
+    shrinks with the padding (benchmarks/RESULTS.md). Sliding windows'
+    `[batch, windows, width]` inputs are also cut to the most windows a
+    text of the batch has.
 
     Args:
-        inputs: a dict of `[batch, width]` tensors with a `padding_mask`.
+        inputs: a dict of `[batch, width]` or `[batch, windows, width]`
+            tensors with a `padding_mask`.
         multiple: round the width up to a multiple of this.
 
     Returns:
@@ -239,8 +247,12 @@ def trim_to_longest(inputs, multiple=PAD_MULTIPLE):
     Example:
     >>> inputs = trim_to_longest(encoder(tf.constant(["short", "texts"])))
     """
-    lengths = tf.reduce_sum(tf.cast(inputs["padding_mask"], tf.int32), axis=1)
-    longest = tf.reduce_max(lengths)
-    width = tf.shape(inputs["token_ids"])[1]
+    mask = tf.cast(inputs["padding_mask"], tf.int32)
+    longest = tf.reduce_max(tf.reduce_sum(mask, axis=-1))
+    width = tf.shape(mask)[-1]
     keep = tf.minimum(width, (longest + multiple - 1) // multiple * multiple)
-    return {name: value[:, :keep] for name, value in inputs.items()}
+    if mask.shape.rank == 2:
+        return {name: value[:, :keep] for name, value in inputs.items()}
+    # A window is real when its first token is (see `kerasbert.models.windows`).
+    windows = tf.reduce_max(tf.reduce_sum(mask[:, :, 0], axis=1))
+    return {name: value[:, :windows, :keep] for name, value in inputs.items()}

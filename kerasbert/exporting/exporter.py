@@ -82,6 +82,8 @@ def export_model(
     truncation="head",
     head_tokens=None,
     max_characters=None,
+    windows=None,
+    stride=None,
 ):
     """Writes a TF Serving SavedModel version directory, atomically.
 
@@ -121,6 +123,9 @@ def export_model(
         max_characters: the longest text, in characters, that
             `serving_default` and `classify` take; a longer one fails the
             request with INVALID_ARGUMENT. None for no limit.
+        windows: sliding windows, for a `WindowedClassifier`: the most
+            windows a text is read as (`TextEncoder`); None for one.
+        stride: with `windows`: the tokens from one window's start to the next's.
 
     Returns:
         The `Path` of the version directory.
@@ -156,7 +161,7 @@ def export_model(
     bundle_check = ExportCheck()
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = model_dir / f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
-    encoder = TextEncoder(tokenizer, sequence_length, truncation, head_tokens)
+    encoder = TextEncoder(tokenizer, sequence_length, truncation, head_tokens, windows, stride)
     try:
         module = ServingModule(
             classifier, encoder, labels, text_pair, head=head, max_characters=max_characters
@@ -273,6 +278,8 @@ def export_run_dir(run_dir, base_path=None, model_name=None, version=None, dtype
         truncation=config.model.truncation,
         head_tokens=config.model.head_tokens,
         max_characters=config.export.max_characters,
+        windows=None if config.model.long_text is None else config.model.long_text.windows,
+        stride=None if config.model.long_text is None else config.model.long_text.stride,
     )
 
 

@@ -7,7 +7,9 @@ Signatures:
   `logits` (`float32 [batch, num_classes]`), `label` (`string [batch]`) and
   `label_id` (`int64 [batch]`).
 - `predict_tokens` (`tensorflow/serving/predict`): the same outputs from
-  already tokenized `token_ids`, `padding_mask` (and `segment_ids` for BERT).
+  already tokenized `token_ids`, `padding_mask` (and `segment_ids` for BERT),
+  one window of `sequence_length` tokens per text: a sliding-window model
+  (`WindowedClassifier`) takes its windows from raw text only.
 - `classify` (`tensorflow/serving/classify`): serialized `tf.Example`s with a
   `text` (and `text_pair`) bytes feature to `classes` (`string [batch,
   num_classes]`) and `scores` (`float32 [batch, num_classes]`), the tensors
@@ -38,6 +40,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from kerasbert.exporting.heads import Head
+from kerasbert.models.windows import WindowedClassifier
 from kerasbert.serving.saved_model_bundle import CLASSIFY_METHOD, PREDICT_METHOD, REGRESS_METHOD
 
 
@@ -66,6 +69,12 @@ class ServingModule(tf.Module):
         self, classifier, encoder, labels, text_pair=False, head=None, max_characters=None
     ):
         super().__init__(name="kerasbert")
+        self.windowed = isinstance(classifier, WindowedClassifier)
+        if self.windowed != (encoder.windows is not None):
+            raise ValueError(
+                "A WindowedClassifier needs an encoder with `windows`, and only it does. "
+                f"Received: {type(classifier).__name__} and windows={encoder.windows}"
+            )
         self.max_characters = max_characters
         self.head = head or Head()
         self.head.check_labels(list(labels))
@@ -101,7 +110,11 @@ class ServingModule(tf.Module):
             self.classify = tf.function(self._classify, input_signature=examples_spec)
 
     def _outputs(self, inputs):
-        logits = tf.cast(self.classifier(inputs, training=False), tf.float32)
+        if self.windowed:
+            logits = self.classifier.infer(inputs)
+        else:
+            logits = self.classifier(inputs, training=False)
+        logits = tf.cast(logits, tf.float32)
         if self.task != "regression":
             # Temperature scaling: calibrated probabilities, the same decisions.
             logits = logits / self.temperature
@@ -140,7 +153,11 @@ class ServingModule(tf.Module):
         if text_pair is not None:
             text_pair = self._within_limit(text_pair)
         text = self._within_limit(text)
-        return self.predict_tokens(trim_to_longest(self.encoder(text, text_pair), multiple=1))
+        inputs = trim_to_longest(self.encoder(text, text_pair), multiple=1)
+        if self.windowed:
+            # `predict_tokens` takes one window per text; these are several.
+            return self._outputs(inputs)
+        return self.predict_tokens(inputs)
 
     def _within_limit(self, text):
         """`text`, once no string in it is longer than `max_characters`."""

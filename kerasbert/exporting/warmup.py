@@ -58,19 +58,16 @@ def warmup_records(
             inputs["text_pair"] = tf.constant(batch_pairs, tf.string)
         return inputs
 
+    tokens = encoder(
+        tf.constant(texts, tf.string), tf.constant(pairs, tf.string) if text_pair else None
+    )
+    if encoder.windows is not None:
+        # `predict_tokens` takes one window per text: each text's first.
+        tokens = {name: value[:, 0] for name, value in tokens.items()}
     records = [
         predict("serving_default", text_inputs(texts, pairs)),
         predict("serving_default", text_inputs(texts[1:2], pairs[1:2])),
-        predict(
-            "predict_tokens",
-            {
-                name: value.numpy()
-                for name, value in encoder(
-                    tf.constant(texts, tf.string),
-                    tf.constant(pairs, tf.string) if text_pair else None,
-                ).items()
-            },
-        ),
+        predict("predict_tokens", {name: value.numpy() for name, value in tokens.items()}),
     ]
     if examples_signature == "regress":
         request = regression_pb2.RegressionRequest(model_spec=spec("regress"))

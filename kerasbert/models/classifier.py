@@ -17,7 +17,8 @@ import keras_hub
 
 from kerasbert.models.checksums import verify_checksums
 from kerasbert.models.mean_pooling import MeanPoolingClassifier
-from kerasbert.models.tokenizers import learn_tokenizer, preset_tokenizer
+from kerasbert.models.tokenizers import TextEncoder, learn_tokenizer, preset_tokenizer
+from kerasbert.models.windows import WindowedClassifier
 
 FAMILIES = {
     "bert": (keras_hub.models.BertBackbone, keras_hub.models.BertTextClassifier),
@@ -84,6 +85,7 @@ def build_classifier(model_config, num_classes, texts=None, dtype=None):
         `(classifier, tokenizer)`: a keras-hub `BertTextClassifier` or
         `RobertaTextClassifier` (a `MeanPoolingClassifier` with
         `model_config.pooling == "mean"`) that outputs logits from token ids,
+        wrapped in a `WindowedClassifier` with `model_config.long_text`,
         and its tokenizer.
 
     Raises:
@@ -129,7 +131,22 @@ def build_classifier(model_config, num_classes, texts=None, dtype=None):
         activation=None,
         dropout=model_config.dropout,
     )
+    if model_config.long_text is not None:
+        classifier = WindowedClassifier(classifier, pooling=model_config.long_text.pooling)
     return classifier, tokenizer
+
+
+def text_encoder(model_config, tokenizer) -> TextEncoder:
+    """The `TextEncoder` that `model_config` describes: its length, truncation and windows."""
+    long_text = model_config.long_text
+    return TextEncoder(
+        tokenizer,
+        model_config.sequence_length,
+        truncation=model_config.truncation,
+        head_tokens=model_config.head_tokens,
+        windows=None if long_text is None else long_text.windows,
+        stride=None if long_text is None else long_text.stride,
+    )
 
 
 def load_run_model(run_dir):

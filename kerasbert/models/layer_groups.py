@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from kerasbert.arguments import is_integer
 from kerasbert.models.classifier import family_of
 from kerasbert.models.mean_pooling import MeanPoolingClassifier
+from kerasbert.models.windows import WindowedClassifier
 
 
 @dataclass
@@ -39,7 +40,13 @@ def layer_groups(classifier) -> LayerGroups:
 
     BERT's pooler is part of the head, except under mean pooling, where it is
     unused (`MeanPoolingClassifier` freezes it) and belongs to no group.
+    A `WindowedClassifier`'s groups are those of the classifier it wraps,
+    its attention pooling's layers in the head.
     """
+    if isinstance(classifier, WindowedClassifier):
+        groups = layer_groups(classifier.classifier)
+        groups.head += classifier.pooling_layers
+        return groups
     backbone = classifier.backbone
     transformer = list(backbone.transformer_layers)
     pooler = [backbone.get_layer("pooled_dense")] if family_of(backbone) == "bert" else []

@@ -110,10 +110,20 @@ class TextEncoder:
         head_tokens: `"head_tail"` only: the tokens kept from the start;
             default a quarter of `sequence_length`, as Sun et al. kept 128
             of 512.
+        windows: sliding windows: read a single text as up to this many
+            windows of `sequence_length - 2` tokens, each packed with its
+            own special tokens (see `split_into_windows`); the encoding is
+            then `[batch, windows, sequence_length]`, and a window that a
+            text does not need is all padding. None reads one window,
+            truncated as `truncation` says.
+        stride: with `windows`: the tokens from one window's start to the
+            next's; default three quarters of a window, so that
+            neighbours share a quarter.
 
     Raises:
-        ValueError: for an unknown `truncation`, or `head_tokens` that leave
-            no room for the tail.
+        ValueError: for an unknown `truncation`, `head_tokens` that leave
+            no room for the tail, or windows with another truncation than
+            `"head"` or a stride that skips tokens.
 
     Reference:
         Sun et al. 2019, "How to Fine-Tune BERT for Text Classification?",
@@ -124,7 +134,15 @@ class TextEncoder:
     >>> inputs = encoder(tf.constant(["a fine film"]))
     """
 
-    def __init__(self, tokenizer, sequence_length, truncation="head", head_tokens=None):
+    def __init__(
+        self,
+        tokenizer,
+        sequence_length,
+        truncation="head",
+        head_tokens=None,
+        windows=None,
+        stride=None,
+    ):
         if truncation not in TRUNCATIONS:
             raise ValueError(
                 f"Invalid value for argument `truncation`. Expected one of {TRUNCATIONS}. "
@@ -138,9 +156,20 @@ class TextEncoder:
                 f"sequence_length - 2 = {budget}, so that the tail keeps a token. "
                 f"Received: head_tokens={head_tokens}"
             )
+        if windows is not None:
+            stride = default_stride(sequence_length) if stride is None else stride
+            if truncation != "head" or windows < 1 or not 0 < stride <= budget:
+                raise ValueError(
+                    "Invalid sliding windows. Expected truncation='head' (windows read the "
+                    f"whole text), windows >= 1 and 0 < stride <= sequence_length - 2 = "
+                    f"{budget}, so that no token is skipped. Received: truncation="
+                    f"{truncation!r}, windows={windows}, stride={stride}"
+                )
         self.tokenizer = tokenizer
         self.sequence_length = sequence_length
         self.truncation = truncation
+        self.windows = windows
+        self.stride = stride
         self.head_tokens = (
             default_head_tokens(sequence_length) if head_tokens is None else head_tokens
         )
@@ -175,10 +204,32 @@ class TextEncoder:
                     "the tokens between their segments, each kept from its start. Use "
                     "truncation='head'."
                 )
+            if self.windows is not None:
+                raise ValueError("sliding windows are for single texts, not sentence pairs")
             segments.append(self.tokenizer(text_pair))
+        elif self.windows is not None:
+            return self._encode_windows(segments[0])
         elif self.truncation != "head":
             segments = [self.truncate(segments[0])]
         token_ids, segment_ids = self.packer(tuple(segments))
+        return self._inputs(token_ids, segment_ids)
+
+    def _encode_windows(self, token_ids):
+        """`[batch, windows, sequence_length]` inputs: each text's windows, packed."""
+        nested = split_into_windows(
+            _ragged(token_ids), self.sequence_length - 2, self.stride, self.windows
+        )
+        token_ids, segment_ids = self.packer((nested.values,))
+        shape = [None, self.windows, self.sequence_length]
+        token_ids, segment_ids = (
+            tf.RaggedTensor.from_row_lengths(value, nested.row_lengths()).to_tensor(
+                default_value=default, shape=shape
+            )
+            for value, default in ((token_ids, self.pad_token_id), (segment_ids, 0))
+        )
+        return self._inputs(token_ids, segment_ids)
+
+    def _inputs(self, token_ids, segment_ids):
         inputs = {
             "token_ids": token_ids,
             "padding_mask": token_ids != self.pad_token_id,
@@ -193,20 +244,63 @@ class TextEncoder:
         Rows that fit are kept whole; the packer then only adds the
         special tokens. (`"head"` is the packer's own truncation.)
         """
-        if not isinstance(token_ids, tf.RaggedTensor):
-            # keras-hub tokenizers answer Python lists when run eagerly.
-            token_ids = tf.ragged.constant(token_ids, dtype=tf.int32, ragged_rank=1)
         budget = self.sequence_length - 2
         head = {"head": budget, "tail": 0, "head_tail": self.head_tokens}[self.truncation]
-        return keep_head_and_tail(token_ids, head, budget - head)
+        return keep_head_and_tail(_ragged(token_ids), head, budget - head)
 
 
 TRUNCATIONS = ("head", "tail", "head_tail")
 
 
+def _ragged(token_ids):
+    if isinstance(token_ids, tf.RaggedTensor):
+        return token_ids
+    # keras-hub tokenizers answer Python lists when run eagerly.
+    return tf.ragged.constant(token_ids, dtype=tf.int32, ragged_rank=1)
+
+
 def default_head_tokens(sequence_length) -> int:
     """A quarter of `sequence_length`: Sun et al. kept the first 128 of 512 tokens."""
     return sequence_length // 4
+
+
+def default_stride(sequence_length) -> int:
+    """Three quarters of a window of `sequence_length - 2` tokens: neighbours share a quarter."""
+    return max(1, (sequence_length - 2) * 3 // 4)
+
+
+def split_into_windows(token_ids, length, stride, windows):
+    """Each row's windows: `length` ids starting every `stride` ids, at most `windows` of them.
+
+    A row gets as few windows as cover it (one if it fits in `length`, an
+    empty row included), the last one ending at the row's end, unless
+    `windows` runs out first: the ids past the last window are then
+    dropped, as head truncation drops them. Made of core ragged ops, so it
+    runs in `tf.data` and in the serving graph alike.
+
+    Args:
+        token_ids: a ragged `[batch, None]` tensor.
+        length: ids per window.
+        stride: ids from one window's start to the next's, at most `length`.
+        windows: the most windows a row gets.
+
+    Returns:
+        A ragged `[batch, None (windows), None (ids)]` tensor.
+
+    Example:
+    >>> split_into_windows(tf.ragged.constant([[1, 2, 3, 4, 5], [6]]), 3, 2, 4)
+    <tf.RaggedTensor [[[1, 2, 3], [3, 4, 5]], [[6]]]>
+    """
+    lengths = token_ids.row_lengths()
+    beyond = tf.maximum(lengths - length, 0)
+    counts = tf.minimum(1 + (beyond + stride - 1) // stride, windows)
+    rows = tf.repeat(tf.range(tf.size(lengths, out_type=lengths.dtype)), counts)
+    starts = tf.ragged.range(counts).flat_values * stride
+    ends = tf.minimum(starts + length, tf.gather(lengths, rows))
+    positions = tf.ragged.range(starts, ends)
+    offsets = tf.gather(token_ids.row_starts(), rows)
+    flat = positions + tf.expand_dims(offsets, axis=1)
+    return tf.RaggedTensor.from_row_lengths(tf.gather(token_ids.flat_values, flat), counts)
 
 
 def keep_head_and_tail(token_ids, head, tail):

@@ -22,7 +22,7 @@ from kerasbert.data.pipeline import (
 )
 from kerasbert.evaluation.runs import describe_fit
 from kerasbert.files import write_json
-from kerasbert.models.classifier import build_classifier
+from kerasbert.models.classifier import build_classifier, text_encoder
 from kerasbert.models.layer_groups import (
     build_optimizer_variables,
     layer_groups,
@@ -134,12 +134,7 @@ def prepare(config, build_model=None) -> Prepared:
                 texts=_texts_for_vocabulary(splits),
                 dtype=runtime.dtype_policy,
             )
-    encoder = TextEncoder(
-        tokenizer,
-        config.model.sequence_length,
-        truncation=config.model.truncation,
-        head_tokens=config.model.head_tokens,
-    )
+    encoder = text_encoder(config.model, tokenizer)
     features = {
         name: encode_texts(
             encoder,

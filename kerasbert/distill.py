@@ -1,4 +1,4 @@
-"""`python -m kerasbert.distill --config configs/X.yaml [--set key=value ...]`."""
+"""`python -m kerasbert.distill --config configs/X.yaml [--set key=value ...] [--resume RUN_DIR]`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,12 @@ def parse_args(argv=None):
         "Distil a finished run (the teacher) into a student with fewer transformer layers.",
     )
     parser.add_config_arguments()
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue a killed distillation (runs/<name>/<timestamp>) from its last epoch",
+    )
     return parser.parse_args(argv)
 
 
@@ -26,7 +32,7 @@ def _main(args):
     from kerasbert.training.distillation import describe_comparison, distill
     from kerasbert.training.run import summarize
 
-    result = distill(config)
+    result = distill(config, resume_dir=args.resume)
     log = logging.getLogger("kerasbert.distill")
     log.info("metrics: %s", summarize(result.metrics))
     print(f"run: {result.run_dir}")

@@ -370,3 +370,40 @@ def test_only_a_classification_run_can_teach(tmp_path):
     raw["data"]["label_delimiter"] = "|"
     with pytest.raises(ConfigError, match="distillation learns from a teacher's softmax"):
         config_from_dict(raw)
+
+
+def test_a_killed_distillation_resumes_to_the_weights_of_an_uninterrupted_one(
+    trained_run, tmp_path, monkeypatch, capsys
+):
+    from kerasbert.models.classifier import load_run_model
+    from kerasbert.training.resume import TrainingState
+
+    def config(name):
+        raw = student_config_dict(trained_run.run_dir, tmp_path / name)
+        raw["training"]["epochs"] = 2
+        raw["export"]["enabled"] = False
+        return str(write_yaml(tmp_path / f"{name}.yaml", raw))
+
+    assert distill.main(["--config", config("straight")]) == 0
+    saved = TrainingState.on_epoch_end
+
+    def killed_after_the_first_epoch(self, epoch, logs=None):
+        saved(self, epoch, logs)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(TrainingState, "on_epoch_end", killed_after_the_first_epoch)
+    # As Ctrl-C stops it: the state of the first epoch is saved.
+    assert distill.main(["--config", config("killed")]) == 130
+    monkeypatch.undo()
+    (run_dir,) = (tmp_path / "killed" / "runs" / "student").iterdir()
+    assert json.loads((run_dir / "resume" / "state.json").read_text())["epoch"] == 1
+    capsys.readouterr()
+    assert distill.main(["--config", config("killed"), "--resume", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "Epoch 2/2" in out and "Epoch 1/2" not in out
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
+    assert (run_dir / "distillation.json").is_file()
+    (reference,) = (tmp_path / "straight" / "runs" / "student").iterdir()
+    expected = load_run_model(reference)[0].get_weights()
+    for a, b in zip(expected, load_run_model(run_dir)[0].get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)

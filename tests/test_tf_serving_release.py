@@ -86,16 +86,27 @@ def tf2_load_run(version_dir):
 
 
 def export_tiny(
-    tmp_path, family="bert", pooling="cls", text_pair=False, policy="float32", dtype=None, **text
+    tmp_path,
+    family="bert",
+    pooling="cls",
+    text_pair=False,
+    policy="float32",
+    dtype=None,
+    window_pooling=None,
+    **text,
 ):
     import keras
+
+    from kerasbert.models.windows import WindowedClassifier
 
     keras.mixed_precision.set_global_policy(policy)
     try:
         classifier, tokenizer = tiny_classifier(family, num_layers=2, pooling=pooling)
+        if window_pooling is not None:
+            classifier = WindowedClassifier(classifier, pooling=window_pooling)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    # `text`: the export's truncation, head_tokens and max_characters.
+    # `text`: the export's truncation, head_tokens, max_characters, windows and stride.
     return export_model(
         classifier,
         tokenizer,
@@ -121,6 +132,8 @@ def export_tiny(
         {"family": "roberta", "pooling": "mean", "dtype": "bfloat16"},
         {"family": "bert", "truncation": "head_tail", "head_tokens": 5, "max_characters": 300},
         {"family": "roberta", "truncation": "tail"},
+        {"family": "bert", "window_pooling": "attention", "windows": 4, "stride": 10},
+        {"family": "roberta", "pooling": "mean", "window_pooling": "max", "windows": 3},
     ],
     ids=[
         "bert",
@@ -132,6 +145,8 @@ def export_tiny(
         "roberta-mean-bfloat16-export",
         "bert-head-tail-capped",
         "roberta-tail",
+        "bert-windows-attention",
+        "roberta-windows-max",
     ],
 )
 def test_export_answers_under_the_release_as_under_tf2_load(shape, release_python, tmp_path):

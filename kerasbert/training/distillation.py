@@ -271,11 +271,14 @@ def prepare_student(config, teacher_dir) -> tuple[StudentPrepared, dict]:
     return student, record
 
 
-def distill(config) -> DistillationResult:
+def distill(config, resume_dir=None) -> DistillationResult:
     """Distils `config.distillation.teacher` into a student, and trains, exports and compares it.
 
     Args:
         config: the student's `Config`, with its `distillation` section.
+        resume_dir: a student's run directory to continue from its last
+            epoch, as `train`'s: the student is built from the teacher again
+            (the same layers, the same logits) and takes the run's weights.
 
     Returns:
         The student's run directory, final metrics and export directory, and
@@ -284,7 +287,7 @@ def distill(config) -> DistillationResult:
     """
     teacher_dir = Path(config.distillation.teacher)
     prepared, record = prepare_student(config, teacher_dir)
-    result = train(config, prepared=prepared)
+    result = train(config, resume_dir=resume_dir, prepared=prepared)
     if not is_chief():
         return DistillationResult(result.run_dir, result.metrics, result.export_dir, record)
     teacher_export = rundir.status_record(teacher_dir).get("export")

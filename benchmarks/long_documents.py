@@ -258,10 +258,15 @@ def snippet_row(name, snippet_run, warmup) -> dict:
     }
 
 
-def tuned_row(name, snippet_run) -> dict:
-    """The snippet classifier fine-tuned on the documents with strategy `name` (`TUNING`)."""
+def tuned_row(name, snippet_run, resume=None) -> dict:
+    """The snippet classifier fine-tuned on the documents with strategy `name` (`TUNING`).
+
+    `resume`: a run of this row that was killed, finished from its last epoch.
+    """
     command = [sys.executable, str(Path(__file__).resolve()), "--tune-worker", name]
     command += ["--snippet-run", snippet_run]
+    if resume is not None:
+        command += ["--resume-run", resume]
     load_before = os.getloadavg()
     started = time.perf_counter()
     done, _ = accuracy.run_logged(command, OUT_DIR / "logs" / f"tuned_{name}.log")
@@ -278,7 +283,7 @@ def tuned_row(name, snippet_run) -> dict:
     return row
 
 
-def tune_worker(name, snippet_run) -> int:
+def tune_worker(name, snippet_run, resume=None) -> int:
     """Fine-tunes the snippet run's classifier on the documents, reading them as `name` says."""
     from kerasbert.config_loading import load_config
     from kerasbert.models.classifier import load_run_model
@@ -298,7 +303,9 @@ def tune_worker(name, snippet_run) -> int:
             classifier = WindowedClassifier(classifier, pooling=config.model.long_text.pooling)
         return classifier, tokenizer
 
-    result = train(config, prepared=prepare(config, build_model=snippet_model))
+    # --resume-run: a tuning run killed after its training, finished here.
+    prepared = prepare(config, build_model=snippet_model)
+    result = train(config, resume_dir=resume, prepared=prepared)
     print(f"RUN_DIR {Path(result.run_dir).resolve()}", flush=True)
     return 0
 
@@ -358,12 +365,18 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--tune-worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--resume-run",
+        default=None,
+        metavar="RUN_DIR",
+        help="with --tuned and one row in --only: finish that row's killed tuning run",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.worker:
         return worker(args.worker, args.warmup)
     if args.tune_worker:
-        return tune_worker(args.tune_worker, args.snippet_run)
+        return tune_worker(args.tune_worker, args.snippet_run, args.resume_run)
     names = [*STRATEGIES, "hf_windows"]
     if args.only:
         unknown = set(args.only.split(",")) - set(names)
@@ -417,7 +430,7 @@ def main(argv=None) -> int:
     for name in names if args.snippet_run and args.tuned else ():
         if name in STRATEGIES:
             print(f"[{time.strftime('%H:%M:%S')}] tuned {name} (load {os.getloadavg()[0]:.2f})")
-            row = tuned_row(name, args.snippet_run)
+            row = tuned_row(name, args.snippet_run, args.resume_run)
             if not args.no_timing:
                 timing = time_export(row["export"], args.warmup)
                 timing.pop("predicted")

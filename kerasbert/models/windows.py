@@ -81,22 +81,32 @@ class WindowedClassifier(keras.Model):
         return [layer for layer in (self.scorer_hidden, self.scorer) if layer is not None]
 
     def call(self, inputs, training=False):
-        token_ids = inputs["token_ids"]
-        if token_ids.shape.rank == 2:
+        if inputs["token_ids"].shape.rank == 2:
             return self.classifier(inputs, training=training)
-        shape = tf.shape(token_ids)
+        if not training and not self.jit_compile:
+            return self.infer(inputs)
+        return self.run_all_windows(inputs, training=training)
+
+    def run_all_windows(self, inputs, training=False):
+        """The pooled logits of `[batch, windows, length]` inputs, padding windows run too.
+
+        Static shapes, as a compiled (XLA) step wants them; `call` takes
+        this path in training, and in inference only when compiled.
+        """
+        shape = tf.shape(inputs["token_ids"])
         flat = {name: tf.reshape(value, [-1, shape[2]]) for name, value in inputs.items()}
         logits = self.classifier(flat, training=training)
         logits = tf.reshape(logits, [shape[0], shape[1], -1])
         return self.pool(logits, window_mask(inputs))
 
     def infer(self, inputs):
-        """`call(inputs, training=False)`, running only the windows that hold text.
+        """The same logits as `run_all_windows(inputs)`, running only the windows that hold text.
 
         A batch of texts of unequal length leaves padding windows in the
-        shorter ones; this skips them, where `call` keeps the static shapes
-        a compiled (XLA) step wants. For the serving graph, which is never
-        compiled.
+        shorter ones; this skips them, which a compiled (XLA) step cannot
+        (the count of real windows is known only at run time). `call` takes
+        this path in inference when not compiled; the serving graph, never
+        compiled, always does.
         """
         if inputs["token_ids"].shape.rank == 2:
             return self.classifier(inputs, training=False)

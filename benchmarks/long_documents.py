@@ -273,8 +273,9 @@ def tuned_row(name, snippet_run, resume=None) -> dict:
     lines = [line for line in done.stdout.splitlines() if line.startswith("RUN_DIR ")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"tuning {name} failed (exit {done.returncode}); see {OUT_DIR}/logs")
+    # Relative to the repository, as the config's `runs_dir` is.
     run_dir = Path(lines[-1][len("RUN_DIR ") :])
-    row = kerasbert_row(name, run_dir.relative_to(REPO), time.perf_counter() - started)
+    row = kerasbert_row(name, run_dir, time.perf_counter() - started)
     row.update(
         recipe=DESCRIPTIONS[name].replace("kerasbert", "snippet model fine-tuned,", 1),
         command=f"long_documents.py --tune-worker {name} --snippet-run {snippet_run}",
@@ -306,7 +307,7 @@ def tune_worker(name, snippet_run, resume=None) -> int:
     # --resume-run: a tuning run killed after its training, finished here.
     prepared = prepare(config, build_model=snippet_model)
     result = train(config, resume_dir=resume, prepared=prepared)
-    print(f"RUN_DIR {Path(result.run_dir).resolve()}", flush=True)
+    print(f"RUN_DIR {result.run_dir}", flush=True)
     return 0
 
 

@@ -413,7 +413,9 @@ def main(argv=None) -> int:
     # The exports one after another, once every row has trained, so that
     # their texts/s are measured under like load.
     rows = json.loads(RESULTS.read_text(encoding="utf-8"))["rows"]
-    for name in names if not args.no_timing else ():
+    # With --time-only, the tuned rows' exports too (`--tuned` times its own).
+    tuned = [f"tuned_{n}" for n in names] if args.time_only and not args.tuned else []
+    for name in [*names, *tuned] if not args.no_timing else ():
         if "export" in rows.get(name, {}):
             print(f"[{time.strftime('%H:%M:%S')}] timing {name} (load {os.getloadavg()[0]:.2f})")
             timing = time_export(rows[name]["export"], args.warmup)

@@ -10,8 +10,9 @@ Every row reads them through the same 128 tokens at a time:
                            benchmarks/configs/long_documents.yaml --set
                            model.truncation=X`: the first, the last, or the first
                            `head_tokens` and the last of the rest
-    windows                the same config with `model.long_text` (sliding windows,
-                           pooled); run only where kerasbert's config has that key
+    windows, windows_mean  the same config with `model.long_text`: up to 16 windows
+                           of 126 tokens, 94 apart (overlapping by 32, as the
+                           Hugging Face row's), attention- or mean-pooled
     hf_windows             Hugging Face's usual recipe (`hf_finetune.py --stride`):
                            windows overlapping by `--stride` tokens from the
                            tokenizer (`return_overflowing_tokens`), each labelled
@@ -21,8 +22,12 @@ Every row reads them through the same 128 tokens at a time:
                            mean of its windows' probabilities
     snippet_X              with `--snippet-run RUN_DIR` (a finished run of
                            `configs/progressive.yaml` on the short snippets): that
-                           model exported with each truncation, not trained on
-                           the documents: what each strategy lets it see
+                           model exported with each truncation, or wrapped in
+                           mean- or max-pooled windows, not trained on the
+                           documents: what each strategy lets it see
+    tuned_X                with `--snippet-run RUN_DIR --tuned`: that model
+                           fine-tuned on the documents with strategy X (`TUNING`:
+                           one epoch of its top two layers, head and pooling)
 
 Each kerasbert row is then timed on its export, in a fresh process, as TF
 Serving runs it (`SavedModelBundle`, tokenizer in the graph), at batch 32
@@ -33,7 +38,7 @@ or in neither.
 
 Run from the repository root after `python benchmarks/fetch_assets.py`:
 
-    nice -n 19 .venv/bin/python benchmarks/long_documents.py
+    nice -n 19 .venv/bin/python benchmarks/long_documents.py --snippet-run RUN_DIR --tuned
 
 Writes `benchmarks/cache/long_documents/results.json` (after every row) and
 prints a Markdown table. `--only tail,hf_windows` runs some rows (they may
@@ -72,6 +77,7 @@ STRATEGIES = {
     "tail": ["model.truncation=tail"],
     "head_tail": ["model.truncation=head_tail"],
     "windows": [*WINDOW_KEYS, "model.long_text.pooling=attention"],
+    "windows_mean": [*WINDOW_KEYS, "model.long_text.pooling=mean"],
 }
 # The snippet model fine-tuned on the documents: one epoch of its top two
 # layers, head and pooling, at a lower peak than from the pretrained weights.

@@ -196,7 +196,10 @@ def export_model(
             examples_signature=examples_signature,
         )
         try:
-            check_export(staging, module.run, bundle_check)
+            # Quiet too: running the module's functions, as a process that
+            # has exported five models before warns, says "retracing".
+            with quiet_tensorflow_logger():
+                check_export(staging, module.run, bundle_check)
         except ExportCheckError as error:
             raise ExportCheckError(
                 f"TF Serving could not serve this export, so no version was written: {error}"

@@ -147,48 +147,41 @@ def test_config_refuses_truncation_it_cannot_apply(tmp_path, model, data, messag
 # === A verdict past `sequence_length` ===
 
 
-@pytest.fixture(scope="module")
-def long_run(tmp_path_factory):
-    """A tiny BERT trained with `head_tail` on long reviews whose label is their last word."""
+def train_on_long_reviews(tmp_path_factory, name, **sections):
+    """A tiny BERT trained on long reviews whose label is their last word."""
     from kerasbert.config_loading import config_from_dict
     from kerasbert.training.run import train
 
-    tmp = tmp_path_factory.mktemp("long_reviews")
+    tmp = tmp_path_factory.mktemp(name)
     data = tmp / "long_reviews.csv"
     make_long_reviews().to_csv(data, index=False)
-    config = config_from_dict(
-        tiny_config_dict(
-            data,
-            tmp,
-            # Mean pooling learns the one decisive word in a few steps; [CLS] takes longer.
-            model={"truncation": "head_tail", "pooling": "mean"},
-            training={"epochs": 6, "learning_rate": 1e-2},
-            export={"max_characters": MAX_CHARACTERS},
-        )
+    return train(config_from_dict(tiny_config_dict(data, tmp, **sections)))
+
+
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory):
+    """Trained with `head_tail`."""
+    return train_on_long_reviews(
+        tmp_path_factory,
+        "long_reviews",
+        # Mean pooling learns the one decisive word in a few steps; [CLS] takes longer.
+        model={"truncation": "head_tail", "pooling": "mean"},
+        training={"epochs": 6, "learning_rate": 1e-2},
+        export={"max_characters": MAX_CHARACTERS},
     )
-    return train(config)
 
 
 @pytest.fixture(scope="module")
 def windows_run(tmp_path_factory):
-    """A tiny BERT trained with sliding windows, attention-pooled, on the same long reviews."""
-    from kerasbert.config_loading import config_from_dict
-    from kerasbert.training.run import train
-
-    tmp = tmp_path_factory.mktemp("long_reviews_windows")
-    data = tmp / "long_reviews.csv"
-    make_long_reviews().to_csv(data, index=False)
-    config = config_from_dict(
-        tiny_config_dict(
-            data,
-            tmp,
-            # Reviews of up to 45 tokens: 5 windows of 14 tokens, 10 apart, cover them.
-            model={"pooling": "mean", "long_text": {"windows": 6, "pooling": "attention"}},
-            # Which window holds the verdict is learned too: slower than head_tail's.
-            training={"epochs": 20, "learning_rate": 1e-2},
-        )
+    """Trained with sliding windows, attention-pooled."""
+    return train_on_long_reviews(
+        tmp_path_factory,
+        "long_reviews_windows",
+        # Reviews of up to 45 tokens: 5 windows of 14 tokens, 10 apart, cover them.
+        model={"pooling": "mean", "long_text": {"windows": 6, "pooling": "attention"}},
+        # Which window holds the verdict is learned too: slower than head_tail's.
+        training={"epochs": 20, "learning_rate": 1e-2},
     )
-    return train(config)
 
 
 LONG_RUNS = ["long_run", "windows_run"]

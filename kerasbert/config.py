@@ -742,6 +742,12 @@ class DistillationConfig(_Section):
     """Weight of the soft loss, KL(teacher || student) at `temperature`; the true labels'
     cross-entropy weighs `1 - alpha`. 1 learns from the teacher alone.
     """
+    hidden_state_weight: Annotated[float, Field(ge=0)] = 0.0
+    """Weight of a third loss, on hidden states: the mean squared difference, over real tokens,
+    between each student layer's output and that of the teacher layer it was copied from (as
+    TinyBERT, arXiv:1909.10351), added to the soft and hard losses. It costs a forward pass of the
+    teacher in every training step. 0 leaves it out.
+    """
 
     @field_validator("layers")
     @classmethod

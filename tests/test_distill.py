@@ -221,6 +221,117 @@ def test_with_alpha_1_training_follows_the_teacher_not_the_true_labels(
     assert any(not np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in hard)
 
 
+# === Hidden states ===
+
+
+def token_inputs(family, ids):
+    ids = np.asarray(ids)
+    inputs = {"token_ids": ids, "padding_mask": ids != 0}
+    if family == "bert":
+        inputs["segment_ids"] = np.zeros_like(ids)
+    return inputs
+
+
+def without_dropout(classifier):
+    """A copy of a classifier with its weights and no dropout, in its backbone or its head."""
+    backbone_config = classifier.backbone.get_config()
+    backbone_config["dropout"] = 0.0
+    config = classifier.get_config()
+    config.update(
+        backbone=type(classifier.backbone).from_config(backbone_config),
+        preprocessor=None,
+        dropout=0.0,
+    )
+    copy = type(classifier).from_config(config)
+    copy.set_weights(classifier.get_weights())
+    return copy
+
+
+def test_hidden_state_loss_is_the_mean_squared_difference_over_real_tokens():
+    import tensorflow as tf
+
+    from kerasbert.training.distillation import hidden_state_loss
+
+    rng = np.random.default_rng(0)
+    student = [rng.normal(size=(2, 4, 3)).astype("float32") for _ in range(2)]
+    teacher = [rng.normal(size=(2, 4, 3)).astype("float32") for _ in range(2)]
+    mask = np.array([[True, True, False, False], [True, True, True, False]])
+    expected = np.mean([((s - t)[mask] ** 2).mean() for s, t in zip(student, teacher)])
+    loss = hidden_state_loss(student, teacher, tf.constant(mask))
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
+    # What padding holds does not count.
+    padded = [np.where(mask[..., None], t, 1e3).astype("float32") for t in teacher]
+    np.testing.assert_allclose(float(hidden_state_loss(student, padded, mask)), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("family", "pooling"), [("bert", "cls"), ("roberta", "cls"), ("bert", "mean")]
+)
+def test_hidden_state_student_answers_the_students_logits_and_adds_the_layer_loss(family, pooling):
+    import keras
+
+    from kerasbert.training.distillation import (
+        HiddenStateStudent,
+        backbone_states,
+        build_student,
+        hidden_state_loss,
+    )
+
+    teacher = without_dropout(tiny_classifier(family, num_layers=3, pooling=pooling)[0])
+    student = build_student(teacher, [0, 2])
+    model = HiddenStateStudent(student, teacher, [0, 2], weight=0.5)
+    inputs = token_inputs(family, [[2, 5, 6, 7, 3, 0, 0, 0], [2, 8, 9, 3, 0, 0, 0, 0]])
+    np.testing.assert_allclose(model(inputs), student(inputs), rtol=1e-6, atol=1e-6)
+    assert not model.losses  # inference adds no loss
+    # Its weights are the student's own, the teacher's left out of its checkpoints.
+    assert {id(w) for w in model.weights} == {id(w) for w in student.weights}
+    model(inputs, training=True)
+    (added,) = model.losses
+    mask = inputs["padding_mask"]
+    ours = [layer.output for layer in student.backbone.transformer_layers]
+    theirs = [teacher.backbone.transformer_layers[i].output for i in (0, 2)]
+    student_states = keras.Model(student.backbone.input, ours)(inputs)
+    teacher_states = keras.Model(teacher.backbone.input, theirs)(inputs)
+    expected = 0.5 * hidden_state_loss(student_states, teacher_states, mask)
+    np.testing.assert_allclose(float(added), float(expected), rtol=1e-5)
+    # Layer 0 of the student is teacher layer 0 on the same input: nothing to learn there.
+    first = backbone_states(student.backbone, [0])(inputs)["states"]
+    np.testing.assert_allclose(first[0], teacher_states[0], atol=1e-6)
+    assert float(added) > 0  # layer 1 of the student reads layer 0, teacher layer 2 read layer 1
+
+
+def test_training_on_hidden_states_draws_the_students_layers_to_the_teachers(
+    prepared_student, student_config
+):
+    """A few steps at weight 1 leave the hidden-state loss lower than the same steps at 0."""
+    import dataclasses
+
+    import keras
+
+    from kerasbert.data.pipeline import make_dataset
+    from kerasbert.models.classifier import load_run_model
+    from kerasbert.training.distillation import HiddenStateStudent, build_student
+    from kerasbert.training.fit import compile_for_stage
+
+    prepared, record = prepared_student
+    teacher, _ = load_run_model(record["teacher"])
+    (batch,) = make_dataset(prepared.features["validation"], None, 256).take(1)
+
+    def hidden_loss_after_training(weight):
+        keras.utils.set_random_seed(0)
+        student = build_student(teacher, [0])
+        model = HiddenStateStudent(student, teacher, [1], weight)
+        run = dataclasses.replace(prepared, classifier=student, hidden_states=model)
+        compile_for_stage(run, student_config.training)
+        model.fit(run.training_dataset(16, seed=0, epochs=1).take(6), verbose=0)
+        measured = HiddenStateStudent(student, teacher, [1], 1.0)
+        keras.utils.set_random_seed(0)
+        measured(batch, training=True)
+        return float(measured.losses[0])
+
+    assert hidden_loss_after_training(3.0) < 0.8 * hidden_loss_after_training(0.0)
+
+
 # === The command ===
 
 
@@ -307,6 +418,7 @@ def windowed_copy(run_dir, tmp_path):
         ("more_layers", r"distillation\.layers lists 3 layers but the teacher has 2"),
         ("out_of_range", r"distillation\.layers: the teacher has layers 0 to 1; received \[5\]"),
         ("temperature", r"distillation\.temperature: .*greater than 0; received 0"),
+        ("hidden_state_weight", r"distillation\.hidden_state_weight: .*0; received -1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_status_2(trained_run, tmp_path, capsys, case, message):
@@ -321,8 +433,10 @@ def test_bad_input_is_one_line_and_exit_status_2(trained_run, tmp_path, capsys, 
         overrides = ["--set", "distillation.layers=[0, 1, 2]"]
     elif case == "out_of_range":
         overrides = ["--set", "distillation.layers=[5]"]
-    else:
+    elif case == "temperature":
         overrides = ["--set", "distillation.temperature=0"]
+    else:
+        overrides = ["--set", "distillation.hidden_state_weight=-1"]
     path = write_yaml(tmp_path / "student.yaml", student_config_dict(teacher, tmp_path))
     assert distill.main(["--config", str(path), *overrides]) == 2
     err = capsys.readouterr().err
@@ -375,11 +489,12 @@ def test_only_a_classification_run_can_teach(tmp_path):
 def test_a_killed_distillation_resumes_to_the_weights_of_an_uninterrupted_one(
     trained_run, tmp_path, monkeypatch, capsys
 ):
+    """With hidden states matched: the training state is the student's alone, and enough."""
     from kerasbert.models.classifier import load_run_model
     from kerasbert.training.resume import TrainingState
 
     def config(name):
-        raw = student_config_dict(trained_run.run_dir, tmp_path / name)
+        raw = student_config_dict(trained_run.run_dir, tmp_path / name, hidden_state_weight=1.0)
         raw["training"]["epochs"] = 2
         raw["export"]["enabled"] = False
         return str(write_yaml(tmp_path / f"{name}.yaml", raw))
@@ -402,7 +517,8 @@ def test_a_killed_distillation_resumes_to_the_weights_of_an_uninterrupted_one(
     out = capsys.readouterr().out
     assert "Epoch 2/2" in out and "Epoch 1/2" not in out
     assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
-    assert (run_dir / "distillation.json").is_file()
+    assert json.loads((run_dir / "distillation.json").read_text())["hidden_state_weight"] == 1.0
+    assert "hidden states matched at weight 1.0" in (run_dir / "report.html").read_text()
     (reference,) = (tmp_path / "straight" / "runs" / "student").iterdir()
     expected = load_run_model(reference)[0].get_weights()
     for a, b in zip(expected, load_run_model(run_dir)[0].get_weights()):

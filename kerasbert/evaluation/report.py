@@ -459,8 +459,11 @@ def _distillation_html(record) -> str:
     layers = ", ".join(str(layer) for layer in record.get("layers") or [])
     body = (
         f"<p>Distilled from {_e(str(record.get('teacher')))}: the teacher's layers {_e(layers)}, "
-        f"temperature {_e(str(record.get('temperature')))}, alpha {_e(str(record.get('alpha')))}."
+        f"temperature {_e(str(record.get('temperature')))}, alpha {_e(str(record.get('alpha')))}"
     )
+    if record.get("hidden_state_weight"):
+        body += f", hidden states matched at weight {_e(str(record['hidden_state_weight']))}"
+    body += "."
     table = distillation_table(record)
     if not len(table):
         return body + " The student or the teacher has no export to compare.</p>"

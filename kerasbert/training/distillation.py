@@ -5,7 +5,10 @@ the teacher with some of its transformer layers left out (`build_student`):
 its embeddings, the chosen layers, the pooler and the head are copied
 bit for bit. The teacher's logits on each training text are computed once,
 before training, and travel in the training batches next to the true class
-(`soft_targets`); `DistillationLoss` mixes the two. Everything else is a
+(`soft_targets`); `DistillationLoss` mixes the two. With
+`hidden_state_weight`, `fit` trains a `HiddenStateStudent`: the student, and
+a loss on how far each of its transformer layers' outputs lies from those of
+the teacher layer it was copied from. Everything else is a
 normal run (`kerasbert.training.run.train`): the data pipeline, schedules,
 unfreezing, checkpoints, the export and its checks, the report.
 
@@ -17,7 +20,9 @@ texts per second).
 Reference:
     Hinton, Vinyals & Dean 2015, arXiv:1503.02531 (soft targets);
     Sanh et al. 2019, arXiv:1910.01108 (a student initialised from every
-    other layer of its teacher).
+    other layer of its teacher);
+    Jiao et al. 2020, arXiv:1909.10351 (TinyBERT: the mean squared
+    difference of hidden states, layer to layer).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kerasbert import rundir
 from kerasbert.data.pipeline import make_dataset
@@ -60,11 +66,17 @@ class StudentPrepared(Prepared):
             training split's order.
         temperature: `DistillationLoss`'s temperature.
         alpha: `DistillationLoss`'s weight of the soft loss.
+        hidden_states: the `HiddenStateStudent` that `fit` trains in the
+            student's place, or None when hidden states are not matched.
     """
 
     teacher_logits: np.ndarray | None = None
     temperature: float = 2.0
     alpha: float = 0.5
+    hidden_states: keras.Model | None = None
+
+    def training_model(self):
+        return self.classifier if self.hidden_states is None else self.hidden_states
 
     def training_labels(self):
         return soft_targets(self.labels("train"), self.teacher_logits)
@@ -191,6 +203,93 @@ def build_student(teacher, layers, dropout=None, dtype=None) -> keras.Model:
     return student
 
 
+def hidden_state_loss(student_states, teacher_states, padding_mask):
+    """The mean squared difference of paired hidden states over real tokens, averaged over pairs.
+
+    Args:
+        student_states, teacher_states: equally long lists of
+            `[batch, sequence, hidden]` tensors, paired in order.
+        padding_mask: `[batch, sequence]`, true at real tokens.
+
+    Example:
+    >>> mask = tf.constant([[True, False]])
+    >>> float(hidden_state_loss([tf.ones([1, 2, 4])], [tf.zeros([1, 2, 4])], mask))
+    1.0
+    """
+    mask = tf.cast(padding_mask, tf.float32)[..., None]
+    losses = []
+    for student, teacher in zip(student_states, teacher_states, strict=True):
+        squared = tf.square(tf.cast(student, tf.float32) - tf.cast(teacher, tf.float32))
+        cells = tf.reduce_sum(mask) * tf.cast(tf.shape(squared)[-1], tf.float32)
+        losses.append(tf.reduce_sum(squared * mask) / tf.maximum(cells, 1.0))
+    return tf.add_n(losses) / len(losses)
+
+
+def backbone_states(backbone, layers) -> keras.Model:
+    """The backbone, answering `{"outputs": its outputs, "states": [layer outputs]}`.
+
+    `states` are the outputs of its transformer layers `layers`, bottom
+    first. The model shares the backbone's layers and weights.
+    """
+    return keras.Model(
+        backbone.input,
+        {
+            "outputs": backbone.output,
+            "states": [backbone.transformer_layers[layer].output for layer in layers],
+        },
+    )
+
+
+def classifier_head(classifier) -> keras.Model:
+    """Everything of `classifier` after its backbone: `[backbone outputs, inputs]` to logits.
+
+    The classifier's own layers, so its own weights. `inputs` is the
+    classifier's input dict: a mean-pooling head reads its padding mask.
+    """
+    (call,) = classifier.backbone._inbound_nodes  # the backbone's one call in the classifier
+    outputs = keras.tree.pack_sequence_as(classifier.backbone.output, call.outputs)
+    return keras.Model([outputs, classifier.input], classifier.output)
+
+
+class HiddenStateStudent(keras.Model):
+    """A student that, while training, also learns its teacher's hidden states.
+
+    It answers the student's logits. In training it adds to the loss
+    `weight` times the `hidden_state_loss` of the student's transformer
+    layers against the teacher layers `layers` (student layer `i` against
+    teacher layer `layers[i]`, the one it was copied from), the teacher run
+    in inference mode. Its weights are the student's, shared: the teacher
+    is left untracked, so that checkpoints and the training state hold the
+    student alone.
+
+    Args:
+        student: the classifier `build_student` made.
+        teacher: the classifier it was made from.
+        layers: the teacher's layers the student's were copied from.
+        weight: the hidden-state loss' weight, > 0.
+    """
+
+    def __init__(self, student, teacher, layers, weight, **kwargs):
+        super().__init__(**kwargs)
+        self.student = student
+        self.weight = float(weight)
+        self.student_states = backbone_states(student.backbone, range(len(layers)))
+        self.head = classifier_head(student)
+        # Held in a closure, which Keras does not track: the teacher's
+        # weights stay out of the student's checkpoints.
+        teacher_states = backbone_states(teacher.backbone, layers)
+        self._teacher_states = lambda inputs: teacher_states(inputs, training=False)["states"]
+
+    def call(self, inputs, training=False):
+        computed = self.student_states(inputs, training=training)
+        logits = self.head([computed["outputs"], inputs], training=training)
+        if training:
+            teacher = [tf.stop_gradient(state) for state in self._teacher_states(inputs)]
+            loss = hidden_state_loss(computed["states"], teacher, inputs["padding_mask"])
+            self.add_loss(self.weight * loss)
+        return logits
+
+
 def teacher_logits(classifier, features, batch_size, pad_multiple=1) -> np.ndarray:
     """The teacher's logits on encoded texts, in their order, as float32."""
     dataset = make_dataset(features, None, batch_size, pad_multiple=pad_multiple)
@@ -256,6 +355,13 @@ def prepare_student(config, teacher_dir) -> tuple[StudentPrepared, dict]:
         return student, tokenizer
 
     prepared = prepare(config, build_model)
+    hidden_states = None
+    if settings.hidden_state_weight > 0:
+        record["hidden_state_weight"] = settings.hidden_state_weight
+        with prepared.strategy.scope():
+            hidden_states = HiddenStateStudent(
+                prepared.classifier, teacher, record["layers"], settings.hidden_state_weight
+            )
     logits = teacher_logits(
         teacher,
         prepared.features["train"],
@@ -267,6 +373,7 @@ def prepare_student(config, teacher_dir) -> tuple[StudentPrepared, dict]:
         teacher_logits=logits,
         temperature=settings.temperature,
         alpha=settings.alpha,
+        hidden_states=hidden_states,
     )
     return student, record
 

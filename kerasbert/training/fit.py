@@ -64,6 +64,10 @@ class Prepared:
     def labels(self, split):
         return self.splits.label_ids(split)
 
+    def training_model(self):
+        """The model `fit` compiles and trains: the classifier, or a model sharing its weights."""
+        return self.classifier
+
     def training_labels(self):
         """What the training split's batches carry as `y`: its labels."""
         return self.labels("train")
@@ -230,8 +234,8 @@ def compile_for_stage(prepared, training_config, trainable_layers="all"):
         The classifier's `LayerGroups`.
     """
     cfg = training_config
-    model = prepared.classifier
-    groups = layer_groups(model)
+    model = prepared.training_model()
+    groups = layer_groups(prepared.classifier)
     set_trainable_layers(groups, "all")
     with prepared.strategy.scope():
         optimizer = build_optimizer(
@@ -280,7 +284,7 @@ def fit(prepared, config, run_dir, resume=False):
         resume: continue from the state saved in `run_dir/resume`.
     """
     cfg = config.training
-    model = prepared.classifier
+    model = prepared.training_model()
     stages = [(s.epochs, s.trainable_layers) for s in cfg.unfreezing or []]
     groups = compile_for_stage(prepared, cfg, stages[0][1] if stages else "all")
     length = plan(cfg, len(prepared.splits.train))
@@ -434,7 +438,7 @@ def evaluate_splits(prepared, batch_size) -> dict:
     metrics = {}
     for split in ("validation", "test"):
         if split in prepared.features:
-            values = prepared.classifier.evaluate(
+            values = prepared.training_model().evaluate(
                 prepared.dataset(split, batch_size), verbose=0, return_dict=True
             )
             metrics[split] = {k: float(v) for k, v in values.items()}

@@ -11,9 +11,11 @@ Contenders (each runs in a fresh process, one after another):
 
     kerasbert/random      `prepare` + `compile_for_stage` + random batches, each
                           trimmed to its longest text (dynamic padding only)
-    kerasbert/bucketed    as `kerasbert.train` runs now: length-bucketed batches
-                          (`pipeline.sortish_order`), then trimmed, each to exactly
-                          its longest text (no XLA, so no rounding)
+    kerasbert/bucketed    as `kerasbert.train` runs with the default config:
+                          length-bucketed batches (`pipeline.sortish_order`), then
+                          trimmed, each to exactly its longest text (no XLA, so no
+                          rounding), `runtime.mixed_precision: auto`
+    kerasbert/bucketed+fp32    the same in float32 whatever `auto` picks
     kerasbert/bucketed+round8  the same with widths rounded up to a multiple of 8, as
                           for a compiled step (and on CPU before exact widths)
     kerasbert/bucketed+bf16    kerasbert/bucketed under `mixed_bfloat16`: bfloat16
@@ -43,6 +45,9 @@ Contenders (each runs in a fresh process, one after another):
                           bfloat16` (the graph computes in bfloat16)
     infer:hf-torch        fast tokenizer + `model(**batch)` under `inference_mode`
     infer:hf-torch+1thread   the same with `torch.set_num_threads(1)`
+    peak                  not a contender: the best rate of a 2048^3 matmul in
+                          float32 and in bfloat16 on this machine, the measured
+                          peak each training row's "% of peak" divides by
 
 Run from the repository root after `python benchmarks/fetch_assets.py` and
 with the torch venv in place (see benchmarks/README.md):
@@ -72,6 +77,7 @@ SEED = 0
 TRAIN_CONTENDERS = {
     "kerasbert/random": dict(kind="kerasbert", bucket_window=0),
     "kerasbert/bucketed": dict(kind="kerasbert", bucket_window=50),
+    "kerasbert/bucketed+fp32": dict(kind="kerasbert", bucket_window=50, mixed_precision="float32"),
     "kerasbert/random+xla": dict(kind="kerasbert", bucket_window=0, jit_compile=True),
     "kerasbert/bucketed+inter1": dict(kind="kerasbert", bucket_window=50, inter_op=1),
     "kerasbert/bucketed+round8": dict(kind="kerasbert", bucket_window=50, pad_multiple=8),
@@ -152,6 +158,32 @@ def setup(args):
             dtype=dtype,
         )
     return {"train_rows": len(texts), "tokenize_texts_per_s": len(texts) / tokenize_seconds}
+
+
+# === The measured peak ===
+
+PEAK_SIZE = 2048
+
+
+def measure_peak(calls=10, rounds=3) -> dict:
+    """GFLOP/s of a `PEAK_SIZE`-cubed matmul, float32 and bfloat16, the best of `rounds`."""
+    import tensorflow as tf
+
+    matmul = tf.function(tf.linalg.matmul)
+    rates = {}
+    for dtype in ("float32", "bfloat16"):
+        a = tf.cast(tf.random.normal([PEAK_SIZE, PEAK_SIZE]), dtype)
+        b = tf.cast(tf.random.normal([PEAK_SIZE, PEAK_SIZE]), dtype)
+        matmul(a, b).numpy()
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for _ in range(calls):
+                product = matmul(a, b)
+            product.numpy()
+            best = min(best, (time.perf_counter() - started) / calls)
+        rates[dtype] = 2 * PEAK_SIZE**3 / best / 1e9
+    return {"gflops": rates}
 
 
 # === Training contenders (TensorFlow) ===
@@ -441,6 +473,8 @@ def worker(args):
     name = args.worker
     if name == "setup":
         result = setup(args)
+    elif name == "peak":
+        result = measure_peak()
     elif name.startswith("infer:"):
         model, _, variant = name.split(":", 1)[1].partition("+")
         loader = "tf2" if model.endswith("-tf2load") else "session"
@@ -484,7 +518,7 @@ def main(argv=None) -> int:
     if args.worker:
         return worker(args)
 
-    names = ["setup", *TRAIN_CONTENDERS, *INFER_CONTENDERS]
+    names = ["setup", "peak", *TRAIN_CONTENDERS, *INFER_CONTENDERS]
     if args.only:
         wanted = args.only.split(",")
         names = [n for n in names if n in wanted]
@@ -534,6 +568,8 @@ def best_of(runs) -> dict:
         best = dict(runs[0])
         for key in ("batch_32", "batch_1"):
             best[key] = max((run[key] for run in runs), key=lambda r: r["texts_per_s"])
+    elif "gflops" in runs[0]:
+        best = {"gflops": {d: max(run["gflops"][d] for run in runs) for d in runs[0]["gflops"]}}
     else:
         best = dict(min(runs, key=lambda run: run["seconds"]))
     best["runs"] = [{k: v for k, v in run.items() if k != "runs"} for run in runs]
@@ -592,18 +628,30 @@ def report(results) -> str:
     batch = settings["batch_size"]
     steps = settings["steps"]
     machine = results["machine"]
-    peak = peak_flops(machine)
-    core_peak = peak / int(machine.get("CPU(s)", 1))
+    cores = int(machine.get("CPU(s)", 1))
     contenders = results["contenders"]
+    measured = contenders.get("peak", {}).get("gflops")
+    # A row's peak: the measured matmul rate in its compute dtype, else
+    # the assumed FP32 peak.
+    peaks = (
+        {dtype: 1e9 * rate for dtype, rate in measured.items()}
+        if measured
+        else {"float32": peak_flops(machine)}
+    )
+    described = (
+        f"measured peak (a {PEAK_SIZE}^3 matmul, best of its runs): "
+        + ", ".join(f"{dtype} {rate:.0f} GFLOP/s" for dtype, rate in measured.items())
+        if measured
+        else f"peak FP32 assumed {peaks['float32'] / 1e9:.0f} GFLOP/s"
+    )
     lines = [
         f"Training, batch {batch}, {steps} timed steps after {settings['warmup']} warm-up steps; "
-        f"peak FP32 assumed {peak / 1e9:.0f} GFLOP/s ({core_peak / 1e9:.0f} per core; "
-        "bfloat16 rows are measured against it too, though AVX512-BF16's dot products "
-        "double it):",
+        f"{described}; % of peak divides by the peak of the row's compute dtype:",
         "",
-        "| contender | samples/s | vs keras-hub/default | vs hf-torch/random | s/step | CPU s/step | mean width "
-        "| tokens (real) | GFLOP/step | % of peak (wall) | % of peak per CPU-s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| contender | samples/s | vs keras-hub/default | vs hf-torch/random | vs hf-torch/bucketed "
+        "| s/step | CPU s/step | mean width | tokens (real) | GFLOP/step | % of peak (wall) "
+        "| % of peak per CPU-s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rate = {
         n: steps * batch / contenders[n]["seconds"] for n in TRAIN_CONTENDERS if n in contenders
@@ -616,11 +664,19 @@ def report(results) -> str:
         vs_hub = (
             f"{rate[name] / rate['keras-hub/default']:.2f}x" if "keras-hub/default" in rate else "-"
         )
-        vs_hf = f"{rate[name] / rate['hf-torch/random']:.2f}x" if "hf-torch/random" in rate else "-"
+        vs_hf = {
+            order: f"{rate[name] / rate[f'hf-torch/{order}']:.2f}x"
+            if f"hf-torch/{order}" in rate
+            else "-"
+            for order in ("random", "bucketed")
+        }
+        dtype = "bfloat16" if r.get("dtype_policy") == "mixed_bfloat16" else "float32"
+        peak = peaks.get(dtype)
         wall_share = flops / r["seconds"] / peak if peak else float("nan")
-        cpu_share = flops / r["cpu_seconds"] / core_peak if peak else float("nan")
+        cpu_share = flops / r["cpu_seconds"] / (peak / cores) if peak else float("nan")
         lines.append(
-            f"| {name} | {rate[name]:.1f} | {vs_hub} | {vs_hf} | {r['seconds'] / steps:.2f} "
+            f"| {name} | {rate[name]:.1f} | {vs_hub} | {vs_hf['random']} | {vs_hf['bucketed']} "
+            f"| {r['seconds'] / steps:.2f} "
             f"| {r['cpu_seconds'] / steps:.2f} | {sum(r['widths']) / len(r['widths']):.1f} "
             f"| {tokens} ({r['real_tokens']}) | {flops / steps / 1e9:.0f} | {100 * wall_share:.1f}% | {100 * cpu_share:.1f}% |"
         )

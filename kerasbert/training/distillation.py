@@ -315,7 +315,7 @@ def prepare_student(config, teacher_dir) -> tuple[StudentPrepared, dict]:
     """
     settings = config.distillation
     teacher_dir = Path(teacher_dir)
-    teacher, tokenizer = load_run_model(teacher_dir)
+    teacher = None
     teacher_labels = json.loads((teacher_dir / rundir.LABELS).read_text(encoding="utf-8"))["labels"]
     record = {
         "teacher": str(teacher_dir),
@@ -324,12 +324,16 @@ def prepare_student(config, teacher_dir) -> tuple[StudentPrepared, dict]:
     }
 
     def build_model(splits, dtype):
+        nonlocal teacher
         if list(splits.labels) != list(teacher_labels):
             raise ValueError(
                 f"the student's data has the labels {splits.labels} but the teacher "
                 f"{teacher_dir} was trained on {teacher_labels}; give data with the teacher's "
                 "labels (leave `data` out to use the teacher's own)"
             )
+        # Loaded in the strategy's scope, as the student is built: matching
+        # hidden states runs the teacher beside the student on every replica.
+        teacher, tokenizer = load_run_model(teacher_dir)
         if config.model.sequence_length > teacher.backbone.max_sequence_length:
             raise ValueError(
                 f"model.sequence_length ({config.model.sequence_length}) exceeds the teacher's "

@@ -27,6 +27,7 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import accuracy  # benchmarks/ is this script's directory
 
@@ -44,16 +45,28 @@ def run_once(precision, seed) -> dict:
         seed,
         OUT_DIR / "logs" / f"{precision}-seed{seed}.log",
     )
-    row = accuracy.row_from_run("progressive", run["run_dir"], run["seconds"], run["command"])
+    return run_record(
+        precision,
+        seed,
+        run["run_dir"],
+        run["seconds"] / 60,
+        run["command"],
+        [run["load_before"][0], run["load_after"][0]],
+    )
+
+
+def run_record(precision, seed, run_dir, minutes, command, load=None) -> dict:
+    """A finished run's line of the table, from its `metrics.json`."""
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
     return {
         "precision": precision,
         "seed": seed,
-        "test_accuracy": row["test_accuracy"],
-        "validation_accuracy": row["validation_accuracy"],
-        "minutes": run["seconds"] / 60,
-        "load": [run["load_before"][0], run["load_after"][0]],
-        "run_dir": row["run_dir"],
-        "command": run["command"],
+        "test_accuracy": metrics["test"]["accuracy"],
+        "validation_accuracy": metrics["validation"]["accuracy"],
+        "minutes": minutes,
+        "load": load,
+        "run_dir": str(run_dir),
+        "command": command,
     }
 
 
@@ -67,7 +80,7 @@ def verdict(runs) -> tuple[str, dict]:
         lines.append(
             f"| {run['precision']} | {run['seed']} | {100 * run['test_accuracy']:.2f}% "
             f"| {100 * run['validation_accuracy']:.2f}% | {run['minutes']:.1f} "
-            f"| {run['load'][0]:.1f}, {run['load'][1]:.1f} |"
+            f"| {', '.join(f'{value:.1f}' for value in run['load']) if run['load'] else '-'} |"
         )
     means = {
         precision: statistics.fmean(
@@ -91,10 +104,24 @@ def verdict(runs) -> tuple[str, dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="PRECISION:SEED=RUN_DIR:MINUTES",
+        help="take a run already finished (its command as this script runs it) instead of training",
+    )
     args = parser.parse_args(argv)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     results_path = OUT_DIR / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": []}
+    for item in args.reuse:
+        key, _, rest = item.partition("=")
+        precision, _, seed = key.partition(":")
+        run_dir, _, minutes = rest.rpartition(":")
+        results["runs"].append(
+            run_record(precision, int(seed), run_dir, float(minutes), "reused: " + run_dir)
+        )
     done = {(run["precision"], run["seed"]) for run in results["runs"]}
     for seed in (int(seed) for seed in args.seeds.split(",")):
         for precision in PRECISIONS:

@@ -813,10 +813,9 @@ class RuntimeConfig(_Section):
     text, rounded up to a multiple of 8 only where the step is compiled (XLA, GPU, TPU).
     """
     mixed_precision: Literal["auto", "float32", "mixed_bfloat16"] = "auto"
-    """`auto` is `mixed_bfloat16` on GPUs of compute capability 8.0 and up, `float32` elsewhere.
-    Variables stay float32; exports answer in float32. On CPUs with native bfloat16 (`avx512_bf16`
-    or `amx_bf16` flags) `auto` keeps `float32` until bfloat16 is measured to pay there
-    (benchmarks/RESULTS.md); `mixed_bfloat16` uses it.
+    """`auto` is `mixed_bfloat16` on GPUs of compute capability 8.0 and up and on CPUs with native
+    bfloat16 (`avx512_bf16` or `amx_bf16` flags), `float32` elsewhere. Variables stay float32;
+    exports answer in float32 (`export.dtype`).
     """
 
 

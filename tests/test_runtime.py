@@ -48,8 +48,10 @@ def test_usable_cpus_is_the_affinity_capped_by_the_cgroup_quota(tmp_path, files,
     assert usable_cpus(tmp_path) == expected
 
 
-def test_auto_uses_the_usable_cpus_keras_jit_choice_and_float32_without_a_gpu():
-    runtime = resolve_runtime(RuntimeConfig(), cpus=3, gpus=[], cpu_flags={"avx512_bf16"})
+def test_auto_uses_the_usable_cpus_keras_jit_choice_and_float32_without_bfloat16_hardware():
+    runtime = resolve_runtime(
+        RuntimeConfig(), cpus=3, gpus=[], cpu_flags={"avx512f", "avx512_vnni"}
+    )
     assert runtime == Runtime(
         intra_op_threads=3, inter_op_threads=3, jit_compile="auto", dtype_policy="float32"
     )
@@ -109,18 +111,17 @@ def test_no_cpuinfo_means_no_flags(tmp_path):
 @pytest.mark.parametrize(
     "flags, native", [({"avx512_bf16"}, True), ({"amx_bf16"}, True), ({"avx512f"}, False)]
 )
-def test_auto_keeps_float32_on_cpus_until_bfloat16_is_measured_to_pay(caplog, flags, native):
-    # benchmarks/RESULTS.md, "bfloat16 on the CPU": the accuracy condition
-    # for making it the default is not measured, so auto stays float32 and
-    # says that mixed_bfloat16 is there to set.
+def test_auto_is_bfloat16_on_cpus_that_compute_in_it(caplog, flags, native):
+    # benchmarks/RESULTS.md, "bfloat16 on the CPU": faster, and no accuracy lost.
+    runtime = resolve_runtime(RuntimeConfig(), cpus=1, gpus=[], cpu_flags=flags)
+    assert runtime.dtype_policy == ("mixed_bfloat16" if native else "float32")
+    # Without the default, auto keeps float32 and says that mixed_bfloat16 is there to set.
     with caplog.at_level(logging.INFO, logger="kerasbert.training.runtime"):
-        runtime = resolve_runtime(RuntimeConfig(), cpus=1, gpus=[], cpu_flags=flags)
-    assert runtime.dtype_policy == "float32"
+        kept = resolve_runtime(
+            RuntimeConfig(), cpus=1, gpus=[], cpu_flags=flags, auto_cpu_bfloat16=False
+        )
+    assert kept.dtype_policy == "float32"
     assert ("mixed_bfloat16 would use it" in caplog.text) is native
-    adopted = resolve_runtime(
-        RuntimeConfig(), cpus=1, gpus=[], cpu_flags=flags, auto_cpu_bfloat16=True
-    )
-    assert adopted.dtype_policy == ("mixed_bfloat16" if native else "float32")
     explicit = RuntimeConfig(mixed_precision="float32")
     assert resolve_runtime(explicit, cpus=1, gpus=[], cpu_flags=flags).dtype_policy == "float32"
 

@@ -59,6 +59,9 @@ def tiny_config_dict(data_path, tmp_path, family="bert", **sections) -> dict:
             "runs_dir": str(Path(tmp_path) / "runs"),
         },
         "export": {"base_path": str(Path(tmp_path) / "saved_models")},
+        # Tests compare outputs to 1e-5: the same numbers on every CPU, with
+        # native bfloat16 (which `auto` would pick) or without.
+        "runtime": {"mixed_precision": "float32"},
     }
     for section, values in sections.items():
         if isinstance(values, dict) and isinstance(config.get(section), dict):

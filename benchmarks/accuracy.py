@@ -247,7 +247,8 @@ def row_from_run(name, run_dir, seconds, command) -> dict:
     """A table row from a finished run directory's metrics and config."""
     import yaml
 
-    run_dir = Path(run_dir).resolve()
+    # Absolute but with links kept: benchmarks/cache may be a link out of the repository.
+    run_dir = Path(os.path.abspath(run_dir))
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     training = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["training"]
     return {

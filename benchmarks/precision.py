@@ -27,7 +27,6 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import accuracy  # benchmarks/ is this script's directory
 
@@ -56,16 +55,16 @@ def run_once(precision, seed) -> dict:
 
 
 def run_record(precision, seed, run_dir, minutes, command, load=None) -> dict:
-    """A finished run's line of the table, from its `metrics.json`."""
-    metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
+    """A finished run's line of the table (`accuracy.row_from_run`'s accuracies)."""
+    row = accuracy.row_from_run("progressive", run_dir, 60 * minutes, command)
     return {
         "precision": precision,
         "seed": seed,
-        "test_accuracy": metrics["test"]["accuracy"],
-        "validation_accuracy": metrics["validation"]["accuracy"],
+        "test_accuracy": row["test_accuracy"],
+        "validation_accuracy": row["validation_accuracy"],
         "minutes": minutes,
         "load": load,
-        "run_dir": str(run_dir),
+        "run_dir": row["run_dir"],
         "command": command,
     }
 
@@ -115,14 +114,14 @@ def main(argv=None) -> int:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     results_path = OUT_DIR / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": []}
-    for item in args.reuse:
-        key, _, rest = item.partition("=")
-        precision, _, seed = key.partition(":")
-        run_dir, _, minutes = rest.rpartition(":")
-        results["runs"].append(
-            run_record(precision, int(seed), run_dir, float(minutes), "reused: " + run_dir)
-        )
     done = {(run["precision"], run["seed"]) for run in results["runs"]}
+    for key, (run_dir, minutes) in accuracy.parse_reuse(args.reuse).items():
+        precision, _, seed = key.partition(":")
+        if (precision, int(seed)) not in done:  # a rerun with the same --reuse adds nothing
+            results["runs"].append(
+                run_record(precision, int(seed), run_dir, minutes, "reused: " + run_dir)
+            )
+            done.add((precision, int(seed)))
     for seed in (int(seed) for seed in args.seeds.split(",")):
         for precision in PRECISIONS:
             if (precision, seed) in done:

@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -385,6 +386,31 @@ def test_student_export_serves_raw_text_in_a_session_with_the_teachers_labels(
     labels, probabilities = student(["What a superb film.", "Dull and lifeless plot."])
     assert set(labels) <= set(teacher_labels)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_a_teacher_without_an_export_is_exported_for_the_comparison_and_left_as_it_was(
+    trained_run, tmp_path, monkeypatch
+):
+    teacher = tmp_path / "teacher"
+    shutil.copytree(trained_run.run_dir, teacher, ignore=shutil.ignore_patterns("tensorboard"))
+    status = json.loads((teacher / "status.json").read_text())
+    del status["export"]
+    (teacher / "status.json").write_text(json.dumps(status))
+    before = {path: path.read_bytes() for path in teacher.rglob("*") if path.is_file()}
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    path = write_yaml(tmp_path / "student.yaml", student_config_dict(teacher, tmp_path))
+    assert distill.main(["--config", str(path)]) == 0
+    (run_dir,) = (tmp_path / "runs" / "student").iterdir()
+    comparison = json.loads((run_dir / "distillation.json").read_text())["comparison"]
+    assert comparison["teacher"]["texts_per_second"] > 0
+    assert comparison["teacher"]["export_bytes"] > 0
+    teacher_metrics = json.loads((teacher / "metrics.json").read_text())
+    assert comparison["teacher"]["accuracy"] == pytest.approx(teacher_metrics["test"]["accuracy"])
+    after = {path: path.read_bytes() for path in teacher.rglob("*") if path.is_file()}
+    assert after == before
+    assert not list(temporary.glob("kerasbert-teacher-*"))
 
 
 # === Bad input: one line, exit 2 ===

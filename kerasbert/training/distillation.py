@@ -27,8 +27,10 @@ Reference:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -394,36 +396,55 @@ def distill(config, resume_dir=None) -> DistillationResult:
     Returns:
         The student's run directory, final metrics and export directory, and
         its `distillation.json` as `record` (`comparison` None when the
-        student or the teacher has no export).
+        student was not exported).
     """
     teacher_dir = Path(config.distillation.teacher)
     prepared, record = prepare_student(config, teacher_dir)
     result = train(config, resume_dir=resume_dir, prepared=prepared)
     if not is_chief():
         return DistillationResult(result.run_dir, result.metrics, result.export_dir, record)
-    teacher_export = rundir.status_record(teacher_dir).get("export")
     split = "test" if prepared.splits.test is not None else "validation"
     record["comparison"] = None
-    if result.export_dir is not None and teacher_export and Path(teacher_export).is_dir():
+    if result.export_dir is not None:
         frame = getattr(prepared.splits, split)
-        record["comparison"] = {
-            "split": split,
-            **compare_exports(
-                {"student": result.export_dir, "teacher": Path(teacher_export)},
-                frame["text"].tolist(),
-                frame["label"].tolist(),
-                frame["text_pair"].tolist() if "text_pair" in frame else None,
-                config.training.batch_size,
-            ),
-        }
+        with teacher_export(teacher_dir) as export:
+            record["comparison"] = {
+                "split": split,
+                **compare_exports(
+                    {"student": result.export_dir, "teacher": export},
+                    frame["text"].tolist(),
+                    frame["label"].tolist(),
+                    frame["text_pair"].tolist() if "text_pair" in frame else None,
+                    config.training.batch_size,
+                ),
+            }
         for name in ("student", "teacher"):
             record["comparison"][name]["parameters"] = record[f"{name}_parameters"]
         log.info("student and teacher on %s: %s", split, describe_comparison(record["comparison"]))
     else:
-        log.info("no comparison of the exports: the student or the teacher was not exported")
+        log.info("no comparison of the exports: the student was not exported")
     write_json(result.run_dir / rundir.DISTILLATION, record)
     write_report_safely(result.run_dir)
     return DistillationResult(result.run_dir, result.metrics, result.export_dir, record)
+
+
+@contextlib.contextmanager
+def teacher_export(teacher_dir):
+    """Yields the teacher run's export directory, exported now if the run has none.
+
+    A run trained with `export.enabled: false`, or whose export was moved,
+    is exported into a temporary directory, removed when the block ends:
+    the teacher's run and base path are left as they were.
+    """
+    export = rundir.status_record(teacher_dir).get("export")
+    if export and Path(export).is_dir():
+        yield Path(export)
+        return
+    from kerasbert.exporting.exporter import export_run_dir
+
+    log.info("the teacher has no export: exporting it to a temporary directory to compare")
+    with tempfile.TemporaryDirectory(prefix="kerasbert-teacher-") as base_path:
+        yield export_run_dir(teacher_dir, base_path=base_path, model_name="teacher", version=1)
 
 
 def compare_exports(exports, texts, labels, text_pairs=None, batch_size=32) -> dict:

@@ -261,7 +261,7 @@ def verdicts(rows) -> list[str]:
         if fine:
             passing.append(row)
         lines.append(
-            f"- {row['layers']} layers: {loss:+.2f} points of accuracy lost "
+            f"- {row['layers']} layers: accuracy {-loss:+.2f} points against the teacher "
             f"({_against(-loss, -MAX_ACCURACY_LOSS, ' points')}), {speedup:.2f}x the teacher "
             f"at batch 1 ({_against(speedup, MIN_TEACHER_SPEEDUP, 'x')}): target 1 "
             + ("**met**" if fine else "**missed**")

@@ -69,7 +69,7 @@ def test_a_student_within_a_point_and_fast_enough_meets_both_targets(frontier):
 def test_a_missed_target_says_by_how_much(frontier):
     report = frontier.report(results([0.83, 0.83, 0.83], student_batch_1=80.0, hf_batch_32=200.0))
     # 2 points lost, 1.60x the teacher; against HF 2.00x at batch 1 but 1.20x at batch 32.
-    assert "+2.00 points of accuracy lost (missed by 1.00 points)" in report
+    assert "accuracy -2.00 points against the teacher (missed by 1.00 points)" in report
     assert "1.60x the teacher at batch 1 (missed by 0.20x): target 1 **missed**" in report
     assert "**missed** by every student; the most accurate, 3 layers" in report
     assert report.endswith("2.00x (0.50x to spare) and 1.20x (missed by 0.30x): **missed**")

@@ -466,7 +466,7 @@ def _distillation_html(record) -> str:
     body += "."
     table = distillation_table(record)
     if not len(table):
-        return body + " The student was not exported, so there is nothing to compare.</p>"
+        return body + " There are no exports to compare.</p>"
     split = (record.get("comparison") or {}).get("split", "test")
     body += f" Both exports, on the {_e(str(split))} split:</p>"
     kinds = {"layers": COUNT, "parameters": COUNT, "export MB": LENGTH, "texts/s": COUNT}
